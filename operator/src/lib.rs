@@ -1,0 +1,1 @@
+//! The wsfleet operator: reconciles `WebSocketFleet` resources into gateway pods.
