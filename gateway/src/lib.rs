@@ -2,8 +2,14 @@
 //! between nodes over a backplane. Data flows socket → protocol → engine → subscriptions →
 //! sockets.
 
+pub mod admin;
+pub mod auth;
+pub mod config;
+pub mod connection;
 pub mod engine;
 pub mod metrics;
+pub mod node;
 pub mod outbox;
 pub mod protocol;
+pub mod server;
 pub mod subscriptions;
