@@ -21,6 +21,9 @@ use tokio_tungstenite::tungstenite::protocol::frame::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{self, Message};
 
+/// Write batches per wake-up before the task lets reads and heartbeats run.
+const MAX_BATCHES_PER_WAKE: usize = 8;
+
 /// Most channels one connection may be subscribed to at once.
 pub const MAX_SUBSCRIPTIONS: usize = 1024;
 
@@ -103,9 +106,6 @@ impl Connection<'_> {
                     }
                 }
                 () = outbox.ready() => {
-                    if self.outbox.overflowed() {
-                        return End::Close(CloseCode::Policy, "slow consumer: send queue full");
-                    }
                     if let Some(end) = self.flush_outbox(ws, &mut batch).await {
                         return end;
                     }
@@ -153,10 +153,13 @@ impl Connection<'_> {
                 }
             }
             // tungstenite queues the pong itself; it goes out with the next flush.
-            Message::Ping(_) => match ws.flush().await {
-                Ok(()) => None,
-                Err(_) => Some(End::Gone),
-            },
+            Message::Ping(_) => {
+                let timeout = self.node.config.heartbeat_timeout;
+                match tokio::time::timeout(timeout, ws.flush()).await {
+                    Ok(Ok(())) => None,
+                    _ => Some(End::Gone),
+                }
+            }
             Message::Pong(_) | Message::Frame(_) => None,
             Message::Close(_) => Some(End::Gone),
         }
@@ -243,40 +246,52 @@ impl Connection<'_> {
         }
     }
 
-    /// Writes every queued frame, then flushes once.
+    /// Writes queued frames in batches (feed every frame of a batch, then flush once) until
+    /// the queue is empty, the client falls too far behind, or the write stalls.
     async fn flush_outbox(&mut self, ws: &mut Socket, batch: &mut Vec<Queued>) -> Option<End> {
-        self.outbox.take_all(batch);
-        let oldest = batch.first().map(|q| q.at)?;
-        let count = batch.len() as u64;
-        let write_timeout = self.node.config.heartbeat_timeout;
-        let written = tokio::time::timeout(write_timeout, async {
-            for queued in batch.drain(..) {
-                ws.feed(Message::Text(queued.frame)).await?;
+        for _ in 0..MAX_BATCHES_PER_WAKE {
+            if self.outbox.overflowed() {
+                return Some(slow_consumer());
             }
-            ws.flush().await
-        })
-        .await;
-        batch.clear();
-        if batch.capacity() > 64 {
-            batch.shrink_to_fit();
+            self.outbox.take_all(batch);
+            let Some(oldest) = batch.first().map(|q| q.at) else {
+                if batch.capacity() > 64 {
+                    batch.shrink_to_fit();
+                }
+                return None;
+            };
+            let count = batch.len() as u64;
+            let write = async {
+                for queued in batch.drain(..) {
+                    ws.feed(Message::Text(queued.frame)).await?;
+                }
+                ws.flush().await
+            };
+            let outcome = tokio::select! {
+                written = tokio::time::timeout(self.node.config.heartbeat_timeout, write) => written,
+                () = self.outbox.overflowed_signal() => return Some(slow_consumer()),
+            };
+            batch.clear();
+            match outcome {
+                Ok(Ok(())) => {
+                    metrics().messages_out.inc_by(count);
+                    metrics()
+                        .delivery_latency
+                        .observe(oldest.elapsed().as_secs_f64());
+                }
+                Ok(Err(_)) => return Some(End::Gone),
+                Err(_) => {
+                    metrics()
+                        .dropped
+                        .with_label_values(&["slow_consumer"])
+                        .inc();
+                    return Some(slow_consumer());
+                }
+            }
         }
-        match written {
-            Ok(Ok(())) => {
-                metrics().messages_out.inc_by(count);
-                metrics()
-                    .delivery_latency
-                    .observe(oldest.elapsed().as_secs_f64());
-                None
-            }
-            Ok(Err(_)) => Some(End::Gone),
-            Err(_) => {
-                metrics()
-                    .dropped
-                    .with_label_values(&["slow_consumer"])
-                    .inc();
-                Some(End::Gone)
-            }
-        }
+        // Still busy: let the other branches (reads, heartbeat) run, then come back.
+        self.outbox.wake();
+        None
     }
 
     /// Writes and flushes one frame, bounded by the heartbeat timeout so a client that stopped
@@ -323,6 +338,10 @@ impl Ack {
             recovered: self.recovered,
         })
     }
+}
+
+fn slow_consumer() -> End {
+    End::Close(CloseCode::Policy, "slow consumer: send queue full")
 }
 
 /// Maps a read error to how the connection ends: oversized messages get 1009, protocol

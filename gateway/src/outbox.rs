@@ -32,6 +32,9 @@ pub struct Queued {
 pub struct Outbox {
     queue: Mutex<VecDeque<Queued>>,
     wake: Notify,
+    /// Signalled once when the queue overflows under `disconnect`, so a connection stuck
+    /// writing to a client that stopped reading gives up at once.
+    overflow: Notify,
     overflowed: AtomicBool,
     capacity: u32,
     policy: SlowConsumerPolicy,
@@ -42,6 +45,7 @@ impl Outbox {
         Outbox {
             queue: Mutex::new(VecDeque::new()),
             wake: Notify::new(),
+            overflow: Notify::new(),
             overflowed: AtomicBool::new(false),
             capacity: u32::try_from(capacity.max(1)).unwrap_or(u32::MAX),
             policy,
@@ -74,6 +78,7 @@ impl Outbox {
                         .dropped
                         .with_label_values(&["slow_consumer"])
                         .inc();
+                    self.overflow.notify_one();
                     self.wake.notify_one();
                     return;
                 }
@@ -102,6 +107,16 @@ impl Outbox {
     /// Resolves when frames were queued (or the queue overflowed) since the last call.
     pub async fn ready(&self) {
         self.wake.notified().await;
+    }
+
+    /// Makes the next `ready` resolve at once (the owner yielded with frames still queued).
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Resolves when the queue overflowed under the `disconnect` policy.
+    pub async fn overflowed_signal(&self) {
+        self.overflow.notified().await;
     }
 
     /// True once the queue overflowed under the `disconnect` policy.
