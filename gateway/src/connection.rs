@@ -5,7 +5,7 @@
 
 use crate::auth::Identity;
 use crate::metrics::metrics;
-use crate::node::Node;
+use crate::node::{ConnSlot, Node};
 use crate::outbox::{Outbox, Queued};
 use crate::protocol::{
     ClientMessage, ErrorCode, ProtocolError, ServerMessage, encode, parse_client,
@@ -51,13 +51,15 @@ struct Connection<'a> {
 
 /// Serves an upgraded connection until it ends, then releases its subscriptions and registry
 /// entry.
-pub async fn run(node: &Node, mut ws: Socket, id: ConnId, identity: Identity) {
+pub async fn run(slot: ConnSlot, mut ws: Socket, identity: Identity) {
+    let node = slot.node();
+    let id = slot.id;
     let config = &node.config;
     let outbox = Arc::new(Outbox::new(
         config.send_queue_messages,
         config.slow_consumer_policy,
     ));
-    node.engine.register(&identity.client_id, id, &outbox).await;
+    Box::pin(node.engine.register(&identity.client_id, id, &outbox)).await;
     let mut conn = Connection {
         node,
         id,
@@ -72,9 +74,10 @@ pub async fn run(node: &Node, mut ws: Socket, id: ConnId, identity: Identity) {
             code,
             reason: reason.into(),
         };
-        let _ = tokio::time::timeout(Duration::from_secs(1), ws.close(Some(frame))).await;
+        let close = tokio::time::timeout(Duration::from_secs(1), ws.close(Some(frame)));
+        let _ = Box::pin(close).await;
     }
-    conn.release().await;
+    Box::pin(conn.release()).await;
 }
 
 impl Connection<'_> {
@@ -84,7 +87,10 @@ impl Connection<'_> {
             node: &self.node.config.node_id,
             heartbeat_ms: self.node.config.heartbeat_ms(),
         });
-        if self.write(ws, Message::text(welcome)).await.is_err() {
+        if Box::pin(self.write(ws, Message::text(welcome)))
+            .await
+            .is_err()
+        {
             return End::Gone;
         }
         let interval = self.node.config.heartbeat_interval;
@@ -97,7 +103,7 @@ impl Connection<'_> {
             tokio::select! {
                 frame = ws.next() => {
                     let end = match frame {
-                        Some(Ok(message)) => self.on_frame(ws, message).await,
+                        Some(Ok(message)) => Box::pin(self.on_frame(ws, message)).await,
                         Some(Err(err)) => Some(read_error(err)),
                         None => Some(End::Gone),
                     };
@@ -106,7 +112,9 @@ impl Connection<'_> {
                     }
                 }
                 () = outbox.ready() => {
-                    if let Some(end) = self.flush_outbox(ws, &mut batch).await {
+                    // Boxed: the write path's state would otherwise enlarge every idle connection; one
+                    // small allocation per batch is cheap next to the write syscall.
+                    if let Some(end) = Box::pin(self.flush_outbox(ws, &mut batch)).await {
                         return end;
                     }
                 }
@@ -118,7 +126,7 @@ impl Connection<'_> {
                     }
                     if now >= next_ping {
                         next_ping = now + interval;
-                        if self.write(ws, Message::Ping(Default::default())).await.is_err() {
+                        if Box::pin(self.write(ws, Message::Ping(Default::default()))).await.is_err() {
                             return End::Gone;
                         }
                     }

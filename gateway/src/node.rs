@@ -6,8 +6,8 @@ use crate::config::Config;
 use crate::engine::{BackplaneState, Engine};
 use crate::metrics::metrics;
 use crate::subscriptions::ConnId;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use tokio::time::Instant;
 
 /// Where the node is in its life. Only `Serving` is entered today; the drain issue adds the
@@ -74,7 +74,7 @@ impl Node {
     }
 
     /// Takes one connection slot under the cap; `None` at the cap.
-    pub fn admit(&self) -> Option<ConnSlot<'_>> {
+    pub fn admit(self: &Arc<Self>) -> Option<ConnSlot> {
         let max = self.config.max_connections;
         self.connections
             .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| {
@@ -83,7 +83,10 @@ impl Node {
             .ok()?;
         metrics().connections.inc();
         let id = self.next_conn.fetch_add(1, Ordering::Relaxed);
-        Some(ConnSlot { node: self, id })
+        Some(ConnSlot {
+            node: Arc::clone(self),
+            id,
+        })
     }
 
     /// Spends one handshake from the budget; false when it is exhausted.
@@ -93,12 +96,18 @@ impl Node {
 }
 
 /// A held connection slot; released (and the gauge lowered) on drop.
-pub struct ConnSlot<'a> {
-    node: &'a Node,
+pub struct ConnSlot {
+    node: Arc<Node>,
     pub id: ConnId,
 }
 
-impl Drop for ConnSlot<'_> {
+impl ConnSlot {
+    pub fn node(&self) -> &Node {
+        &self.node
+    }
+}
+
+impl Drop for ConnSlot {
     fn drop(&mut self) {
         self.node.connections.fetch_sub(1, Ordering::AcqRel);
         metrics().connections.dec();

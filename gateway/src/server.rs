@@ -87,8 +87,8 @@ impl Refusal {
 }
 
 /// What admission decided for one upgrade.
-enum Admission<'a> {
-    Admitted(ConnSlot<'a>, Identity),
+enum Admission {
+    Admitted(ConnSlot, Identity),
     Refused(Refusal),
 }
 
@@ -96,7 +96,7 @@ enum Admission<'a> {
 /// (tungstenite's default read buffer is 128 KiB, allocated eagerly).
 pub fn websocket_config(max_message_bytes: usize) -> WebSocketConfig {
     WebSocketConfig::default()
-        .read_buffer_size(1024)
+        .read_buffer_size(512)
         .write_buffer_size(0)
         .max_write_buffer_size(4 * max_message_bytes.max(64 * 1024))
         .max_message_size(Some(max_message_bytes))
@@ -140,7 +140,13 @@ async fn handle(node: Arc<Node>, stream: TcpStream) {
         reply
     };
     let config = websocket_config(node.config.max_message_bytes);
-    let handshake = tokio_tungstenite::accept_hdr_async_with_config(stream, callback, Some(config));
+    // Boxed so the (large) handshake state is freed once the upgrade is done, instead of
+    // sizing every connection's task for it.
+    let handshake = Box::pin(tokio_tungstenite::accept_hdr_async_with_config(
+        stream,
+        callback,
+        Some(config),
+    ));
     let result = tokio::time::timeout(node.config.handshake_timeout, handshake).await;
     let handshakes = &metrics().handshakes;
     let mut ws = match result {
@@ -161,8 +167,9 @@ async fn handle(node: Arc<Node>, stream: TcpStream) {
     match admission {
         Some(Admission::Admitted(slot, identity)) => {
             handshakes.with_label_values(&["accepted"]).inc();
-            connection::run(&node, ws, slot.id, identity).await;
-            drop(slot);
+            // A task of its own, sized for the connection only: this one (with the
+            // handshake's state) ends here.
+            tokio::spawn(connection::run(slot, ws, identity));
         }
         Some(Admission::Refused(refusal)) => {
             handshakes.with_label_values(&[refusal.label()]).inc();
@@ -182,7 +189,7 @@ async fn handle(node: Arc<Node>, stream: TcpStream) {
 }
 
 /// Decides whether an upgrade request may become a connection.
-fn admit<'a>(node: &'a Node, request: &Request) -> Admission<'a> {
+fn admit(node: &Arc<Node>, request: &Request) -> Admission {
     if request.uri().path() != "/ws" {
         return Admission::Refused(Refusal::NotFound);
     }
