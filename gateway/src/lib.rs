@@ -1,2 +1,15 @@
 //! The wsfleet gateway: a WebSocket node that holds client connections and routes messages
-//! between nodes over a backplane.
+//! between nodes over a backplane. Data flows socket → protocol → engine → subscriptions →
+//! sockets.
+
+pub mod admin;
+pub mod auth;
+pub mod config;
+pub mod connection;
+pub mod engine;
+pub mod metrics;
+pub mod node;
+pub mod outbox;
+pub mod protocol;
+pub mod server;
+pub mod subscriptions;

@@ -1,1 +1,93 @@
-fn main() {}
+//! `wsfleet-gateway`: reads the config, raises the open-file limit, builds the engine and
+//! serves the WebSocket and admin listeners until SIGTERM or Ctrl-C.
+
+use anyhow::Context;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use wsfleet_gateway::auth::Authenticator;
+use wsfleet_gateway::config::Config;
+use wsfleet_gateway::engine::Engine;
+use wsfleet_gateway::node::Node;
+use wsfleet_gateway::subscriptions::Subscriptions;
+use wsfleet_gateway::{admin, server};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let config = Config::load()?;
+    raise_open_file_limit(config.max_connections);
+    if !config.redis_url.is_empty() {
+        anyhow::bail!("redis_url is set, but this build has only the in-process engine");
+    }
+    let engine = Engine::memory(Arc::new(Subscriptions::new()));
+    let auth = Authenticator::from_config(&config).context("setting up client authentication")?;
+    if config.anonymous {
+        tracing::warn!("anonymous mode: clients connect without a token (development only)");
+    }
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding {}", config.listen))?;
+    let admin_listener = TcpListener::bind(config.admin_listen)
+        .await
+        .with_context(|| format!("binding {}", config.admin_listen))?;
+    let ws_addr = listener.local_addr()?;
+    let admin_addr = admin_listener.local_addr()?;
+    let node = Arc::new(Node::new(config, engine, auth));
+    tracing::info!(node = %node.config.node_id, %ws_addr, %admin_addr, "serving");
+    // A fixed line on stdout tells supervisors and tests the bound ports (useful with port 0).
+    println!("wsfleet-gateway listening ws={ws_addr} admin={admin_addr}");
+
+    let admin = axum::serve(admin_listener, admin::router(Arc::clone(&node)));
+    tokio::spawn(async move {
+        if let Err(err) = admin.await {
+            tracing::error!(%err, "admin server failed");
+        }
+    });
+    tokio::spawn(server::serve(Arc::clone(&node), listener));
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    Ok(())
+}
+
+/// Raises the soft open-file limit to the hard limit; warns when the cap cannot fit.
+fn raise_open_file_limit(max_connections: usize) {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => {
+            // Each connection is one descriptor; keep some for listeners, Redis and logs.
+            let needed = max_connections as u64 + 64;
+            if needed > limit {
+                tracing::warn!(
+                    limit,
+                    max_connections,
+                    "max_connections exceeds the open-file limit; upgrades will fail before the cap"
+                );
+            }
+        }
+        Err(err) => tracing::warn!(%err, "could not raise the open-file limit"),
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

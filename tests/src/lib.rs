@@ -1,2 +1,349 @@
 //! Test kit shared by the workspace's integration tests: starts real `redis-server` and
-//! gateway processes on loopback and cleans them up.
+//! gateway processes on loopback and cleans them up (every process is killed when its handle
+//! drops), plus a tiny HTTP client for the admin port and deadline-bounded polling.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// How long a child process gets to come up on a loaded machine.
+pub const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("binding an ephemeral loopback port")
+}
+
+/// Polls `check` every 50 ms until it returns true or `timeout` passes; returns the last result.
+pub fn wait_until(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if check() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A scratch directory removed on drop.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        let unique = format!(
+            "wsfleet-{tag}-{}-{}",
+            std::process::id(),
+            Instant::now().elapsed().as_nanos() ^ u128::from(free_port())
+        );
+        let path = std::env::temp_dir().join(unique);
+        std::fs::create_dir_all(&path).expect("creating a temp dir");
+        TempDir(path)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    /// Writes `contents` to `name` inside the directory and returns its path.
+    pub fn file(&self, name: &str, contents: &str) -> PathBuf {
+        let path = self.0.join(name);
+        std::fs::write(&path, contents).expect("writing a temp file");
+        path
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A child process killed (and reaped) on drop.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A running `wsfleet-gateway` process.
+pub struct Gateway {
+    child: KillOnDrop,
+    /// The WebSocket listener (`ws://{ws_addr}/ws`).
+    pub ws_addr: SocketAddr,
+    /// The admin listener.
+    pub admin_addr: SocketAddr,
+}
+
+impl Gateway {
+    /// Starts the gateway binary at `bin` on ephemeral loopback ports with extra `args` and
+    /// environment `envs`, and waits for it to report its listeners. Set `WSFLEET_TEST_LOG`
+    /// to see its logs.
+    pub fn start(bin: &str, args: &[&str], envs: &[(&str, &str)]) -> Gateway {
+        let mut command = Command::new(bin);
+        command
+            .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+            .args(args)
+            .env_remove("WSFLEET_CONFIG")
+            .env_remove("WSFLEET_ADMIN_TOKEN")
+            .env_remove("WSFLEET_REDIS_URL")
+            .env(
+                "RUST_LOG",
+                std::env::var("WSFLEET_TEST_LOG").unwrap_or("warn".into()),
+            )
+            .envs(envs.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(if std::env::var_os("WSFLEET_TEST_LOG").is_some() {
+                Stdio::inherit()
+            } else {
+                Stdio::null()
+            });
+        let mut child = command.spawn().expect("spawning the gateway");
+        let stdout = child.stdout.take().expect("gateway stdout is piped");
+        let child = KillOnDrop(child);
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if line.starts_with("wsfleet-gateway listening") {
+                    let _ = tx.send(line);
+                }
+            }
+        });
+        let line = rx
+            .recv_timeout(START_TIMEOUT)
+            .expect("gateway did not report its listeners in time");
+        let addr = |key: &str| -> SocketAddr {
+            line.split_whitespace()
+                .find_map(|word| word.strip_prefix(key))
+                .and_then(|a| a.parse().ok())
+                .unwrap_or_else(|| panic!("no {key} in {line:?}"))
+        };
+        Gateway {
+            ws_addr: addr("ws="),
+            admin_addr: addr("admin="),
+            child,
+        }
+    }
+
+    /// `ws://…/ws` of this node, with an optional query string.
+    pub fn ws_url(&self, query: &str) -> String {
+        if query.is_empty() {
+            format!("ws://{}/ws", self.ws_addr)
+        } else {
+            format!("ws://{}/ws?{query}", self.ws_addr)
+        }
+    }
+
+    /// An admin-port request; see [`http`].
+    pub fn admin(&self, method: &str, path: &str, token: Option<&str>, body: &str) -> HttpReply {
+        http(self.admin_addr, method, path, token, body)
+    }
+
+    /// The `connections` number from `/status`.
+    pub fn connections(&self) -> u64 {
+        let reply = self.admin("GET", "/status", None, "");
+        let json: serde_json::Value = serde_json::from_str(&reply.body).unwrap_or_default();
+        json["connections"].as_u64().unwrap_or(u64::MAX)
+    }
+
+    /// The value of a metric line from `/metrics` (e.g. `wsfleet_connections`), 0 if absent.
+    pub fn metric(&self, series: &str) -> f64 {
+        let reply = self.admin("GET", "/metrics", None, "");
+        reply
+            .body
+            .lines()
+            .find_map(|line| {
+                let (name, value) = line.rsplit_once(' ')?;
+                (name == series).then(|| value.parse().ok())?
+            })
+            .unwrap_or(0.0)
+    }
+
+    /// The process id, for fault tests.
+    pub fn pid(&self) -> u32 {
+        self.child.0.id()
+    }
+}
+
+/// A response from [`http`].
+#[derive(Debug)]
+pub struct HttpReply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl HttpReply {
+    /// A header's value (name compared case-insensitively).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// One HTTP/1.1 request with `Connection: close`; enough for admin endpoints and for reading
+/// refused WebSocket upgrades. Panics on I/O errors (a test failure).
+pub fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: &str,
+) -> HttpReply {
+    let mut request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    if !body.is_empty() {
+        request.push_str("Content-Type: application/json\r\n");
+    }
+    if let Some(token) = token {
+        request.push_str(&format!("Authorization: Bearer {token}\r\n"));
+    }
+    request.push_str("\r\n");
+    request.push_str(body);
+    raw_http(addr, &request)
+}
+
+/// Sends raw request bytes and parses the response (used for upgrade requests too).
+pub fn raw_http(addr: SocketAddr, request: &str) -> HttpReply {
+    let mut stream = TcpStream::connect(addr).expect("connecting");
+    stream
+        .set_read_timeout(Some(START_TIMEOUT))
+        .expect("setting a read timeout");
+    stream
+        .write_all(request.as_bytes())
+        .expect("writing the request");
+    let mut raw = Vec::new();
+    let _ = stream.read_to_end(&mut raw);
+    parse_response(&String::from_utf8_lossy(&raw))
+}
+
+fn parse_response(text: &str) -> HttpReply {
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((text, ""));
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_owned(), v.trim().to_owned()))
+        .collect();
+    HttpReply {
+        status,
+        headers,
+        body: body.to_owned(),
+    }
+}
+
+/// Opens a WebSocket upgrade on a raw TCP socket and returns the socket after the `101`
+/// response, without ever reading or answering frames: a zombie client.
+pub fn raw_upgrade(addr: SocketAddr, path: &str) -> (u16, TcpStream) {
+    let mut stream = TcpStream::connect(addr).expect("connecting");
+    stream
+        .set_read_timeout(Some(START_TIMEOUT))
+        .expect("setting a read timeout");
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    stream
+        .write_all(request.as_bytes())
+        .expect("writing the upgrade");
+    // Read byte by byte up to the end of the headers so no frame bytes are consumed.
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") && head.len() < 8192 {
+        match stream.read(&mut byte) {
+            Ok(1) => head.push(byte[0]),
+            _ => break,
+        }
+    }
+    let status = parse_response(&String::from_utf8_lossy(&head)).status;
+    (status, stream)
+}
+
+/// A running `redis-server` on a free loopback port, killed on drop.
+pub struct Redis {
+    child: Option<KillOnDrop>,
+    pub port: u16,
+    extra_args: Vec<String>,
+}
+
+impl Redis {
+    /// Starts `redis-server` (no persistence) and waits until it answers `PING`.
+    pub fn start() -> Redis {
+        Redis::start_with(&[])
+    }
+
+    /// Like [`Redis::start`] with extra `redis-server` arguments (e.g. cluster mode).
+    pub fn start_with(args: &[&str]) -> Redis {
+        let mut redis = Redis {
+            child: None,
+            port: free_port(),
+            extra_args: args.iter().map(|a| a.to_string()).collect(),
+        };
+        redis.spawn();
+        redis
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Kills the server (a crash, as far as clients can tell).
+    pub fn kill(&mut self) {
+        self.child = None;
+    }
+
+    /// Starts the server again on the same port.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    fn spawn(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
+            .args(&self.extra_args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawning redis-server (is it installed?)");
+        self.child = Some(KillOnDrop(child));
+        let port = self.port;
+        let up = wait_until(START_TIMEOUT, || redis_ping(port));
+        assert!(up, "redis-server on port {port} did not answer PING");
+    }
+}
+
+/// True when a Redis server on `port` answers `PING` with `PONG`.
+pub fn redis_ping(port: u16) -> bool {
+    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    if stream.write_all(b"PING\r\n").is_err() {
+        return false;
+    }
+    let mut reply = [0u8; 7];
+    stream.read_exact(&mut reply).is_ok() && &reply == b"+PONG\r\n"
+}

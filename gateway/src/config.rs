@@ -1,0 +1,428 @@
+//! Node configuration from flags, environment variables and a TOML file, with the precedence
+//! flag > environment > file > default. Every key of the file is also a `--kebab-case` flag and
+//! a `WSFLEET_SCREAMING_SNAKE` variable (the operator mounts the file at
+//! /etc/wsfleet/gateway.toml).
+
+use crate::outbox::SlowConsumerPolicy;
+use anyhow::{Context, bail};
+use clap::Parser;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// How a refused upgrade is answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum RefusalMode {
+    /// An HTTP status (`503`/`429`) with `Retry-After`, before the upgrade.
+    Status,
+    /// Accept the upgrade, then close with 1013 and a reason carrying the retry hint (for
+    /// browsers, which cannot read a refused handshake's status).
+    #[value(name = "close-1013")]
+    #[serde(rename = "close-1013")]
+    Close1013,
+}
+
+/// Which Redis deployment the backplane talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum RedisMode {
+    Standalone,
+    Cluster,
+}
+
+/// Signature algorithm of client tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+pub enum JwtAlgorithm {
+    #[value(name = "HS256")]
+    HS256,
+    #[value(name = "RS256")]
+    RS256,
+    #[value(name = "ES256")]
+    ES256,
+}
+
+/// Command line of `wsfleet-gateway`. Every setting is optional here: unset ones come from
+/// the config file, then the built-in default.
+#[derive(Debug, Default, Parser)]
+#[command(
+    name = "wsfleet-gateway",
+    version,
+    about = "WebSocket gateway node of a wsfleet fleet",
+    long_about = "WebSocket gateway node of a wsfleet fleet.\n\nEvery setting can be given as a flag, \
+                  an environment variable, or a key of the TOML config file; a flag wins over the \
+                  environment, which wins over the file, which wins over the default."
+)]
+pub struct Args {
+    /// TOML config file whose keys are the settings below in snake_case.
+    #[arg(long, env = "WSFLEET_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// This node's id in the fleet, shown to clients and in /status. Env NODE_ID (set by the
+    /// operator from the pod name) is also read. [default: the hostname]
+    #[arg(long, env = "WSFLEET_NODE_ID")]
+    pub node_id: Option<String>,
+    /// Address of the WebSocket listener (`GET /ws`). [default: 0.0.0.0:8080]
+    #[arg(long, env = "WSFLEET_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Address of the admin listener (health, metrics, status, publish API). [default: 0.0.0.0:9090]
+    #[arg(long, env = "WSFLEET_ADMIN_LISTEN")]
+    pub admin_listen: Option<SocketAddr>,
+    /// Most WebSocket connections this node holds; beyond it upgrades are refused and /readyz
+    /// is false. [default: 100000]
+    #[arg(long, env = "WSFLEET_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// Seconds between WebSocket pings to each client. [default: 30]
+    #[arg(long, env = "WSFLEET_HEARTBEAT_INTERVAL_SECS")]
+    pub heartbeat_interval_secs: Option<u64>,
+    /// A connection from which nothing (pong or frame) arrived for this many seconds is
+    /// closed. [default: 2 x heartbeat_interval_secs]
+    #[arg(long, env = "WSFLEET_HEARTBEAT_TIMEOUT_SECS")]
+    pub heartbeat_timeout_secs: Option<u64>,
+    /// Largest client message in bytes; larger ones close the connection with 1009. [default: 65536]
+    #[arg(long, env = "WSFLEET_MAX_MESSAGE_BYTES")]
+    pub max_message_bytes: Option<usize>,
+    /// Frames queued per connection before the slow-consumer policy applies. [default: 256]
+    #[arg(long, env = "WSFLEET_SEND_QUEUE_MESSAGES")]
+    pub send_queue_messages: Option<usize>,
+    /// What happens to a client whose send queue is full: `disconnect` (close 1008) or
+    /// `drop-oldest`. [default: disconnect]
+    #[arg(long, env = "WSFLEET_SLOW_CONSUMER_POLICY", value_enum)]
+    pub slow_consumer_policy: Option<SlowConsumerPolicy>,
+    /// Upgrades per second this node accepts (token bucket, bursts up to one second's worth);
+    /// beyond it upgrades are refused with 429. [default: 2000]
+    #[arg(long, env = "WSFLEET_HANDSHAKES_PER_SECOND")]
+    pub handshakes_per_second: Option<u32>,
+    /// Seconds a client has to complete the WebSocket handshake. [default: 10]
+    #[arg(long, env = "WSFLEET_HANDSHAKE_TIMEOUT_SECS")]
+    pub handshake_timeout_secs: Option<u64>,
+    /// How refusals (cap, budget, drain) are answered: `status` (HTTP 503/429 + Retry-After) or
+    /// `close-1013` (accept, then close 1013 with a reason). [default: status]
+    #[arg(long, env = "WSFLEET_REFUSAL_MODE", value_enum)]
+    pub refusal_mode: Option<RefusalMode>,
+    /// Reconnect window in seconds used when SIGTERM starts a drain. [default: 60]
+    #[arg(long, env = "WSFLEET_DRAIN_WINDOW_SECS")]
+    pub drain_window_secs: Option<u64>,
+    /// A drain ends (the process exits) after this many seconds at the latest. [default: 120]
+    #[arg(long, env = "WSFLEET_DRAIN_TIMEOUT_SECS")]
+    pub drain_timeout_secs: Option<u64>,
+    /// Redis URL of the backplane; empty = the in-process single-node engine. [default: ""]
+    #[arg(long, env = "WSFLEET_REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<String>,
+    /// `standalone` or `cluster` (sharded pub/sub). [default: standalone]
+    #[arg(long, env = "WSFLEET_REDIS_MODE", value_enum)]
+    pub redis_mode: Option<RedisMode>,
+    /// Prefix of every Redis key and channel. [default: wsfleet]
+    #[arg(long, env = "WSFLEET_KEY_PREFIX")]
+    pub key_prefix: Option<String>,
+    /// Accept clients without a token, each with a random client id (development only).
+    /// [default: false]
+    #[arg(long, env = "WSFLEET_ANONYMOUS", num_args = 0..=1, default_missing_value = "true")]
+    pub anonymous: Option<bool>,
+    /// Signature algorithm of client JWTs: HS256, RS256 or ES256. [default: HS256]
+    #[arg(long, env = "WSFLEET_JWT_ALGORITHM", value_enum)]
+    pub jwt_algorithm: Option<JwtAlgorithm>,
+    /// File with the HS256 secret or the PEM public key for RS256/ES256.
+    /// [default: /etc/wsfleet/jwt/key]
+    #[arg(long, env = "WSFLEET_JWT_KEY_FILE")]
+    pub jwt_key_file: Option<PathBuf>,
+    /// File holding the admin token (used when WSFLEET_ADMIN_TOKEN is unset). Without a token
+    /// the token-protected admin endpoints refuse every request.
+    #[arg(long, env = "WSFLEET_ADMIN_TOKEN_FILE")]
+    pub admin_token_file: Option<PathBuf>,
+}
+
+/// The config file: the same keys as the flags, in snake_case.
+#[derive(Debug, Default, Deserialize)]
+struct FileConfig {
+    node_id: Option<String>,
+    listen: Option<SocketAddr>,
+    admin_listen: Option<SocketAddr>,
+    max_connections: Option<usize>,
+    heartbeat_interval_secs: Option<u64>,
+    heartbeat_timeout_secs: Option<u64>,
+    max_message_bytes: Option<usize>,
+    send_queue_messages: Option<usize>,
+    slow_consumer_policy: Option<SlowConsumerPolicy>,
+    handshakes_per_second: Option<u32>,
+    handshake_timeout_secs: Option<u64>,
+    refusal_mode: Option<RefusalMode>,
+    drain_window_secs: Option<u64>,
+    drain_timeout_secs: Option<u64>,
+    redis_url: Option<String>,
+    redis_mode: Option<RedisMode>,
+    key_prefix: Option<String>,
+    anonymous: Option<bool>,
+    jwt_algorithm: Option<JwtAlgorithm>,
+    jwt_key_file: Option<PathBuf>,
+    admin_token_file: Option<PathBuf>,
+    /// Keys this version does not know; warned about, not fatal, so an operator newer than
+    /// the node does not crash it.
+    #[serde(flatten)]
+    unknown: BTreeMap<String, toml::Value>,
+}
+
+/// The resolved settings of a node.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub node_id: String,
+    pub listen: SocketAddr,
+    pub admin_listen: SocketAddr,
+    pub max_connections: usize,
+    pub heartbeat_interval: Duration,
+    pub heartbeat_timeout: Duration,
+    pub max_message_bytes: usize,
+    pub send_queue_messages: usize,
+    pub slow_consumer_policy: SlowConsumerPolicy,
+    pub handshakes_per_second: u32,
+    pub handshake_timeout: Duration,
+    pub refusal_mode: RefusalMode,
+    pub drain_window: Duration,
+    pub drain_timeout: Duration,
+    pub redis_url: String,
+    pub redis_mode: RedisMode,
+    pub key_prefix: String,
+    pub anonymous: bool,
+    pub jwt_algorithm: JwtAlgorithm,
+    pub jwt_key_file: PathBuf,
+    /// The admin token; `None` = token-protected endpoints always refuse.
+    pub admin_token: Option<String>,
+}
+
+impl Config {
+    /// Resolves the settings from the process's arguments, environment and config file.
+    pub fn load() -> anyhow::Result<Config> {
+        let args = Args::parse();
+        let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        Config::resolve(args, env)
+    }
+
+    /// Merges flags/environment (already in `args`), the file they name, and defaults.
+    /// `env` reads the variables that are not plain flag mirrors.
+    pub fn resolve(args: Args, env: impl Fn(&str) -> Option<String>) -> anyhow::Result<Config> {
+        let file = match &args.config {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+        for key in file.unknown.keys() {
+            tracing::warn!(key, "ignoring unknown key in the config file");
+        }
+        let heartbeat_interval_secs = args
+            .heartbeat_interval_secs
+            .or(file.heartbeat_interval_secs)
+            .unwrap_or(30);
+        let heartbeat_timeout_secs = args
+            .heartbeat_timeout_secs
+            .or(file.heartbeat_timeout_secs)
+            .unwrap_or(2 * heartbeat_interval_secs);
+        let admin_token_file = args.admin_token_file.or(file.admin_token_file);
+        let admin_token = match env("WSFLEET_ADMIN_TOKEN") {
+            Some(token) => Some(token),
+            None => match admin_token_file {
+                Some(path) => Some(read_secret(&path)?),
+                None => None,
+            },
+        };
+        let node_id = args
+            .node_id
+            .or_else(|| env("NODE_ID"))
+            .or(file.node_id)
+            .or_else(|| env("HOSTNAME"))
+            .or_else(hostname)
+            .unwrap_or_else(|| "wsfleet-node".to_owned());
+        let config = Config {
+            node_id,
+            listen: args
+                .listen
+                .or(file.listen)
+                .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 8080))),
+            admin_listen: args
+                .admin_listen
+                .or(file.admin_listen)
+                .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 9090))),
+            max_connections: args
+                .max_connections
+                .or(file.max_connections)
+                .unwrap_or(100_000),
+            heartbeat_interval: Duration::from_secs(heartbeat_interval_secs),
+            heartbeat_timeout: Duration::from_secs(heartbeat_timeout_secs),
+            max_message_bytes: args
+                .max_message_bytes
+                .or(file.max_message_bytes)
+                .unwrap_or(65536),
+            send_queue_messages: args
+                .send_queue_messages
+                .or(file.send_queue_messages)
+                .unwrap_or(256),
+            slow_consumer_policy: args
+                .slow_consumer_policy
+                .or(file.slow_consumer_policy)
+                .unwrap_or(SlowConsumerPolicy::Disconnect),
+            handshakes_per_second: args
+                .handshakes_per_second
+                .or(file.handshakes_per_second)
+                .unwrap_or(2000),
+            handshake_timeout: Duration::from_secs(
+                args.handshake_timeout_secs
+                    .or(file.handshake_timeout_secs)
+                    .unwrap_or(10),
+            ),
+            refusal_mode: args
+                .refusal_mode
+                .or(file.refusal_mode)
+                .unwrap_or(RefusalMode::Status),
+            drain_window: Duration::from_secs(
+                args.drain_window_secs
+                    .or(file.drain_window_secs)
+                    .unwrap_or(60),
+            ),
+            drain_timeout: Duration::from_secs(
+                args.drain_timeout_secs
+                    .or(file.drain_timeout_secs)
+                    .unwrap_or(120),
+            ),
+            redis_url: args.redis_url.or(file.redis_url).unwrap_or_default(),
+            redis_mode: args
+                .redis_mode
+                .or(file.redis_mode)
+                .unwrap_or(RedisMode::Standalone),
+            key_prefix: args
+                .key_prefix
+                .or(file.key_prefix)
+                .unwrap_or_else(|| "wsfleet".to_owned()),
+            anonymous: args.anonymous.or(file.anonymous).unwrap_or(false),
+            jwt_algorithm: args
+                .jwt_algorithm
+                .or(file.jwt_algorithm)
+                .unwrap_or(JwtAlgorithm::HS256),
+            jwt_key_file: args
+                .jwt_key_file
+                .or(file.jwt_key_file)
+                .unwrap_or_else(|| PathBuf::from("/etc/wsfleet/jwt/key")),
+            admin_token,
+        };
+        config.check()?;
+        Ok(config)
+    }
+
+    /// Rejects settings the node cannot run with.
+    fn check(&self) -> anyhow::Result<()> {
+        if self.max_connections == 0 {
+            bail!("max_connections must be at least 1");
+        }
+        if self.heartbeat_interval.is_zero() || self.heartbeat_timeout.is_zero() {
+            bail!("heartbeat_interval_secs and heartbeat_timeout_secs must be at least 1");
+        }
+        if self.max_message_bytes < 64 {
+            bail!("max_message_bytes must be at least 64");
+        }
+        if self.send_queue_messages == 0 {
+            bail!("send_queue_messages must be at least 1");
+        }
+        if self.handshakes_per_second == 0 {
+            bail!("handshakes_per_second must be at least 1");
+        }
+        if self.handshake_timeout.is_zero() {
+            bail!("handshake_timeout_secs must be at least 1");
+        }
+        if self.drain_timeout < self.drain_window {
+            bail!("drain_timeout_secs must be at least drain_window_secs");
+        }
+        if self.node_id.is_empty() {
+            bail!("node_id must not be empty");
+        }
+        Ok(())
+    }
+
+    /// The heartbeat interval in milliseconds, as told to clients in `welcome`.
+    pub fn heartbeat_ms(&self) -> u64 {
+        u64::try_from(self.heartbeat_interval.as_millis()).unwrap_or(u64::MAX)
+    }
+}
+
+fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading config file {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("parsing config file {}", path.display()))
+}
+
+/// Reads a secret file, without surrounding whitespace (files made by `echo` end in `\n`).
+pub fn read_secret(path: &Path) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading secret file {}", path.display()))?;
+    let secret = text.trim().to_owned();
+    if secret.is_empty() {
+        bail!("secret file {} is empty", path.display());
+    }
+    Ok(secret)
+}
+
+fn hostname() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    #[test]
+    fn flag_beats_file_beats_default() {
+        let dir = std::env::temp_dir().join(format!("wsfleet-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("gateway.toml");
+        std::fs::write(
+            &path,
+            "max_connections = 5\nheartbeat_interval_secs = 7\nslow_consumer_policy = \"drop-oldest\"\nrefusal_mode = \"close-1013\"\nfuture_key = 1\n",
+        )
+        .unwrap();
+        let args = Args::try_parse_from([
+            "wsfleet-gateway",
+            "--config",
+            path.to_str().unwrap(),
+            "--max-connections",
+            "9",
+            "--node-id",
+            "n1",
+        ])
+        .unwrap();
+        let config = Config::resolve(args, no_env).unwrap();
+        assert_eq!(config.max_connections, 9);
+        assert_eq!(config.heartbeat_interval, Duration::from_secs(7));
+        assert_eq!(config.heartbeat_timeout, Duration::from_secs(14));
+        assert_eq!(config.slow_consumer_policy, SlowConsumerPolicy::DropOldest);
+        assert_eq!(config.refusal_mode, RefusalMode::Close1013);
+        assert_eq!(config.send_queue_messages, 256);
+        assert_eq!(config.node_id, "n1");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn node_id_env_and_admin_token_env() {
+        let args = Args::try_parse_from(["wsfleet-gateway", "--anonymous"]).unwrap();
+        let env = |name: &str| match name {
+            "NODE_ID" => Some("pod-0".to_owned()),
+            "WSFLEET_ADMIN_TOKEN" => Some("t".to_owned()),
+            _ => None,
+        };
+        let config = Config::resolve(args, env).unwrap();
+        assert_eq!(config.node_id, "pod-0");
+        assert_eq!(config.admin_token.as_deref(), Some("t"));
+        assert!(config.anonymous);
+    }
+
+    #[test]
+    fn bad_values_are_clear_errors() {
+        let args = Args::try_parse_from(["wsfleet-gateway", "--max-connections", "0"]).unwrap();
+        let err = Config::resolve(args, no_env).unwrap_err();
+        assert!(err.to_string().contains("max_connections"), "{err}");
+        assert!(Args::try_parse_from(["wsfleet-gateway", "--refusal-mode", "nope"]).is_err());
+    }
+}

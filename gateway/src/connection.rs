@@ -1,0 +1,364 @@
+//! One client connection after the upgrade: a single task reads client frames, writes queued
+//! frames in batches (feed them all, then one flush), and keeps the heartbeat. It ends on
+//! close, on a protocol violation, on an oversized message (1009), when the client stops
+//! answering (heartbeat timeout), or when it cannot keep up (1008 under `disconnect`).
+
+use crate::auth::Identity;
+use crate::metrics::metrics;
+use crate::node::{ConnSlot, Node};
+use crate::outbox::{Outbox, Queued};
+use crate::protocol::{
+    ClientMessage, ErrorCode, ProtocolError, ServerMessage, encode, parse_client,
+};
+use crate::subscriptions::ConnId;
+use futures::{SinkExt, StreamExt};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpStream;
+use tokio::time::{Instant, sleep_until};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::frame::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::{self, Message};
+
+/// Write batches per wake-up before the task lets reads and heartbeats run.
+const MAX_BATCHES_PER_WAKE: usize = 8;
+
+/// Most channels one connection may be subscribed to at once.
+pub const MAX_SUBSCRIPTIONS: usize = 1024;
+
+type Socket = WebSocketStream<TcpStream>;
+
+/// Why the connection task ends.
+enum End {
+    /// The client closed, or the socket failed; nothing more to send.
+    Gone,
+    /// Close the socket with this code and reason.
+    Close(CloseCode, &'static str),
+}
+
+/// What one connection holds beyond its socket. Kept small: idle connections are most of a
+/// node's memory.
+struct Connection<'a> {
+    node: &'a Node,
+    id: ConnId,
+    identity: Identity,
+    outbox: Arc<Outbox>,
+    /// Channels this connection is subscribed to, for cleanup at close.
+    channels: Vec<Box<str>>,
+    last_seen: Instant,
+}
+
+/// Serves an upgraded connection until it ends, then releases its subscriptions and registry
+/// entry.
+pub async fn run(slot: ConnSlot, mut ws: Socket, identity: Identity) {
+    let node = slot.node();
+    let id = slot.id;
+    let config = &node.config;
+    let outbox = Arc::new(Outbox::new(
+        config.send_queue_messages,
+        config.slow_consumer_policy,
+    ));
+    Box::pin(node.engine.register(&identity.client_id, id, &outbox)).await;
+    let mut conn = Connection {
+        node,
+        id,
+        identity,
+        outbox,
+        channels: Vec::new(),
+        last_seen: Instant::now(),
+    };
+    let end = conn.serve(&mut ws).await;
+    if let End::Close(code, reason) = end {
+        let frame = CloseFrame {
+            code,
+            reason: reason.into(),
+        };
+        let close = tokio::time::timeout(Duration::from_secs(1), ws.close(Some(frame)));
+        let _ = Box::pin(close).await;
+    }
+    Box::pin(conn.release()).await;
+}
+
+impl Connection<'_> {
+    async fn serve(&mut self, ws: &mut Socket) -> End {
+        let welcome = encode(&ServerMessage::Welcome {
+            client_id: &self.identity.client_id,
+            node: &self.node.config.node_id,
+            heartbeat_ms: self.node.config.heartbeat_ms(),
+        });
+        if Box::pin(self.write(ws, Message::text(welcome)))
+            .await
+            .is_err()
+        {
+            return End::Gone;
+        }
+        let interval = self.node.config.heartbeat_interval;
+        let timeout = self.node.config.heartbeat_timeout;
+        let mut next_ping = Instant::now() + interval;
+        let mut batch = Vec::new();
+        loop {
+            let deadline = next_ping.min(self.last_seen + timeout);
+            let outbox = Arc::clone(&self.outbox);
+            tokio::select! {
+                frame = ws.next() => {
+                    let end = match frame {
+                        Some(Ok(message)) => Box::pin(self.on_frame(ws, message)).await,
+                        Some(Err(err)) => Some(read_error(err)),
+                        None => Some(End::Gone),
+                    };
+                    if let Some(end) = end {
+                        return end;
+                    }
+                }
+                () = outbox.ready() => {
+                    // Boxed: the write path's state would otherwise enlarge every idle connection; one
+                    // small allocation per batch is cheap next to the write syscall.
+                    if let Some(end) = Box::pin(self.flush_outbox(ws, &mut batch)).await {
+                        return end;
+                    }
+                }
+                () = sleep_until(deadline) => {
+                    let now = Instant::now();
+                    if now >= self.last_seen + timeout {
+                        metrics().heartbeat_timeouts.inc();
+                        return End::Close(CloseCode::Away, "heartbeat timeout");
+                    }
+                    if now >= next_ping {
+                        next_ping = now + interval;
+                        if Box::pin(self.write(ws, Message::Ping(Default::default()))).await.is_err() {
+                            return End::Gone;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Handles one frame from the client; `Some` ends the connection.
+    async fn on_frame(&mut self, ws: &mut Socket, message: Message) -> Option<End> {
+        self.last_seen = Instant::now();
+        match message {
+            Message::Text(text) => {
+                metrics().messages_in.inc();
+                let reply = self.on_text(&text).await;
+                if let Some(reply) = reply
+                    && self.write(ws, Message::text(reply)).await.is_err()
+                {
+                    return Some(End::Gone);
+                }
+                None
+            }
+            Message::Binary(_) => {
+                metrics().messages_in.inc();
+                let error = ProtocolError::new(
+                    ErrorCode::BadRequest,
+                    "binary frames are not supported; send JSON text frames",
+                );
+                match self.write(ws, Message::text(error.to_frame())).await {
+                    Ok(()) => None,
+                    Err(_) => Some(End::Gone),
+                }
+            }
+            // tungstenite queues the pong itself; it goes out with the next flush.
+            Message::Ping(_) => {
+                let timeout = self.node.config.heartbeat_timeout;
+                match tokio::time::timeout(timeout, ws.flush()).await {
+                    Ok(Ok(())) => None,
+                    _ => Some(End::Gone),
+                }
+            }
+            Message::Pong(_) | Message::Frame(_) => None,
+            Message::Close(_) => Some(End::Gone),
+        }
+    }
+
+    /// Applies one client request; returns the reply frame, if one is due.
+    async fn on_text(&mut self, text: &str) -> Option<String> {
+        let message = match parse_client(text, self.node.config.max_message_bytes) {
+            Ok(message) => message,
+            Err(error) => return Some(error.to_frame()),
+        };
+        let id = message.request_id().map(str::to_owned);
+        match self.apply(message).await {
+            Ok(ack) => id.is_some().then(|| ack.encode(id.as_deref())),
+            Err(error) => Some(error.with_id(id.as_deref()).to_frame()),
+        }
+    }
+
+    async fn apply(&mut self, message: ClientMessage) -> Result<Ack, ProtocolError> {
+        let engine = &self.node.engine;
+        match message {
+            ClientMessage::Subscribe { channel, since, .. } => {
+                self.check_channel(&channel)?;
+                let already = self.channels.iter().any(|c| **c == *channel);
+                if !already && self.channels.len() >= MAX_SUBSCRIPTIONS {
+                    return Err(ProtocolError::new(
+                        ErrorCode::BadRequest,
+                        format!("a connection may hold at most {MAX_SUBSCRIPTIONS} subscriptions"),
+                    ));
+                }
+                let subscribed = engine
+                    .subscribe(self.id, &self.outbox, &channel, since.as_ref())
+                    .await
+                    .map_err(|e| ProtocolError::new(e.code(), e.to_string()))?;
+                if !already {
+                    self.channels.push(channel.into_boxed_str());
+                }
+                Ok(Ack {
+                    offset: Some(subscribed.position.offset),
+                    epoch: Some(subscribed.position.epoch),
+                    recovered: subscribed.recovered,
+                })
+            }
+            ClientMessage::Unsubscribe { channel, .. } => {
+                if let Some(index) = self.channels.iter().position(|c| **c == *channel) {
+                    self.channels.swap_remove(index);
+                    engine
+                        .unsubscribe(self.id, &channel)
+                        .await
+                        .map_err(|e| ProtocolError::new(e.code(), e.to_string()))?;
+                }
+                Ok(Ack::default())
+            }
+            ClientMessage::Publish { channel, data, .. } => {
+                self.check_channel(&channel)?;
+                let position = engine
+                    .publish(&channel, &data)
+                    .await
+                    .map_err(|e| ProtocolError::new(e.code(), e.to_string()))?;
+                Ok(Ack {
+                    offset: Some(position.offset),
+                    epoch: Some(position.epoch),
+                    recovered: None,
+                })
+            }
+            ClientMessage::Send { to, data, .. } => {
+                engine
+                    .send(&self.identity.client_id, &to, &data)
+                    .await
+                    .map_err(|e| ProtocolError::new(e.code(), e.to_string()))?;
+                Ok(Ack::default())
+            }
+        }
+    }
+
+    fn check_channel(&self, channel: &str) -> Result<(), ProtocolError> {
+        if self.identity.may_use(channel) {
+            Ok(())
+        } else {
+            Err(ProtocolError::new(
+                ErrorCode::Forbidden,
+                format!("token does not allow channel `{channel}`"),
+            ))
+        }
+    }
+
+    /// Writes queued frames in batches (feed every frame of a batch, then flush once) until
+    /// the queue is empty, the client falls too far behind, or the write stalls.
+    async fn flush_outbox(&mut self, ws: &mut Socket, batch: &mut Vec<Queued>) -> Option<End> {
+        for _ in 0..MAX_BATCHES_PER_WAKE {
+            if self.outbox.overflowed() {
+                return Some(slow_consumer());
+            }
+            self.outbox.take_all(batch);
+            let Some(oldest) = batch.first().map(|q| q.at) else {
+                if batch.capacity() > 64 {
+                    batch.shrink_to_fit();
+                }
+                return None;
+            };
+            let count = batch.len() as u64;
+            let write = async {
+                for queued in batch.drain(..) {
+                    ws.feed(Message::Text(queued.frame)).await?;
+                }
+                ws.flush().await
+            };
+            let outcome = tokio::select! {
+                written = tokio::time::timeout(self.node.config.heartbeat_timeout, write) => written,
+                () = self.outbox.overflowed_signal() => return Some(slow_consumer()),
+            };
+            batch.clear();
+            match outcome {
+                Ok(Ok(())) => {
+                    metrics().messages_out.inc_by(count);
+                    metrics()
+                        .delivery_latency
+                        .observe(oldest.elapsed().as_secs_f64());
+                }
+                Ok(Err(_)) => return Some(End::Gone),
+                Err(_) => {
+                    metrics()
+                        .dropped
+                        .with_label_values(&["slow_consumer"])
+                        .inc();
+                    return Some(slow_consumer());
+                }
+            }
+        }
+        // Still busy: let the other branches (reads, heartbeat) run, then come back.
+        self.outbox.wake();
+        None
+    }
+
+    /// Writes and flushes one frame, bounded by the heartbeat timeout so a client that stopped
+    /// reading cannot hold the task forever.
+    async fn write(&self, ws: &mut Socket, message: Message) -> Result<(), ()> {
+        let is_data = matches!(message, Message::Text(_));
+        match tokio::time::timeout(self.node.config.heartbeat_timeout, ws.send(message)).await {
+            Ok(Ok(())) => {
+                if is_data {
+                    metrics().messages_out.inc();
+                }
+                Ok(())
+            }
+            _ => Err(()),
+        }
+    }
+
+    /// Drops every subscription and the registry entry of this connection.
+    async fn release(&mut self) {
+        let engine = &self.node.engine;
+        for channel in std::mem::take(&mut self.channels) {
+            if let Err(err) = engine.unsubscribe(self.id, &channel).await {
+                tracing::warn!(%err, channel = &*channel, "unsubscribe at close failed");
+            }
+        }
+        engine.unregister(&self.identity.client_id, self.id).await;
+    }
+}
+
+/// The fields of an `ack` beyond the request id.
+#[derive(Default)]
+struct Ack {
+    offset: Option<u64>,
+    epoch: Option<Arc<str>>,
+    recovered: Option<bool>,
+}
+
+impl Ack {
+    fn encode(&self, id: Option<&str>) -> String {
+        encode(&ServerMessage::Ack {
+            id,
+            offset: self.offset,
+            epoch: self.epoch.as_deref(),
+            recovered: self.recovered,
+        })
+    }
+}
+
+fn slow_consumer() -> End {
+    End::Close(CloseCode::Policy, "slow consumer: send queue full")
+}
+
+/// Maps a read error to how the connection ends: oversized messages get 1009, protocol
+/// violations 1002, everything else (reset, EOF) just ends.
+fn read_error(err: tungstenite::Error) -> End {
+    match err {
+        tungstenite::Error::Capacity(_) => End::Close(CloseCode::Size, "message too large"),
+        tungstenite::Error::Protocol(_) => End::Close(CloseCode::Protocol, "protocol error"),
+        tungstenite::Error::Utf8(_) => End::Close(CloseCode::Invalid, "invalid UTF-8"),
+        _ => End::Gone,
+    }
+}

@@ -1,0 +1,113 @@
+//! Prometheus metrics of the node: one process-wide registry, rendered by the admin port's
+//! `/metrics`.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+use std::sync::LazyLock;
+
+/// Every metric the gateway exports.
+pub struct Metrics {
+    registry: Registry,
+    /// Open WebSocket connections.
+    pub connections: IntGauge,
+    /// Upgrade attempts by result (`accepted`, `unauthorized`, `forbidden`, `at_capacity`,
+    /// `rate_limited`, `draining`, `failed`, `timeout`).
+    pub handshakes: IntCounterVec,
+    /// Client frames received.
+    pub messages_in: IntCounter,
+    /// Frames written to clients.
+    pub messages_out: IntCounter,
+    /// Seconds from a frame being queued for a connection to it being flushed, sampled once
+    /// per write batch (its oldest frame).
+    pub delivery_latency: Histogram,
+    /// Frames not delivered, by reason (`drop_oldest`, `slow_consumer`).
+    pub dropped: IntCounterVec,
+    /// Connections closed because they stopped answering heartbeats.
+    pub heartbeat_timeouts: IntCounter,
+    /// 1 for the backplane's current state (`memory`, `up`, `down`), 0 for the others.
+    pub backplane: IntGaugeVec,
+}
+
+impl Metrics {
+    fn new() -> Result<Self, prometheus::Error> {
+        let registry = Registry::new_custom(Some("wsfleet".into()), None)?;
+        let connections = IntGauge::new("connections", "Open WebSocket connections")?;
+        let handshakes = IntCounterVec::new(
+            Opts::new("handshakes_total", "WebSocket upgrade attempts by result"),
+            &["result"],
+        )?;
+        let messages_in = IntCounter::new("messages_in_total", "Client frames received")?;
+        let messages_out = IntCounter::new("messages_out_total", "Frames written to clients")?;
+        let delivery_latency = Histogram::with_opts(
+            HistogramOpts::new(
+                "delivery_latency_seconds",
+                "Time from queueing a frame for a connection to flushing it (oldest frame per write batch)",
+            )
+            .buckets(vec![
+                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+            ]),
+        )?;
+        let dropped = IntCounterVec::new(
+            Opts::new(
+                "dropped_messages_total",
+                "Frames not delivered to a client, by reason",
+            ),
+            &["reason"],
+        )?;
+        let heartbeat_timeouts = IntCounter::new(
+            "heartbeat_timeouts_total",
+            "Connections closed for not answering heartbeats",
+        )?;
+        let backplane = IntGaugeVec::new(
+            Opts::new("backplane_state", "1 for the backplane's current state"),
+            &["state"],
+        )?;
+        registry.register(Box::new(connections.clone()))?;
+        registry.register(Box::new(handshakes.clone()))?;
+        registry.register(Box::new(messages_in.clone()))?;
+        registry.register(Box::new(messages_out.clone()))?;
+        registry.register(Box::new(delivery_latency.clone()))?;
+        registry.register(Box::new(dropped.clone()))?;
+        registry.register(Box::new(heartbeat_timeouts.clone()))?;
+        registry.register(Box::new(backplane.clone()))?;
+        Ok(Metrics {
+            registry,
+            connections,
+            handshakes,
+            messages_in,
+            messages_out,
+            delivery_latency,
+            dropped,
+            heartbeat_timeouts,
+            backplane,
+        })
+    }
+
+    /// Records the backplane's state as a one-hot gauge.
+    pub fn set_backplane(&self, state: &str) {
+        for candidate in ["memory", "up", "down"] {
+            self.backplane
+                .with_label_values(&[candidate])
+                .set(i64::from(candidate == state));
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = Vec::with_capacity(4096);
+        if let Err(err) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
+            tracing::error!(%err, "encoding metrics failed");
+        }
+        String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+static METRICS: LazyLock<Metrics> =
+    LazyLock::new(|| Metrics::new().expect("metric definitions are static and valid"));
+
+/// The process-wide metrics.
+pub fn metrics() -> &'static Metrics {
+    &METRICS
+}

@@ -1,0 +1,158 @@
+//! The node's shared state: its config, engine, authenticator, connection count against the
+//! cap, handshake budget, and lifecycle state (serving / draining / drained).
+
+use crate::auth::Authenticator;
+use crate::config::Config;
+use crate::engine::{BackplaneState, Engine};
+use crate::metrics::metrics;
+use crate::subscriptions::ConnId;
+use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::time::Instant;
+
+/// Where the node is in its life. Only `Serving` is entered today; the drain issue adds the
+/// transitions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeState {
+    Serving = 0,
+    Draining = 1,
+    Drained = 2,
+}
+
+impl NodeState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeState::Serving => "serving",
+            NodeState::Draining => "draining",
+            NodeState::Drained => "drained",
+        }
+    }
+}
+
+pub struct Node {
+    pub config: Config,
+    pub engine: Engine,
+    pub auth: Authenticator,
+    connections: AtomicUsize,
+    next_conn: AtomicU64,
+    state: AtomicU8,
+    budget: HandshakeBudget,
+}
+
+impl Node {
+    pub fn new(config: Config, engine: Engine, auth: Authenticator) -> Self {
+        let budget = HandshakeBudget::new(config.handshakes_per_second);
+        metrics().set_backplane(engine.backplane().as_str());
+        Node {
+            config,
+            engine,
+            auth,
+            connections: AtomicUsize::new(0),
+            next_conn: AtomicU64::new(1),
+            state: AtomicU8::new(NodeState::Serving as u8),
+            budget,
+        }
+    }
+
+    pub fn state(&self) -> NodeState {
+        match self.state.load(Ordering::Relaxed) {
+            0 => NodeState::Serving,
+            1 => NodeState::Draining,
+            _ => NodeState::Drained,
+        }
+    }
+
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::Relaxed)
+    }
+
+    /// Ready for new clients: serving, below the cap, and the backplane usable.
+    pub fn ready(&self) -> bool {
+        self.state() == NodeState::Serving
+            && self.connections() < self.config.max_connections
+            && self.engine.backplane() != BackplaneState::Down
+    }
+
+    /// Takes one connection slot under the cap; `None` at the cap.
+    pub fn admit(self: &Arc<Self>) -> Option<ConnSlot> {
+        let max = self.config.max_connections;
+        self.connections
+            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()?;
+        metrics().connections.inc();
+        let id = self.next_conn.fetch_add(1, Ordering::Relaxed);
+        Some(ConnSlot {
+            node: Arc::clone(self),
+            id,
+        })
+    }
+
+    /// Spends one handshake from the budget; false when it is exhausted.
+    pub fn take_handshake(&self) -> bool {
+        self.budget.take()
+    }
+}
+
+/// A held connection slot; released (and the gauge lowered) on drop.
+pub struct ConnSlot {
+    node: Arc<Node>,
+    pub id: ConnId,
+}
+
+impl ConnSlot {
+    pub fn node(&self) -> &Node {
+        &self.node
+    }
+}
+
+impl Drop for ConnSlot {
+    fn drop(&mut self) {
+        self.node.connections.fetch_sub(1, Ordering::AcqRel);
+        metrics().connections.dec();
+    }
+}
+
+/// A token bucket of handshakes: refills at `rate` per second, holds at most one second's
+/// worth, so bursts after a quiet period are bounded too.
+struct HandshakeBudget {
+    rate: f64,
+    bucket: Mutex<(f64, Instant)>,
+}
+
+impl HandshakeBudget {
+    fn new(rate: u32) -> Self {
+        let rate = f64::from(rate.max(1));
+        HandshakeBudget {
+            rate,
+            bucket: Mutex::new((rate, Instant::now())),
+        }
+    }
+
+    fn take(&self) -> bool {
+        let mut bucket = self.bucket.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        let refill = now.duration_since(bucket.1).as_secs_f64() * self.rate;
+        bucket.0 = (bucket.0 + refill).min(self.rate);
+        bucket.1 = now;
+        if bucket.0 >= 1.0 {
+            bucket.0 -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn budget_allows_a_burst_then_refuses() {
+        let budget = HandshakeBudget::new(3);
+        assert!(budget.take() && budget.take() && budget.take());
+        assert!(!budget.take());
+    }
+}
