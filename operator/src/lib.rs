@@ -1,1 +1,8 @@
-//! The wsfleet operator: reconciles `WebSocketFleet` resources into gateway pods.
+//! wsfleet operator: reconciles `WebSocketFleet` resources into gateway pods and the objects
+//! around them (Services, ConfigMap, admin-token Secret, PodDisruptionBudget).
+//!
+//! Data flows one way: observe what exists → decide (pure) → act on the API.
+
+pub mod crd;
+pub mod crdgen;
+pub mod validate;
