@@ -5,4 +5,5 @@
 
 pub mod crd;
 pub mod crdgen;
+pub mod resources;
 pub mod validate;
