@@ -3,7 +3,10 @@
 //!
 //! Data flows one way: observe what exists → decide (pure) → act on the API.
 
+pub mod conditions;
 pub mod crd;
 pub mod crdgen;
+pub mod decide;
+pub mod observe;
 pub mod resources;
 pub mod validate;
