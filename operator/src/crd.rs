@@ -27,6 +27,7 @@ use serde::{Deserialize, Serialize};
     plural = "websocketfleets",
     shortname = "wsf",
     namespaced,
+    derive = "Default",
     status = "WebSocketFleetStatus",
     scale(
         spec_replicas_path = ".spec.replicas",
@@ -114,6 +115,27 @@ pub struct WebSocketFleetSpec {
     /// How clients authenticate their WebSocket handshake.
     #[serde(default)]
     pub auth: AuthSettings,
+}
+
+/// An empty spec with every default; not valid until `image` and `auth` are set.
+impl Default for WebSocketFleetSpec {
+    fn default() -> Self {
+        Self {
+            image: String::new(),
+            replicas: default_replicas(),
+            resources: None,
+            node_selector: None,
+            tolerations: None,
+            affinity: None,
+            topology_spread_constraints: None,
+            connections: ConnectionSettings::default(),
+            backplane: None,
+            autoscaling: Autoscaling::default(),
+            drain: DrainSettings::default(),
+            sysctls: SysctlSettings::default(),
+            auth: AuthSettings::default(),
+        }
+    }
 }
 
 fn default_replicas() -> i32 {

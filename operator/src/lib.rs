@@ -3,10 +3,13 @@
 //!
 //! Data flows one way: observe what exists → decide (pure) → act on the API.
 
+pub mod act;
 pub mod conditions;
 pub mod crd;
 pub mod crdgen;
 pub mod decide;
+pub mod metrics;
 pub mod observe;
+pub mod reconcile;
 pub mod resources;
 pub mod validate;
