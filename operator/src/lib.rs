@@ -1,1 +1,15 @@
-//! The wsfleet operator: reconciles `WebSocketFleet` resources into gateway pods.
+//! wsfleet operator: reconciles `WebSocketFleet` resources into gateway pods and the objects
+//! around them (Services, ConfigMap, admin-token Secret, PodDisruptionBudget).
+//!
+//! Data flows one way: observe what exists → decide (pure) → act on the API.
+
+pub mod act;
+pub mod conditions;
+pub mod crd;
+pub mod crdgen;
+pub mod decide;
+pub mod metrics;
+pub mod observe;
+pub mod reconcile;
+pub mod resources;
+pub mod validate;

@@ -1,0 +1,202 @@
+//! Carries out a [`Plan`] against the Kubernetes API: server-side apply of the owned objects
+//! (field manager `wsfleet-operator`, forced), pod creates and deletes, the status via apply on
+//! the status subresource, and events. Already-done steps (a 404 on delete, a 409 on create)
+//! count as done, so a repeated reconcile is harmless.
+
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::{Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tracing::{info, warn};
+
+use crate::crd::WebSocketFleet;
+use crate::decide::Plan;
+use crate::resources::pod::{GatewayTemplate, pod};
+use crate::resources::secret::{admin_token_secret, has_token, new_token};
+use crate::resources::{
+    FIELD_MANAGER, admin_secret_name,
+    config::config_map,
+    pdb::pod_disruption_budget,
+    service::{client_service, headless_service},
+};
+
+/// A failed API call and what the operator was doing.
+#[derive(Debug, thiserror::Error)]
+#[error("{action}: {source}")]
+pub struct ActError {
+    pub action: String,
+    #[source]
+    pub source: kube::Error,
+}
+
+type Result<T> = std::result::Result<T, ActError>;
+
+fn failed(action: impl Into<String>) -> impl FnOnce(kube::Error) -> ActError {
+    let action = action.into();
+    move |source| ActError { action, source }
+}
+
+fn apply_params() -> PatchParams {
+    PatchParams::apply(FIELD_MANAGER).force()
+}
+
+/// Applies `plan` for `fleet`.
+pub async fn execute(
+    client: &kube::Client,
+    recorder: &Recorder,
+    fleet: &WebSocketFleet,
+    plan: &Plan,
+) -> Result<()> {
+    let namespace = fleet.namespace().unwrap_or_else(|| "default".into());
+    if let Some(template) = &plan.template {
+        apply_owned_objects(client, &namespace, fleet).await?;
+        remove_pods(client, &namespace, plan).await?;
+        create_pods(client, &namespace, fleet, template, &plan.create).await?;
+    }
+    write_status(client, &namespace, fleet, plan).await?;
+    record_events(recorder, fleet, plan).await;
+    Ok(())
+}
+
+async fn apply_owned_objects(
+    client: &kube::Client,
+    ns: &str,
+    fleet: &WebSocketFleet,
+) -> Result<()> {
+    apply::<ConfigMap>(client, ns, &config_map(fleet)).await?;
+    ensure_admin_secret(client, ns, fleet).await?;
+    apply::<Service>(client, ns, &client_service(fleet)).await?;
+    apply::<Service>(client, ns, &headless_service(fleet)).await?;
+    apply::<PodDisruptionBudget>(client, ns, &pod_disruption_budget(fleet)).await?;
+    Ok(())
+}
+
+/// Server-side applies `object` (named by its metadata) in `ns`.
+async fn apply<K>(client: &kube::Client, ns: &str, object: &K) -> Result<()>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Serialize
+        + DeserializeOwned
+        + Clone
+        + std::fmt::Debug,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), ns);
+    let name = object.name_any();
+    api.patch(&name, &apply_params(), &Patch::Apply(object))
+        .await
+        .map_err(failed(format!("apply {} {name}", K::kind(&()))))?;
+    Ok(())
+}
+
+/// Creates the admin-token Secret once; an existing token is never replaced, because running
+/// nodes read it at start and the operator authenticates drains with it.
+async fn ensure_admin_secret(
+    client: &kube::Client,
+    ns: &str,
+    fleet: &WebSocketFleet,
+) -> Result<()> {
+    let api: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let name = admin_secret_name(fleet);
+    let existing = api
+        .get_opt(&name)
+        .await
+        .map_err(failed(format!("get Secret {name}")))?;
+    match existing {
+        Some(secret) if has_token(&secret) => Ok(()),
+        Some(_) => apply::<Secret>(client, ns, &admin_token_secret(fleet, &new_token())).await,
+        None => {
+            let secret = admin_token_secret(fleet, &new_token());
+            match api.create(&PostParams::default(), &secret).await {
+                Ok(_) => Ok(()),
+                Err(e) if status_code(&e) == Some(409) => Ok(()),
+                Err(e) => Err(failed(format!("create Secret {name}"))(e)),
+            }
+        }
+    }
+}
+
+async fn remove_pods(client: &kube::Client, ns: &str, plan: &Plan) -> Result<()> {
+    let api: Api<Pod> = Api::namespaced(client.clone(), ns);
+    for removal in &plan.remove {
+        info!(pod = %removal.pod, reason = ?removal.reason, "deleting gateway pod");
+        match api.delete(&removal.pod, &DeleteParams::default()).await {
+            Ok(_) => {}
+            Err(e) if status_code(&e) == Some(404) => {}
+            Err(e) => return Err(failed(format!("delete Pod {}", removal.pod))(e)),
+        }
+    }
+    Ok(())
+}
+
+async fn create_pods(
+    client: &kube::Client,
+    ns: &str,
+    fleet: &WebSocketFleet,
+    template: &GatewayTemplate,
+    names: &[String],
+) -> Result<()> {
+    let api: Api<Pod> = Api::namespaced(client.clone(), ns);
+    for name in names {
+        info!(pod = %name, revision = %template.revision, "creating gateway pod");
+        match api
+            .create(&PostParams::default(), &pod(fleet, template, name))
+            .await
+        {
+            Ok(_) => {}
+            Err(e) if status_code(&e) == Some(409) => {}
+            Err(e) => return Err(failed(format!("create Pod {name}"))(e)),
+        }
+    }
+    Ok(())
+}
+
+async fn write_status(
+    client: &kube::Client,
+    ns: &str,
+    fleet: &WebSocketFleet,
+    plan: &Plan,
+) -> Result<()> {
+    let api: Api<WebSocketFleet> = Api::namespaced(client.clone(), ns);
+    let body = serde_json::json!({
+        "apiVersion": WebSocketFleet::api_version(&()),
+        "kind": WebSocketFleet::kind(&()),
+        "status": plan.status,
+    });
+    let name = fleet.name_any();
+    api.patch_status(&name, &apply_params(), &Patch::Apply(&body))
+        .await
+        .map_err(failed(format!("apply status of WebSocketFleet {name}")))?;
+    Ok(())
+}
+
+/// Events are best effort: a fleet is not failed because an event could not be written.
+async fn record_events(recorder: &Recorder, fleet: &WebSocketFleet, plan: &Plan) {
+    let reference = fleet.object_ref(&());
+    for note in &plan.events {
+        let event = Event {
+            type_: if note.warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: note.reason.to_string(),
+            note: Some(note.message.clone()),
+            action: "Reconcile".into(),
+            secondary: None,
+        };
+        if let Err(e) = recorder.publish(&event, &reference).await {
+            warn!(error = %e, reason = note.reason, "could not record event");
+        }
+    }
+}
+
+/// The HTTP status of an API error response, if it was one.
+pub fn status_code(error: &kube::Error) -> Option<u16> {
+    match error {
+        kube::Error::Api(status) => Some(status.code),
+        _ => None,
+    }
+}

@@ -1,0 +1,229 @@
+//! Which gateway pods leave the fleet this round, and why.
+//!
+//! Removal today means deleting the pod: Kubernetes sends SIGTERM and the gateway drains itself
+//! over its reconnect window within `terminationGracePeriodSeconds`. This is the step that a
+//! drain-first policy replaces (POST /drain, wait until empty, then delete): callers get
+//! [`Removal`]s, not deletions, so that change stays inside this module and `act`.
+
+use crate::observe::ObservedPod;
+
+/// Why a pod leaves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RemovalReason {
+    /// Its process is gone (pod phase Failed/Succeeded); a replacement is created.
+    Exited,
+    /// The fleet is larger than desired.
+    Surplus,
+    /// It runs an old revision and a Ready new-revision node can take its place.
+    Replaced,
+}
+
+/// A pod to remove.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Removal {
+    pub pod: String,
+    pub reason: RemovalReason,
+}
+
+/// The numbers that bound one round of removals.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Nodes the fleet should have.
+    pub desired: i32,
+    /// Extra nodes allowed while old-revision nodes remain.
+    pub surge: i32,
+    /// More nodes that may start draining now (maxUnavailable minus those already draining).
+    pub slots: i32,
+}
+
+/// Surplus and replaced pods among `live` (not terminating, not exited), in the order they
+/// should go: old revision first, then not Ready, then fewest connections, then name. A Ready
+/// node is only taken while the Ready nodes left still cover the fleet.
+pub fn choose(live: &[&ObservedPod], revision: &str, limits: Limits) -> Vec<Removal> {
+    let is_old = |p: &ObservedPod| p.revision.as_deref() != Some(revision);
+    let has_old = live.iter().any(|p| is_old(p));
+    let live_count = i32::try_from(live.len()).unwrap_or(i32::MAX);
+    let allowed = limits.desired + if has_old { limits.surge.max(0) } else { 0 };
+    let mut surplus = (live_count - allowed).max(0);
+    // Without surge, an old node must go before its replacement can be created.
+    let mut in_place = if has_old && limits.surge <= 0 {
+        limits.slots
+    } else {
+        0
+    };
+    let floor = if limits.surge > 0 {
+        limits.desired
+    } else {
+        limits.desired - limits.slots
+    };
+    let mut ready_left = i32::try_from(live.iter().filter(|p| p.ready).count()).unwrap_or(0);
+
+    let mut order: Vec<&ObservedPod> = live.to_vec();
+    order.sort_by_key(|p| {
+        (
+            !is_old(p),
+            p.ready,
+            p.connections.unwrap_or(i64::MAX),
+            p.name.clone(),
+        )
+    });
+
+    let mut removals = Vec::new();
+    for pod in order {
+        if i32::try_from(removals.len()).unwrap_or(i32::MAX) >= limits.slots {
+            break;
+        }
+        let reason = if surplus > 0 {
+            RemovalReason::Surplus
+        } else if is_old(pod) && (in_place > 0 || !pod.ready || ready_left > floor) {
+            RemovalReason::Replaced
+        } else {
+            continue;
+        };
+        // A surplus Ready node may go whatever is left (the fleet is shrinking); a replaced one
+        // only while Ready nodes still cover the fleet.
+        if reason == RemovalReason::Replaced && pod.ready && ready_left - 1 < floor {
+            continue;
+        }
+        match reason {
+            RemovalReason::Surplus => surplus -= 1,
+            _ if in_place > 0 => in_place -= 1,
+            _ => {}
+        }
+        if pod.ready {
+            ready_left -= 1;
+        }
+        removals.push(Removal {
+            pod: pod.name.clone(),
+            reason,
+        });
+    }
+    removals
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::observe::PodPhase;
+
+    fn pod(name: &str, revision: &str, ready: bool, connections: Option<i64>) -> ObservedPod {
+        ObservedPod {
+            name: name.into(),
+            revision: Some(revision.into()),
+            phase: PodPhase::Running,
+            ready,
+            terminating: false,
+            connections,
+        }
+    }
+
+    fn names(removals: &[Removal]) -> Vec<(&str, RemovalReason)> {
+        removals
+            .iter()
+            .map(|r| (r.pod.as_str(), r.reason))
+            .collect()
+    }
+
+    fn limits(desired: i32, surge: i32, slots: i32) -> Limits {
+        Limits {
+            desired,
+            surge,
+            slots,
+        }
+    }
+
+    #[test]
+    fn table() {
+        use RemovalReason::*;
+        type Row = (
+            &'static str,
+            Vec<ObservedPod>,
+            Limits,
+            Vec<(&'static str, RemovalReason)>,
+        );
+        let cases: Vec<Row> = vec![
+            (
+                "steady fleet keeps everyone",
+                vec![pod("a", "r2", true, None), pod("b", "r2", true, None)],
+                limits(2, 1, 1),
+                vec![],
+            ),
+            (
+                "scale down takes the not-ready node first",
+                vec![
+                    pod("a", "r2", true, None),
+                    pod("b", "r2", false, None),
+                    pod("c", "r2", true, None),
+                ],
+                limits(2, 1, 1),
+                vec![("b", Surplus)],
+            ),
+            (
+                "scale down prefers the least connected",
+                vec![
+                    pod("a", "r2", true, Some(50)),
+                    pod("b", "r2", true, Some(10)),
+                    pod("c", "r2", true, Some(30)),
+                ],
+                limits(1, 1, 2),
+                vec![("b", Surplus), ("c", Surplus)],
+            ),
+            (
+                "scale down is bounded by the drain slots",
+                vec![
+                    pod("a", "r2", true, None),
+                    pod("b", "r2", true, None),
+                    pod("c", "r2", true, None),
+                ],
+                limits(0, 1, 1),
+                vec![("a", Surplus)],
+            ),
+            (
+                "no slots, no removal",
+                vec![pod("a", "r2", true, None), pod("b", "r2", true, None)],
+                limits(1, 1, 0),
+                vec![],
+            ),
+            (
+                "rollout waits while the surge node is not ready",
+                vec![
+                    pod("a", "r1", true, None),
+                    pod("b", "r1", true, None),
+                    pod("n", "r2", false, None),
+                ],
+                limits(2, 1, 1),
+                vec![],
+            ),
+            (
+                "rollout replaces one old node once the new one is ready",
+                vec![
+                    pod("a", "r1", true, None),
+                    pod("b", "r1", true, None),
+                    pod("n", "r2", true, None),
+                ],
+                limits(2, 1, 1),
+                vec![("a", Replaced)],
+            ),
+            (
+                "an old node that is not ready goes without waiting",
+                vec![
+                    pod("a", "r1", true, None),
+                    pod("b", "r1", false, None),
+                    pod("n", "r2", false, None),
+                ],
+                limits(2, 1, 1),
+                vec![("b", Replaced)],
+            ),
+            (
+                "without surge an old node makes room in place",
+                vec![pod("a", "r1", true, None), pod("b", "r1", true, None)],
+                limits(2, 0, 1),
+                vec![("a", Replaced)],
+            ),
+        ];
+        for (name, pods, limits, want) in cases {
+            let live: Vec<&ObservedPod> = pods.iter().collect();
+            assert_eq!(names(&choose(&live, "r2", limits)), want, "{name}");
+        }
+    }
+}

@@ -1,0 +1,127 @@
+//! What the operator sees of a fleet: its gateway pods, reduced to the facts decisions need.
+//! Listing is by the fleet's selector labels; the conversion from a `Pod` is pure and tested.
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::ResourceExt;
+use kube::api::{Api, ListParams};
+
+use crate::crd::WebSocketFleet;
+use crate::resources::{REVISION_LABEL, selector_string};
+
+/// Kubernetes' view of a pod's lifecycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PodPhase {
+    Pending,
+    Running,
+    Succeeded,
+    Failed,
+    Unknown,
+}
+
+/// One gateway pod as decisions see it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ObservedPod {
+    /// Pod name = node id.
+    pub name: String,
+    /// Revision label, if the pod has one.
+    pub revision: Option<String>,
+    pub phase: PodPhase,
+    /// The pod's Ready condition is True.
+    pub ready: bool,
+    /// Deletion has started (the gateway is draining on SIGTERM).
+    pub terminating: bool,
+    /// Live connections, when known from the node's `/status`.
+    pub connections: Option<i64>,
+}
+
+impl ObservedPod {
+    /// The facts of `pod`; missing fields read as "not yet" (Pending, not ready).
+    pub fn from_pod(pod: &Pod) -> ObservedPod {
+        let status = pod.status.as_ref();
+        let phase = match status.and_then(|s| s.phase.as_deref()) {
+            Some("Running") => PodPhase::Running,
+            Some("Succeeded") => PodPhase::Succeeded,
+            Some("Failed") => PodPhase::Failed,
+            Some("Pending") | None => PodPhase::Pending,
+            Some(_) => PodPhase::Unknown,
+        };
+        let ready = status
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|conditions| {
+                conditions
+                    .iter()
+                    .any(|c| c.type_ == "Ready" && c.status == "True")
+            });
+        ObservedPod {
+            name: pod.name_any(),
+            revision: pod.labels().get(REVISION_LABEL).cloned(),
+            phase,
+            ready,
+            terminating: pod.metadata.deletion_timestamp.is_some(),
+            connections: None,
+        }
+    }
+}
+
+/// The fleet's gateway pods, sorted by name.
+pub async fn pods(api: &Api<Pod>, fleet: &WebSocketFleet) -> Result<Vec<ObservedPod>, kube::Error> {
+    let list = api
+        .list(&ListParams::default().labels(&selector_string(fleet)))
+        .await?;
+    let mut pods: Vec<ObservedPod> = list.items.iter().map(ObservedPod::from_pod).collect();
+    pods.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(pods)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::{PodCondition, PodStatus};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+    fn pod(phase: Option<&str>, ready: Option<&str>) -> Pod {
+        let mut pod = Pod::default();
+        pod.metadata.name = Some("chat-r1-aaaaa".into());
+        pod.metadata.labels = Some([(REVISION_LABEL.to_string(), "r1".to_string())].into());
+        pod.status = Some(PodStatus {
+            phase: phase.map(Into::into),
+            conditions: ready.map(|status| {
+                vec![PodCondition {
+                    type_: "Ready".into(),
+                    status: status.into(),
+                    ..PodCondition::default()
+                }]
+            }),
+            ..PodStatus::default()
+        });
+        pod
+    }
+
+    #[test]
+    fn reads_phase_readiness_revision_and_deletion() {
+        let running = ObservedPod::from_pod(&pod(Some("Running"), Some("True")));
+        assert_eq!(running.phase, PodPhase::Running);
+        assert!(running.ready);
+        assert_eq!(running.revision.as_deref(), Some("r1"));
+        assert!(!running.terminating);
+
+        let unready = ObservedPod::from_pod(&pod(Some("Running"), Some("False")));
+        assert!(!unready.ready);
+        assert_eq!(
+            ObservedPod::from_pod(&pod(None, None)).phase,
+            PodPhase::Pending
+        );
+        assert_eq!(
+            ObservedPod::from_pod(&pod(Some("Failed"), None)).phase,
+            PodPhase::Failed
+        );
+        assert_eq!(
+            ObservedPod::from_pod(&pod(Some("Weird"), None)).phase,
+            PodPhase::Unknown
+        );
+
+        let mut deleting = pod(Some("Running"), Some("True"));
+        deleting.metadata.deletion_timestamp = Some(Time(jiff::Timestamp::UNIX_EPOCH));
+        assert!(ObservedPod::from_pod(&deleting).terminating);
+    }
+}

@@ -1,0 +1,155 @@
+//! One reconcile of one fleet: observe its pods → decide → act; plus the error policy that
+//! retries a failing fleet with exponential backoff.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::ResourceExt;
+use kube::api::Api;
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Recorder, Reporter};
+use tracing::{info, warn};
+
+use crate::act::{self, ActError};
+use crate::crd::WebSocketFleet;
+use crate::decide::{self, Observation, names::RandomNames};
+use crate::metrics::Metrics;
+use crate::observe;
+use crate::resources::FIELD_MANAGER;
+use crate::resources::sysctl::KubeVersion;
+
+/// How often a healthy fleet is looked at again even without a change.
+const RESYNC: Duration = Duration::from_secs(60);
+/// First retry delay after a failure; doubles per consecutive failure.
+const FIRST_RETRY: Duration = Duration::from_secs(2);
+/// Longest retry delay.
+const MAX_RETRY: Duration = Duration::from_secs(300);
+
+/// What every reconcile shares.
+pub struct Context {
+    pub client: kube::Client,
+    pub recorder: Recorder,
+    pub metrics: Metrics,
+    /// Cluster version, for the sysctls the kubelet allows.
+    pub server: KubeVersion,
+    /// Consecutive failures per fleet (namespace/name), for backoff.
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+impl Context {
+    pub fn new(client: kube::Client, metrics: Metrics, server: KubeVersion) -> Context {
+        let recorder = Recorder::new(client.clone(), Reporter::from(FIELD_MANAGER));
+        Context {
+            client,
+            recorder,
+            metrics,
+            server,
+            failures: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn record_outcome(&self, key: String, failed: bool) -> u32 {
+        let Ok(mut failures) = self.failures.lock() else {
+            return 1;
+        };
+        if failed {
+            let n = failures.entry(key).or_insert(0);
+            *n = n.saturating_add(1);
+            *n
+        } else {
+            failures.remove(&key);
+            0
+        }
+    }
+}
+
+/// Why a reconcile failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("listing pods: {0}")]
+    Observe(#[source] kube::Error),
+    #[error(transparent)]
+    Act(#[from] ActError),
+}
+
+impl Error {
+    /// Short label for the errors metric.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::Observe(_) => "observe",
+            Error::Act(_) => "act",
+        }
+    }
+}
+
+fn key(fleet: &WebSocketFleet) -> String {
+    format!(
+        "{}/{}",
+        fleet.namespace().unwrap_or_default(),
+        fleet.name_any()
+    )
+}
+
+/// Reconciles one fleet.
+pub async fn reconcile(fleet: Arc<WebSocketFleet>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let _timer = ctx.metrics.reconcile_started();
+    if fleet.metadata.deletion_timestamp.is_some() {
+        // Owner references let the garbage collector remove pods and objects.
+        return Ok(Action::await_change());
+    }
+    let namespace = fleet.namespace().unwrap_or_else(|| "default".into());
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
+    let observed = observe::pods(&pods, &fleet).await.map_err(Error::Observe)?;
+    let plan = decide::decide(
+        Observation {
+            fleet: &fleet,
+            pods: &observed,
+            server: ctx.server,
+            now: jiff::Timestamp::now(),
+        },
+        &mut RandomNames,
+    );
+    if !plan.create.is_empty() || !plan.remove.is_empty() {
+        info!(
+            fleet = %key(&fleet),
+            create = plan.create.len(),
+            remove = plan.remove.len(),
+            desired = plan.status.desired_replicas,
+            "acting on fleet"
+        );
+    }
+    act::execute(&ctx.client, &ctx.recorder, &fleet, &plan).await?;
+    ctx.record_outcome(key(&fleet), false);
+    Ok(Action::requeue(RESYNC))
+}
+
+/// Retries a failed fleet after a delay that doubles with each consecutive failure.
+pub fn error_policy(fleet: Arc<WebSocketFleet>, error: &Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics.reconcile_failed(error.kind());
+    let attempt = ctx.record_outcome(key(&fleet), true);
+    let delay = backoff(attempt);
+    warn!(fleet = %key(&fleet), %error, retry_in = ?delay, "reconcile failed");
+    Action::requeue(delay)
+}
+
+/// Delay before retry number `attempt` (1-based): 2s, 4s, 8s … capped at 5 minutes.
+pub fn backoff(attempt: u32) -> Duration {
+    let exponent = attempt.saturating_sub(1).min(16);
+    FIRST_RETRY.saturating_mul(1u32 << exponent).min(MAX_RETRY)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_then_caps() {
+        assert_eq!(backoff(1), Duration::from_secs(2));
+        assert_eq!(backoff(2), Duration::from_secs(4));
+        assert_eq!(backoff(5), Duration::from_secs(32));
+        assert_eq!(backoff(9), Duration::from_secs(300));
+        assert_eq!(backoff(u32::MAX), Duration::from_secs(300));
+    }
+}

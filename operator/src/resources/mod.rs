@@ -1,0 +1,163 @@
+//! Builders of the Kubernetes objects a fleet owns. Each is a pure function of the fleet (and,
+//! where it matters, the cluster version); `act` applies what they return.
+//!
+//! Naming, labels and the owner reference are shared here so every object agrees on them.
+
+pub mod config;
+pub mod pdb;
+pub mod pod;
+pub mod secret;
+pub mod service;
+pub mod sysctl;
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use kube::{Resource, ResourceExt};
+
+use crate::crd::WebSocketFleet;
+
+/// Field manager of every server-side apply the operator makes.
+pub const FIELD_MANAGER: &str = "wsfleet-operator";
+/// Label carrying the fleet name; every owned object has it.
+pub const FLEET_LABEL: &str = "wsfleet.io/fleet";
+/// Label carrying the pod-template revision of a gateway pod.
+pub const REVISION_LABEL: &str = "wsfleet.io/revision";
+/// `app.kubernetes.io/name` of gateway pods and the objects around them.
+pub const APP_NAME: &str = "wsfleet-gateway";
+/// WebSocket port of the gateway.
+pub const WS_PORT: i32 = 8080;
+/// Admin port of the gateway (health, status, drain, metrics).
+pub const ADMIN_PORT: i32 = 9090;
+
+/// Name of the client Service (and of the PodDisruptionBudget).
+pub fn client_service_name(fleet: &WebSocketFleet) -> String {
+    fleet.name_any()
+}
+
+/// Name of the headless Service that gives each node a DNS name.
+pub fn headless_service_name(fleet: &WebSocketFleet) -> String {
+    format!("{}-nodes", fleet.name_any())
+}
+
+/// Name of the ConfigMap holding `gateway.toml`.
+pub fn config_map_name(fleet: &WebSocketFleet) -> String {
+    format!("{}-gateway", fleet.name_any())
+}
+
+/// Name of the Secret holding the admin token.
+pub fn admin_secret_name(fleet: &WebSocketFleet) -> String {
+    format!("{}-admin-token", fleet.name_any())
+}
+
+/// Labels that select a fleet's gateway pods.
+pub fn selector_labels(fleet: &WebSocketFleet) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("app.kubernetes.io/name".to_string(), APP_NAME.to_string()),
+        (FLEET_LABEL.to_string(), fleet.name_any()),
+    ])
+}
+
+/// The selector labels as a label-selector string (`k=v,k=v`).
+pub fn selector_string(fleet: &WebSocketFleet) -> String {
+    selector_labels(fleet)
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The recommended `app.kubernetes.io/*` labels plus the fleet label.
+pub fn common_labels(fleet: &WebSocketFleet) -> BTreeMap<String, String> {
+    let mut labels = selector_labels(fleet);
+    labels.extend([
+        ("app.kubernetes.io/instance".to_string(), fleet.name_any()),
+        (
+            "app.kubernetes.io/component".to_string(),
+            "gateway".to_string(),
+        ),
+        (
+            "app.kubernetes.io/managed-by".to_string(),
+            FIELD_MANAGER.to_string(),
+        ),
+        (
+            "app.kubernetes.io/part-of".to_string(),
+            "wsfleet".to_string(),
+        ),
+    ]);
+    labels
+}
+
+/// Owner reference making the fleet the controller of an object, so deleting the fleet
+/// deletes it and changes to it requeue the fleet. `None` when the fleet has no uid yet.
+pub fn owner_reference(fleet: &WebSocketFleet) -> Option<OwnerReference> {
+    fleet.controller_owner_ref(&())
+}
+
+/// Metadata of an owned object: name, namespace, common labels, owner reference.
+pub fn owned_meta(fleet: &WebSocketFleet, name: String) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name),
+        namespace: fleet.namespace(),
+        labels: Some(common_labels(fleet)),
+        owner_references: owner_reference(fleet).map(|r| vec![r]),
+        ..ObjectMeta::default()
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod testing {
+    //! A fleet fixture shared by the builder tests.
+
+    use crate::crd::WebSocketFleet;
+
+    /// A stored fleet (namespace and uid set) from a JSON spec.
+    pub fn fleet(spec: serde_json::Value) -> WebSocketFleet {
+        let mut fleet = WebSocketFleet::new(
+            "chat",
+            serde_json::from_value(spec).expect("test spec deserializes"),
+        );
+        fleet.metadata.namespace = Some("prod".into());
+        fleet.metadata.uid = Some("uid-1".into());
+        fleet.metadata.generation = Some(1);
+        fleet
+    }
+
+    /// The smallest valid fleet.
+    pub fn minimal() -> WebSocketFleet {
+        fleet(serde_json::json!({"image": "gw:1", "auth": {"anonymous": true}}))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn owned_objects_carry_labels_and_controller_reference() {
+        let fleet = testing::minimal();
+        let meta = owned_meta(&fleet, "x".into());
+        let labels = meta.labels.expect("labels");
+        for key in [
+            "app.kubernetes.io/name",
+            "app.kubernetes.io/instance",
+            "app.kubernetes.io/component",
+            "app.kubernetes.io/managed-by",
+            "app.kubernetes.io/part-of",
+            FLEET_LABEL,
+        ] {
+            assert!(labels.contains_key(key), "missing label {key}");
+        }
+        assert_eq!(labels[FLEET_LABEL], "chat");
+        assert_eq!(meta.namespace.as_deref(), Some("prod"));
+        let owner = &meta.owner_references.expect("owner refs")[0];
+        assert_eq!(owner.kind, "WebSocketFleet");
+        assert_eq!(owner.api_version, "wsfleet.io/v1alpha1");
+        assert_eq!(owner.uid, "uid-1");
+        assert_eq!(owner.controller, Some(true));
+        assert_eq!(
+            selector_string(&fleet),
+            "app.kubernetes.io/name=wsfleet-gateway,wsfleet.io/fleet=chat"
+        );
+    }
+}

@@ -1,0 +1,503 @@
+//! The gateway pod: one per node, node id = pod name. The pod template is derived from the
+//! fleet spec; its hash (together with the gateway config) is the revision, so any change that
+//! needs new processes shows up as pods of an old revision.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{
+    Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, EnvVarSource,
+    HTTPGetAction, KeyToPath, ObjectFieldSelector, Pod, PodSecurityContext, PodSpec, Probe,
+    SeccompProfile, SecretKeySelector, SecretVolumeSource, SecurityContext,
+    TopologySpreadConstraint, Volume, VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use sha2::{Digest, Sha256};
+
+use super::config::{CONFIG_KEY, CONFIG_PATH, JWT_DIR, JWT_FILE, gateway_toml};
+use super::secret::TOKEN_KEY;
+use super::sysctl::{KubeVersion, plan};
+use super::{
+    ADMIN_PORT, REVISION_LABEL, WS_PORT, admin_secret_name, common_labels, config_map_name,
+    headless_service_name, owned_meta, selector_labels,
+};
+use crate::crd::WebSocketFleet;
+
+/// Name of the gateway container.
+pub const GATEWAY_CONTAINER: &str = "gateway";
+/// Seconds past the drain timeout before the kubelet kills a draining gateway, so the process
+/// can finish its own drain and exit cleanly.
+const GRACE_MARGIN_SECONDS: i64 = 15;
+/// User id the gateway runs as (the distroless "nonroot" user).
+const GATEWAY_UID: i64 = 65532;
+
+/// The pod spec every node of the current revision runs, and that revision.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GatewayTemplate {
+    pub spec: PodSpec,
+    pub revision: String,
+}
+
+/// The template for `fleet` on a cluster of version `server`.
+pub fn template(fleet: &WebSocketFleet, server: KubeVersion) -> GatewayTemplate {
+    let spec = pod_spec(fleet, server);
+    let revision = revision(&spec, &gateway_toml(fleet));
+    GatewayTemplate { spec, revision }
+}
+
+/// A short stable hash of what a node runs: its pod spec and its config file.
+fn revision(spec: &PodSpec, config: &str) -> String {
+    let mut hasher = Sha256::new();
+    // Serializing a PodSpec cannot fail (string keys only); an empty hash input would still be
+    // deterministic, so no panic path is needed.
+    hasher.update(serde_json::to_vec(spec).unwrap_or_default());
+    hasher.update(config.as_bytes());
+    hasher
+        .finalize()
+        .iter()
+        .take(5)
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The labels of a gateway pod of `revision`.
+pub fn pod_labels(fleet: &WebSocketFleet, revision: &str) -> BTreeMap<String, String> {
+    let mut labels = common_labels(fleet);
+    labels.insert(REVISION_LABEL.to_string(), revision.to_string());
+    labels
+}
+
+/// The gateway pod called `name` from `template`.
+pub fn pod(fleet: &WebSocketFleet, template: &GatewayTemplate, name: &str) -> Pod {
+    let mut metadata = owned_meta(fleet, name.to_string());
+    metadata.labels = Some(pod_labels(fleet, &template.revision));
+    Pod {
+        metadata,
+        spec: Some(template.spec.clone()),
+        ..Pod::default()
+    }
+}
+
+fn pod_spec(fleet: &WebSocketFleet, server: KubeVersion) -> PodSpec {
+    let spec = &fleet.spec;
+    let sysctls = plan(&spec.sysctls, server);
+    PodSpec {
+        containers: vec![gateway_container(fleet)],
+        init_containers: sysctls.init_container.map(|c| vec![c]),
+        security_context: Some(PodSecurityContext {
+            seccomp_profile: Some(runtime_default_seccomp()),
+            sysctls: (!sysctls.pod_sysctls.is_empty()).then_some(sysctls.pod_sysctls),
+            ..PodSecurityContext::default()
+        }),
+        volumes: Some(volumes(fleet)),
+        termination_grace_period_seconds: Some(
+            i64::from(spec.drain.timeout_seconds) + GRACE_MARGIN_SECONDS,
+        ),
+        subdomain: Some(headless_service_name(fleet)),
+        node_selector: spec.node_selector.clone(),
+        tolerations: spec.tolerations.clone(),
+        affinity: spec.affinity.clone(),
+        topology_spread_constraints: Some(
+            spec.topology_spread_constraints
+                .clone()
+                .unwrap_or_else(|| default_spread(fleet)),
+        ),
+        // The gateway never talks to the Kubernetes API, and service env vars would grow with
+        // every Service in the namespace.
+        automount_service_account_token: Some(false),
+        enable_service_links: Some(false),
+        ..PodSpec::default()
+    }
+}
+
+/// Spread across machines so losing one cuts a bounded share of connections; "ScheduleAnyway"
+/// so a small cluster can still run the fleet.
+fn default_spread(fleet: &WebSocketFleet) -> Vec<TopologySpreadConstraint> {
+    vec![TopologySpreadConstraint {
+        max_skew: 1,
+        topology_key: "kubernetes.io/hostname".into(),
+        when_unsatisfiable: "ScheduleAnyway".into(),
+        label_selector: Some(LabelSelector {
+            match_labels: Some(selector_labels(fleet)),
+            ..LabelSelector::default()
+        }),
+        ..TopologySpreadConstraint::default()
+    }]
+}
+
+fn runtime_default_seccomp() -> SeccompProfile {
+    SeccompProfile {
+        type_: "RuntimeDefault".into(),
+        ..SeccompProfile::default()
+    }
+}
+
+fn gateway_container(fleet: &WebSocketFleet) -> Container {
+    Container {
+        name: GATEWAY_CONTAINER.into(),
+        image: Some(fleet.spec.image.clone()),
+        ports: Some(vec![
+            container_port("ws", WS_PORT),
+            container_port("admin", ADMIN_PORT),
+        ]),
+        env: Some(env(fleet)),
+        resources: fleet.spec.resources.clone(),
+        readiness_probe: Some(http_probe("/readyz", 5, 2)),
+        liveness_probe: Some(http_probe("/healthz", 10, 3)),
+        security_context: Some(SecurityContext {
+            run_as_non_root: Some(true),
+            run_as_user: Some(GATEWAY_UID),
+            run_as_group: Some(GATEWAY_UID),
+            allow_privilege_escalation: Some(false),
+            read_only_root_filesystem: Some(true),
+            privileged: Some(false),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".into()]),
+                ..Capabilities::default()
+            }),
+            seccomp_profile: Some(runtime_default_seccomp()),
+            ..SecurityContext::default()
+        }),
+        volume_mounts: Some(volume_mounts(fleet)),
+        ..Container::default()
+    }
+}
+
+fn container_port(name: &str, port: i32) -> ContainerPort {
+    ContainerPort {
+        name: Some(name.into()),
+        container_port: port,
+        protocol: Some("TCP".into()),
+        ..ContainerPort::default()
+    }
+}
+
+fn http_probe(path: &str, period_seconds: i32, failure_threshold: i32) -> Probe {
+    Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.into()),
+            port: IntOrString::Int(ADMIN_PORT),
+            ..HTTPGetAction::default()
+        }),
+        period_seconds: Some(period_seconds),
+        failure_threshold: Some(failure_threshold),
+        timeout_seconds: Some(2),
+        ..Probe::default()
+    }
+}
+
+fn env(fleet: &WebSocketFleet) -> Vec<EnvVar> {
+    let mut env = vec![
+        EnvVar {
+            name: "NODE_ID".into(),
+            value_from: Some(EnvVarSource {
+                field_ref: Some(ObjectFieldSelector {
+                    field_path: "metadata.name".into(),
+                    ..ObjectFieldSelector::default()
+                }),
+                ..EnvVarSource::default()
+            }),
+            ..EnvVar::default()
+        },
+        EnvVar {
+            name: "WSFLEET_CONFIG".into(),
+            value: Some(CONFIG_PATH.into()),
+            ..EnvVar::default()
+        },
+        secret_env("WSFLEET_ADMIN_TOKEN", admin_secret_name(fleet), TOKEN_KEY),
+    ];
+    if let Some(redis) = fleet.spec.backplane.as_ref().map(|b| &b.redis) {
+        match (&redis.url, &redis.secret_ref) {
+            (_, Some(secret)) => env.push(secret_env(
+                "WSFLEET_REDIS_URL",
+                secret.name.clone(),
+                &secret.key,
+            )),
+            (Some(url), None) => env.push(EnvVar {
+                name: "WSFLEET_REDIS_URL".into(),
+                value: Some(url.clone()),
+                ..EnvVar::default()
+            }),
+            (None, None) => {}
+        }
+    }
+    env
+}
+
+fn secret_env(name: &str, secret: String, key: &str) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value_from: Some(EnvVarSource {
+            secret_key_ref: Some(SecretKeySelector {
+                name: secret,
+                key: key.into(),
+                optional: Some(false),
+            }),
+            ..EnvVarSource::default()
+        }),
+        ..EnvVar::default()
+    }
+}
+
+fn volumes(fleet: &WebSocketFleet) -> Vec<Volume> {
+    let mut volumes = vec![Volume {
+        name: "config".into(),
+        config_map: Some(ConfigMapVolumeSource {
+            name: config_map_name(fleet),
+            ..ConfigMapVolumeSource::default()
+        }),
+        ..Volume::default()
+    }];
+    if let Some(jwt) = &fleet.spec.auth.jwt {
+        volumes.push(Volume {
+            name: "jwt".into(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(jwt.key_secret_ref.name.clone()),
+                items: Some(vec![KeyToPath {
+                    key: jwt.key_secret_ref.key.clone(),
+                    path: JWT_FILE.into(),
+                    ..KeyToPath::default()
+                }]),
+                ..SecretVolumeSource::default()
+            }),
+            ..Volume::default()
+        });
+    }
+    volumes
+}
+
+fn volume_mounts(fleet: &WebSocketFleet) -> Vec<VolumeMount> {
+    // subPath: the file sits beside the jwt directory. Its content is part of the revision, so
+    // a config change rolls new pods rather than relying on live ConfigMap updates.
+    let mut mounts = vec![VolumeMount {
+        name: "config".into(),
+        mount_path: CONFIG_PATH.into(),
+        sub_path: Some(CONFIG_KEY.into()),
+        read_only: Some(true),
+        ..VolumeMount::default()
+    }];
+    if fleet.spec.auth.jwt.is_some() {
+        mounts.push(VolumeMount {
+            name: "jwt".into(),
+            mount_path: JWT_DIR.into(),
+            read_only: Some(true),
+            ..VolumeMount::default()
+        });
+    }
+    mounts
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resources::testing;
+
+    const V1_32: KubeVersion = KubeVersion {
+        major: 1,
+        minor: 32,
+    };
+
+    fn gateway(pod: &Pod) -> Container {
+        pod.spec.as_ref().expect("spec").containers[0].clone()
+    }
+
+    fn env_var(container: &Container, name: &str) -> EnvVar {
+        container
+            .env
+            .as_ref()
+            .and_then(|env| env.iter().find(|e| e.name == name))
+            .cloned()
+            .unwrap_or_else(|| panic!("env {name} missing"))
+    }
+
+    fn production() -> WebSocketFleet {
+        testing::fleet(serde_json::json!({
+            "image": "gw:2",
+            "backplane": {"redis": {"secretRef": {"name": "redis", "key": "url"}}},
+            "drain": {"reconnectWindowSeconds": 60, "timeoutSeconds": 300},
+            "sysctls": {"mode": "InitContainer"},
+            "auth": {"jwt": {"algorithm": "RS256", "keySecretRef": {"name": "jwt", "key": "pub.pem"}}}
+        }))
+    }
+
+    #[test]
+    fn pod_is_named_labelled_and_owned() {
+        let fleet = testing::minimal();
+        let template = template(&fleet, V1_32);
+        let pod = pod(&fleet, &template, "chat-abc-xyz12");
+        assert_eq!(pod.metadata.name.as_deref(), Some("chat-abc-xyz12"));
+        let labels = pod.metadata.labels.expect("labels");
+        assert_eq!(labels[REVISION_LABEL], template.revision);
+        assert_eq!(labels["wsfleet.io/fleet"], "chat");
+        assert_eq!(labels["app.kubernetes.io/managed-by"], "wsfleet-operator");
+        let owner = &pod.metadata.owner_references.expect("owner")[0];
+        assert_eq!(
+            (owner.kind.as_str(), owner.controller),
+            ("WebSocketFleet", Some(true))
+        );
+    }
+
+    #[test]
+    fn gateway_container_is_locked_down() {
+        let fleet = testing::minimal();
+        let pod = pod(&fleet, &template(&fleet, V1_32), "n");
+        let sc = gateway(&pod).security_context.expect("security context");
+        assert_eq!(sc.run_as_non_root, Some(true));
+        assert_eq!(sc.read_only_root_filesystem, Some(true));
+        assert_eq!(sc.allow_privilege_escalation, Some(false));
+        assert_eq!(sc.privileged, Some(false));
+        assert_eq!(
+            sc.capabilities.and_then(|c| c.drop),
+            Some(vec!["ALL".to_string()])
+        );
+        assert_eq!(
+            sc.seccomp_profile.map(|p| p.type_).as_deref(),
+            Some("RuntimeDefault")
+        );
+        let spec = pod.spec.expect("spec");
+        assert_eq!(spec.automount_service_account_token, Some(false));
+        assert!(
+            spec.init_containers.is_none(),
+            "SafeOnly has no init container"
+        );
+    }
+
+    #[test]
+    fn ports_probes_and_node_id() {
+        let fleet = testing::minimal();
+        let container = gateway(&pod(&fleet, &template(&fleet, V1_32), "n"));
+        let ports: Vec<(String, i32)> = container
+            .ports
+            .clone()
+            .expect("ports")
+            .into_iter()
+            .map(|p| (p.name.unwrap_or_default(), p.container_port))
+            .collect();
+        assert_eq!(ports, [("ws".into(), 8080), ("admin".into(), 9090)]);
+        let probe_path = |p: Option<Probe>| {
+            let get = p.and_then(|p| p.http_get).expect("http probe");
+            (get.path.unwrap_or_default(), get.port)
+        };
+        assert_eq!(
+            probe_path(container.readiness_probe.clone()),
+            ("/readyz".into(), IntOrString::Int(9090))
+        );
+        assert_eq!(
+            probe_path(container.liveness_probe.clone()),
+            ("/healthz".into(), IntOrString::Int(9090))
+        );
+        let node_id = env_var(&container, "NODE_ID");
+        assert_eq!(
+            node_id
+                .value_from
+                .and_then(|v| v.field_ref)
+                .map(|f| f.field_path)
+                .as_deref(),
+            Some("metadata.name")
+        );
+        assert_eq!(
+            env_var(&container, "WSFLEET_CONFIG").value.as_deref(),
+            Some("/etc/wsfleet/gateway.toml")
+        );
+        let token = env_var(&container, "WSFLEET_ADMIN_TOKEN")
+            .value_from
+            .and_then(|v| v.secret_key_ref)
+            .expect("token from secret");
+        assert_eq!(
+            (token.name.as_str(), token.key.as_str()),
+            ("chat-admin-token", "token")
+        );
+        let mount = &container.volume_mounts.expect("mounts")[0];
+        assert_eq!(mount.mount_path, "/etc/wsfleet/gateway.toml");
+        assert_eq!(mount.sub_path.as_deref(), Some("gateway.toml"));
+    }
+
+    #[test]
+    fn redis_url_comes_from_the_secret_or_the_spec() {
+        let container = gateway(&pod(&production(), &template(&production(), V1_32), "n"));
+        let from_secret = env_var(&container, "WSFLEET_REDIS_URL")
+            .value_from
+            .and_then(|v| v.secret_key_ref)
+            .expect("secret ref");
+        assert_eq!(
+            (from_secret.name.as_str(), from_secret.key.as_str()),
+            ("redis", "url")
+        );
+
+        let fleet = testing::fleet(serde_json::json!({
+            "image": "gw:1", "auth": {"anonymous": true},
+            "backplane": {"redis": {"url": "redis://r:6379"}}
+        }));
+        let container = gateway(&pod(&fleet, &template(&fleet, V1_32), "n"));
+        assert_eq!(
+            env_var(&container, "WSFLEET_REDIS_URL").value.as_deref(),
+            Some("redis://r:6379")
+        );
+        let minimal = testing::minimal();
+        let container = gateway(&pod(&minimal, &template(&minimal, V1_32), "n"));
+        assert!(
+            container
+                .env
+                .expect("env")
+                .iter()
+                .all(|e| e.name != "WSFLEET_REDIS_URL")
+        );
+    }
+
+    #[test]
+    fn production_pod_tunes_kernel_mounts_jwt_and_covers_the_drain() {
+        let fleet = production();
+        let spec = pod(&fleet, &template(&fleet, V1_32), "n")
+            .spec
+            .expect("spec");
+        let init = &spec.init_containers.as_ref().expect("init")[0];
+        assert_eq!(
+            init.security_context.as_ref().and_then(|s| s.privileged),
+            Some(true)
+        );
+        assert!(spec.termination_grace_period_seconds >= Some(300));
+        let jwt = spec
+            .volumes
+            .as_ref()
+            .and_then(|v| v.iter().find(|v| v.name == "jwt"))
+            .and_then(|v| v.secret.clone())
+            .expect("jwt volume");
+        assert_eq!(jwt.secret_name.as_deref(), Some("jwt"));
+        let item = &jwt.items.expect("items")[0];
+        assert_eq!((item.key.as_str(), item.path.as_str()), ("pub.pem", "key"));
+        assert_eq!(spec.subdomain.as_deref(), Some("chat-nodes"));
+    }
+
+    #[test]
+    fn default_topology_spread_is_across_hostnames() {
+        let fleet = testing::minimal();
+        let spec = template(&fleet, V1_32).spec;
+        let spread = &spec.topology_spread_constraints.expect("spread")[0];
+        assert_eq!(spread.topology_key, "kubernetes.io/hostname");
+        assert_eq!(spread.max_skew, 1);
+    }
+
+    #[test]
+    fn revision_changes_with_what_nodes_run_only() {
+        let fleet = testing::minimal();
+        let base = template(&fleet, V1_32).revision;
+        assert_eq!(base.len(), 10);
+        assert_eq!(template(&fleet, V1_32).revision, base, "deterministic");
+
+        let mut image = fleet.clone();
+        image.spec.image = "gw:2".into();
+        assert_ne!(template(&image, V1_32).revision, base);
+
+        let mut config = fleet.clone();
+        config.spec.connections.max_per_node = 10;
+        assert_ne!(
+            template(&config, V1_32).revision,
+            base,
+            "config is part of it"
+        );
+
+        let mut replicas = fleet.clone();
+        replicas.spec.replicas = 7;
+        assert_eq!(template(&replicas, V1_32).revision, base, "size is not");
+    }
+}
