@@ -96,8 +96,7 @@ where
 pub fn last_number(output: &str) -> i64 {
     output
         .lines()
-        .filter(|line| !line.trim().is_empty())
-        .last()
+        .rfind(|line| !line.trim().is_empty())
         .and_then(|line| line.trim().parse().ok())
         .unwrap_or_else(|| panic!("no number in {output:?}"))
 }
