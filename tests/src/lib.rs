@@ -2,6 +2,8 @@
 //! gateway processes on loopback and cleans them up (every process is killed when its handle
 //! drops), plus a tiny HTTP client for the admin port and deadline-bounded polling.
 
+pub mod redis;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};

@@ -1,0 +1,84 @@
+//! Backplane settings: where Redis is, how keys are named, and how long history, registry
+//! entries and presence live.
+
+use std::time::Duration;
+
+/// How the gateway talks to Redis.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RedisMode {
+    /// One Redis server (or a proxy in front of a replicated one): PUBLISH/SUBSCRIBE.
+    Standalone,
+    /// Redis Cluster: sharded pub/sub (SPUBLISH/SSUBSCRIBE), keys routed by hash slot.
+    Cluster,
+}
+
+#[derive(Debug, Clone)]
+pub struct BackplaneConfig {
+    /// `redis://host:port/` (or `rediss://`). In cluster mode a comma-separated list of seed
+    /// node URLs is accepted.
+    pub url: String,
+    pub mode: RedisMode,
+    /// Every key and topic starts with `<key_prefix>:`. Must not contain `{` or `}` (hash tags).
+    pub key_prefix: String,
+    /// This gateway node's id: names its direct channel, registry values and presence key.
+    pub node_id: String,
+    /// Channel history keeps about this many messages (trimmed with `MAXLEN ~`).
+    pub history_max_len: u64,
+    /// Channel history drops messages older than this (trimmed on publish).
+    pub history_max_age: Duration,
+    /// Registry entries and presence expire after this unless refreshed; refreshed every third.
+    pub registry_ttl: Duration,
+    /// How often the liveness probe round-trips through the node channel.
+    pub probe_interval: Duration,
+    /// A probe not echoed back within this is a failed subscription.
+    pub probe_timeout: Duration,
+}
+
+impl BackplaneConfig {
+    /// A configuration with the default bounds: 1,000 messages / 5 minutes of history, 60 s
+    /// registry TTL, a probe every second with a 3 s deadline.
+    pub fn new(url: impl Into<String>, mode: RedisMode, key_prefix: &str, node_id: &str) -> Self {
+        Self {
+            url: url.into(),
+            mode,
+            key_prefix: key_prefix.to_string(),
+            node_id: node_id.to_string(),
+            history_max_len: 1000,
+            history_max_age: Duration::from_secs(300),
+            registry_ttl: Duration::from_secs(60),
+            probe_interval: Duration::from_secs(1),
+            probe_timeout: Duration::from_secs(3),
+        }
+    }
+
+    pub(crate) fn urls(&self) -> Vec<String> {
+        self.url
+            .split(',')
+            .map(str::trim)
+            .filter(|url| !url.is_empty())
+            .map(String::from)
+            .collect()
+    }
+
+    pub(crate) fn validate(&self) -> Result<(), String> {
+        if self.urls().is_empty() {
+            return Err("redis url is empty".into());
+        }
+        if self.key_prefix.contains(['{', '}']) {
+            return Err("key_prefix must not contain '{' or '}'".into());
+        }
+        if self.node_id.is_empty() {
+            return Err("node_id is empty".into());
+        }
+        if self.history_max_len == 0 {
+            return Err("history_max_len must be at least 1".into());
+        }
+        if self.registry_ttl < Duration::from_secs(3) {
+            return Err("registry_ttl must be at least 3 seconds".into());
+        }
+        if self.probe_interval.is_zero() || self.probe_timeout.is_zero() {
+            return Err("probe_interval and probe_timeout must be positive".into());
+        }
+        Ok(())
+    }
+}

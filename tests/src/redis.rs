@@ -1,0 +1,361 @@
+//! Real `redis-server` processes for tests: a standalone server that can be killed and restarted
+//! on the same port (fault tests), and a local 3-master Redis Cluster. Both run without
+//! persistence, so a restart loses all data, and both are killed when dropped.
+
+use std::io::{self, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+const REDIS_SERVER: &str = "/usr/bin/redis-server";
+const REDIS_CLI: &str = "redis-cli";
+/// How long a freshly spawned server may take to answer PING on a loaded machine.
+const START_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long a new cluster may take to agree on `cluster_state:ok`.
+const CLUSTER_TIMEOUT: Duration = Duration::from_secs(60);
+const SPAWN_ATTEMPTS: usize = 5;
+
+/// A standalone `redis-server` on a random free loopback port, without persistence.
+pub struct RedisServer {
+    port: u16,
+    dir: TempDir,
+    child: Option<Child>,
+}
+
+impl RedisServer {
+    /// Starts a server and waits until it answers PING. Retries on another port when the chosen
+    /// one was taken between picking and binding.
+    pub fn start() -> io::Result<Self> {
+        let mut last_error = None;
+        for _ in 0..SPAWN_ATTEMPTS {
+            let port = free_port()?;
+            let dir = TempDir::new(&format!("redis-{port}"))?;
+            match spawn_ready(port, dir.path(), &[]) {
+                Ok(child) => {
+                    return Ok(Self {
+                        port,
+                        dir,
+                        child: Some(child),
+                    });
+                }
+                Err(error) => last_error = Some(error),
+            }
+        }
+        Err(last_error.unwrap_or_else(|| io::Error::other("redis-server did not start")))
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `redis://127.0.0.1:<port>/`
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// Kills the server (SIGKILL) and waits for it to exit; its data is gone.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Kills the server if it runs, then starts a fresh, empty one on the same port.
+    pub fn restart(&mut self) -> io::Result<()> {
+        self.kill();
+        self.child = Some(spawn_ready(self.port, self.dir.path(), &[])?);
+        Ok(())
+    }
+
+    /// Runs one command through `redis-cli` and returns its standard output.
+    pub fn cli(&self, args: &[&str]) -> io::Result<String> {
+        cli(self.port, args)
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A Redis Cluster of three masters (no replicas) on random free loopback ports.
+pub struct RedisCluster {
+    ports: Vec<u16>,
+    children: Vec<Child>,
+    _dir: TempDir,
+}
+
+impl RedisCluster {
+    /// Starts three cluster-enabled servers, joins them with `redis-cli --cluster create` and
+    /// waits until every node reports `cluster_state:ok`.
+    pub fn start() -> io::Result<Self> {
+        let dir = TempDir::new("redis-cluster")?;
+        let mut cluster = Self {
+            ports: Vec::new(),
+            children: Vec::new(),
+            _dir: dir,
+        };
+        for _ in 0..3 {
+            let (port, child) = cluster.spawn_node()?;
+            cluster.ports.push(port);
+            cluster.children.push(child);
+        }
+        cluster.create()?;
+        cluster.wait_until_ok()?;
+        Ok(cluster)
+    }
+
+    /// The master ports.
+    pub fn ports(&self) -> &[u16] {
+        &self.ports
+    }
+
+    /// Seed URLs of all masters.
+    pub fn urls(&self) -> Vec<String> {
+        self.ports
+            .iter()
+            .map(|port| format!("redis://127.0.0.1:{port}/"))
+            .collect()
+    }
+
+    /// Runs one command through `redis-cli` against the given node.
+    pub fn cli(&self, port: u16, args: &[&str]) -> io::Result<String> {
+        cli(port, args)
+    }
+
+    /// The hash slot of `key`.
+    pub fn key_slot(&self, key: &str) -> io::Result<u16> {
+        cli(self.ports[0], &["CLUSTER", "KEYSLOT", key])?
+            .trim()
+            .parse()
+            .map_err(|_| io::Error::other("CLUSTER KEYSLOT did not answer a number"))
+    }
+
+    /// The port of the master that owns `slot`, as seen by the first node.
+    pub fn master_for_slot(&self, slot: u16) -> io::Result<u16> {
+        let nodes = cli(self.ports[0], &["CLUSTER", "NODES"])?;
+        nodes
+            .lines()
+            .find_map(|line| owner_in_nodes_line(line, slot))
+            .ok_or_else(|| io::Error::other(format!("no master owns slot {slot}")))
+    }
+
+    /// The port of the master that owns the hash slot of `key`.
+    pub fn master_for_key(&self, key: &str) -> io::Result<u16> {
+        self.master_for_slot(self.key_slot(key)?)
+    }
+
+    /// Moves an empty `slot` to the master on port `to` (IMPORTING/MIGRATING, then NODE on
+    /// every master), as a resharding would. Shard-channel subscribers of the slot on the old
+    /// owner get unsubscribed by Redis.
+    pub fn move_empty_slot(&self, slot: u16, to: u16) -> io::Result<()> {
+        let from = self.master_for_slot(slot)?;
+        let from_id = cli(from, &["CLUSTER", "MYID"])?.trim().to_string();
+        let to_id = cli(to, &["CLUSTER", "MYID"])?.trim().to_string();
+        let slot = slot.to_string();
+        expect_ok(cli(
+            to,
+            &["CLUSTER", "SETSLOT", &slot, "IMPORTING", &from_id],
+        )?)?;
+        expect_ok(cli(
+            from,
+            &["CLUSTER", "SETSLOT", &slot, "MIGRATING", &to_id],
+        )?)?;
+        for port in [to, from] {
+            expect_ok(cli(port, &["CLUSTER", "SETSLOT", &slot, "NODE", &to_id])?)?;
+        }
+        for &port in self.ports.iter().filter(|&&p| p != to && p != from) {
+            expect_ok(cli(port, &["CLUSTER", "SETSLOT", &slot, "NODE", &to_id])?)?;
+        }
+        Ok(())
+    }
+
+    fn spawn_node(&self) -> io::Result<(u16, Child)> {
+        let mut last_error = None;
+        for _ in 0..SPAWN_ATTEMPTS {
+            let port = free_port()?;
+            let bus_port = free_port()?;
+            let config_file = self._dir.path().join(format!("nodes-{port}.conf"));
+            let extra = [
+                "--cluster-enabled".to_string(),
+                "yes".to_string(),
+                "--cluster-config-file".to_string(),
+                config_file.display().to_string(),
+                "--cluster-port".to_string(),
+                bus_port.to_string(),
+                "--cluster-node-timeout".to_string(),
+                "5000".to_string(),
+            ];
+            match spawn_ready(port, self._dir.path(), &extra) {
+                Ok(child) => return Ok((port, child)),
+                Err(error) => last_error = Some(error),
+            }
+        }
+        Err(last_error.unwrap_or_else(|| io::Error::other("cluster node did not start")))
+    }
+
+    fn create(&self) -> io::Result<()> {
+        let mut args = vec!["--cluster".to_string(), "create".to_string()];
+        args.extend(self.ports.iter().map(|port| format!("127.0.0.1:{port}")));
+        args.extend(["--cluster-replicas", "0", "--cluster-yes"].map(String::from));
+        let output = Command::new(REDIS_CLI)
+            .args(&args)
+            .stdin(Stdio::null())
+            .output()?;
+        if !output.status.success() {
+            return Err(io::Error::other(format!(
+                "redis-cli --cluster create failed: {}",
+                String::from_utf8_lossy(&output.stdout)
+            )));
+        }
+        Ok(())
+    }
+
+    fn wait_until_ok(&self) -> io::Result<()> {
+        let deadline = Instant::now() + CLUSTER_TIMEOUT;
+        while Instant::now() < deadline {
+            let all_ok = self.ports.iter().all(|&port| {
+                cli(port, &["CLUSTER", "INFO"])
+                    .map(|info| info.contains("cluster_state:ok"))
+                    .unwrap_or(false)
+            });
+            if all_ok {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Err(io::Error::other("cluster did not reach cluster_state:ok"))
+    }
+}
+
+impl Drop for RedisCluster {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn expect_ok(reply: String) -> io::Result<()> {
+    if reply.trim() == "OK" {
+        Ok(())
+    } else {
+        Err(io::Error::other(format!("expected OK, got {reply:?}")))
+    }
+}
+
+/// `<id> <ip:port@bus> <flags> <master> <ping> <pong> <epoch> <link> <slot ranges>...`
+fn owner_in_nodes_line(line: &str, slot: u16) -> Option<u16> {
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    if fields.len() < 9 || !fields[2].contains("master") {
+        return None;
+    }
+    let owns = fields[8..].iter().any(|range| {
+        let mut bounds = range.splitn(2, '-');
+        let start = bounds.next().and_then(|s| s.parse::<u16>().ok());
+        let end = bounds.next().map_or(start, |s| s.parse::<u16>().ok());
+        matches!((start, end), (Some(start), Some(end)) if (start..=end).contains(&slot))
+    });
+    if !owns {
+        return None;
+    }
+    let address = fields[1].split('@').next()?;
+    address.rsplit(':').next()?.parse().ok()
+}
+
+/// Spawns `redis-server` on `port` and waits until it answers PING; kills it on failure.
+fn spawn_ready(port: u16, dir: &Path, extra: &[String]) -> io::Result<Child> {
+    let mut child = Command::new(REDIS_SERVER)
+        .args(["--port", &port.to_string()])
+        .args(["--bind", "127.0.0.1"])
+        .args(["--save", ""])
+        .args(["--appendonly", "no"])
+        .args(["--dir", &dir.display().to_string()])
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let deadline = Instant::now() + START_TIMEOUT;
+    while Instant::now() < deadline {
+        if ping(port) {
+            return Ok(child);
+        }
+        if let Some(status) = child.try_wait()? {
+            return Err(io::Error::other(format!(
+                "redis-server on port {port} exited early: {status}"
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    Err(io::Error::other(format!(
+        "redis-server on port {port} did not answer PING"
+    )))
+}
+
+fn ping(port: u16) -> bool {
+    let attempt = || -> io::Result<bool> {
+        let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+        stream.set_read_timeout(Some(Duration::from_secs(1)))?;
+        stream.write_all(b"PING\r\n")?;
+        let mut reply = [0u8; 7];
+        stream.read_exact(&mut reply)?;
+        Ok(&reply == b"+PONG\r\n")
+    };
+    attempt().unwrap_or(false)
+}
+
+fn cli(port: u16, args: &[&str]) -> io::Result<String> {
+    let output: Output = Command::new(REDIS_CLI)
+        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()?;
+    if !output.status.success() {
+        return Err(io::Error::other(format!(
+            "redis-cli {args:?} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        )));
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+/// Asks the OS for a free loopback port. Another process may grab it before the server binds,
+/// which callers handle by retrying.
+fn free_port() -> io::Result<u16> {
+    Ok(TcpListener::bind(("127.0.0.1", 0))?.local_addr()?.port())
+}
+
+/// A scratch directory for server files, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(label: &str) -> io::Result<Self> {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let unique = format!(
+            "wsfleet-{label}-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        let path = std::env::temp_dir().join(unique);
+        std::fs::create_dir_all(&path)?;
+        Ok(Self(path))
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
