@@ -425,6 +425,9 @@ fn summarize(
 
 pub fn print_human(r: &FanoutReport) {
     let show = |s: &Summary| {
+        if s.count == 0 {
+            return "n/a (no subscriber in this group)".to_owned();
+        }
         format!(
             "p50 {} p90 {} p99 {} max {} (n={})",
             latency::human(s.p50_us),

@@ -8,7 +8,9 @@ mod idle;
 mod latency;
 mod procstat;
 
-use anyhow::Result;
+use std::path::Path;
+
+use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -17,6 +19,9 @@ struct Cli {
     /// Print the report as one JSON object instead of a summary.
     #[arg(long, global = true)]
     json: bool,
+    /// Also write the JSON report to this file (the summary still goes to stdout).
+    #[arg(long, global = true)]
+    json_out: Option<std::path::PathBuf>,
     #[command(subcommand)]
     scenario: Scenario,
 }
@@ -34,22 +39,44 @@ async fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.scenario {
         Scenario::Idle(args) => {
+            // Child processes of `--procs` report to their parent themselves.
             if let Some(report) = idle::run(args).await? {
-                if cli.json {
-                    println!("{}", serde_json::to_string(&report)?)
-                } else {
-                    idle::print_human(&report)
-                }
+                output(
+                    cli.json,
+                    cli.json_out.as_deref(),
+                    &report,
+                    idle::print_human,
+                )?;
             }
         }
         Scenario::Fanout(args) => {
             let report = fanout::run(args).await?;
-            if cli.json {
-                println!("{}", serde_json::to_string(&report)?)
-            } else {
-                fanout::print_human(&report)
-            }
+            output(
+                cli.json,
+                cli.json_out.as_deref(),
+                &report,
+                fanout::print_human,
+            )?;
         }
+    }
+    Ok(())
+}
+
+fn output<R: serde::Serialize>(
+    json: bool,
+    json_out: Option<&Path>,
+    report: &R,
+    human: fn(&R),
+) -> Result<()> {
+    let text = serde_json::to_string(report)?;
+    if let Some(path) = json_out {
+        std::fs::write(path, format!("{text}\n"))
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    if json {
+        println!("{text}")
+    } else {
+        human(report)
     }
     Ok(())
 }

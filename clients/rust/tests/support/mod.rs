@@ -120,6 +120,7 @@ impl Gateway {
             .args(["--redis-url", redis_url])
             .env("WSFLEET_ADMIN_TOKEN", ADMIN_TOKEN)
             .stdout(Stdio::null())
+            .stderr(gateway_logs())
             .spawn()
             .expect("start the gateway binary");
         wait_for_port(port, Duration::from_secs(30), "gateway", &mut child);
@@ -163,6 +164,15 @@ impl Gateway {
 impl Drop for Gateway {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// Gateway logs are noise in passing runs; `WSFLEET_E2E_LOGS=1` shows them.
+fn gateway_logs() -> Stdio {
+    if std::env::var_os("WSFLEET_E2E_LOGS").is_some() {
+        Stdio::inherit()
+    } else {
+        Stdio::null()
     }
 }
 
