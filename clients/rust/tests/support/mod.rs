@@ -111,8 +111,11 @@ pub struct Gateway {
 impl Gateway {
     /// Starts an anonymous gateway node; `redis_url` empty = in-process engine.
     pub fn start(node: &str, redis_url: &str) -> Gateway {
-        let port = free_port();
-        let admin_port = free_port();
+        Gateway::start_on(node, redis_url, free_port(), free_port())
+    }
+
+    /// Starts on given ports, e.g. to restart a node where it was.
+    pub fn start_on(node: &str, redis_url: &str, port: u16, admin_port: u16) -> Gateway {
         let mut child = Command::new(gateway_bin())
             .args(["--node-id", node, "--anonymous"])
             .args(["--listen", &format!("127.0.0.1:{port}")])
