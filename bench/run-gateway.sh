@@ -9,6 +9,7 @@
 #
 # Environment:
 #   WSFLEET_GATEWAY_BIN  use this gateway binary instead of building it here
+#   WSFLEET_GATEWAY_REV  free text naming that binary's source (printed with the results)
 #   IDLE_N, IDLE_C, IDLE_PROCS, FANOUT_S, FANOUT_RATE, FANOUT_SECS   override the sizes
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -67,7 +68,9 @@ stop() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
 
 machine() {
   echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB, $(uname -sr), fd limit $(ulimit -n)"
-  echo "gateway: $gateway ($(git rev-parse --short HEAD 2>/dev/null || echo '?'))"
+  echo "load average before the run: $(cut -d' ' -f1-3 /proc/loadavg)"
+  echo "gateway: $gateway, $("$gateway" --version) ${WSFLEET_GATEWAY_REV:+(source $WSFLEET_GATEWAY_REV)}"
+  echo "tools: $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
 }
 machine | tee "$out/machine.txt"
 

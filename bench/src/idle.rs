@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::net::Ipv4Addr;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, ChildStdout, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -120,18 +120,17 @@ pub async fn run(args: IdleArgs) -> Result<Option<IdleReport>> {
         (open, Some(closed), after)
     } else {
         let mut children = spawn_children(&args, &sources)?;
-        let open = collect_children(&mut children, &args).await;
-        let open = match open {
-            Ok(open) => open,
+        let (open, reports) = match collect_children(&mut children, &args).await {
+            Ok(collected) => collected,
             Err(e) => {
-                release_children(children).await;
+                release_children(children, Vec::new()).await;
                 return Err(e);
             }
         };
         tokio::time::sleep(hold).await;
         let after = procstat::sample_all(&args.gateway_pids);
-        release_children(children).await;
-        (open, None, after?)
+        let closed = release_children(children, reports).await;
+        (open, closed, after?)
     };
     let gateway = gateway_cost(&args.gateway_pids, &before, &after, open.connected);
     let handshakes_per_sec = if open.open_secs > 0.0 {
@@ -316,7 +315,15 @@ async fn run_child(args: &IdleArgs, target: &Target, sources: &[Ipv4Addr]) -> Re
         let _ = std::io::stdin().lock().read_line(&mut sink);
     });
     let _ = tokio::time::timeout(Duration::from_secs(3600), wait_stdin).await;
+    let closed = held.closed.load(Ordering::Relaxed);
     held.release().await;
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "{}",
+        serde_json::json!({ "closed_while_held": closed })
+    )?;
+    out.flush()?;
     Ok(())
 }
 
@@ -384,21 +391,29 @@ fn spawn_children(args: &IdleArgs, sources: &[Ipv4Addr]) -> Result<Vec<Child>> {
     Ok(children)
 }
 
+/// A child's stdout, kept for its closing report.
+type ChildReports = Vec<BufReader<ChildStdout>>;
+
 /// Reads each child's report line and merges them.
-async fn collect_children(children: &mut [Child], args: &IdleArgs) -> Result<OpenReport> {
+async fn collect_children(
+    children: &mut [Child],
+    args: &IdleArgs,
+) -> Result<(OpenReport, ChildReports)> {
     let limit = Duration::from_secs(args.max_secs + args.handshake_timeout_secs + 60);
     let mut readers = Vec::new();
     for child in children.iter_mut() {
         let stdout = child.stdout.take().context("child stdout")?;
         readers.push(tokio::task::spawn_blocking(move || {
             let mut line = String::new();
-            BufReader::new(stdout).read_line(&mut line).map(|_| line)
+            let mut reader = BufReader::new(stdout);
+            reader.read_line(&mut line).map(|_| (line, reader))
         }));
     }
     let mut merged = OpenReport::default();
     let mut latency = Latency::new();
+    let mut reports = Vec::new();
     for (index, reader) in readers.into_iter().enumerate() {
-        let line = tokio::time::timeout(limit, reader)
+        let (line, rest) = tokio::time::timeout(limit, reader)
             .await
             .with_context(|| format!("load child {index} did not report within {limit:?}"))?
             .context("reader task")?
@@ -413,25 +428,46 @@ async fn collect_children(children: &mut [Child], args: &IdleArgs) -> Result<Ope
             *merged.failures.entry(cause).or_default() += n;
         }
         latency.merge(&Latency::from_buckets(&report.latency_buckets));
+        reports.push(rest);
     }
     merged.handshake_latency = latency.summary();
-    Ok(merged)
+    Ok((merged, reports))
 }
 
-/// Closes the children's stdin (their signal to release and exit) and reaps them, killing any
-/// that do not exit in time.
-async fn release_children(children: Vec<Child>) {
-    let reap = tokio::task::spawn_blocking(move || {
-        let mut children = children;
-        for child in &mut children {
-            drop(child.stdin.take());
+/// Closes the children's stdin (their signal to release and exit), reads how many of their
+/// connections the gateway closed while held, and reaps them, killing any that do not exit in
+/// time. `None` when a child's closing report is missing.
+async fn release_children(mut children: Vec<Child>, reports: ChildReports) -> Option<u64> {
+    for child in &mut children {
+        drop(child.stdin.take());
+    }
+    let expected = children.len();
+    let read = tokio::task::spawn_blocking(move || {
+        let mut closed = 0;
+        let mut complete = reports.len() == expected;
+        for mut report in reports {
+            let mut line = String::new();
+            let _ = report.read_line(&mut line);
+            let value = serde_json::from_str::<serde_json::Value>(line.trim())
+                .ok()
+                .and_then(|v| v.get("closed_while_held").and_then(|n| n.as_u64()));
+            match value {
+                Some(n) => closed += n,
+                None => complete = false,
+            }
         }
-        let deadline = Instant::now() + Duration::from_secs(30);
+        complete.then_some(closed)
+    });
+    // A hung child must not hang the run: its report is then missing.
+    let closed = tokio::time::timeout(Duration::from_secs(30), read)
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .flatten();
+    let reap = tokio::task::spawn_blocking(move || {
+        let deadline = Instant::now() + Duration::from_secs(10);
         for child in &mut children {
-            while Instant::now() < deadline {
-                if !matches!(child.try_wait(), Ok(None)) {
-                    break;
-                }
+            while Instant::now() < deadline && matches!(child.try_wait(), Ok(None)) {
                 std::thread::sleep(Duration::from_millis(50));
             }
             let _ = child.kill();
@@ -439,6 +475,7 @@ async fn release_children(children: Vec<Child>) {
         }
     });
     let _ = reap.await;
+    closed
 }
 
 pub fn print_human(report: &IdleReport) {
