@@ -1,0 +1,111 @@
+#!/usr/bin/env bash
+# Runs the wsfleet load scenarios against real gateway processes on loopback and writes the
+# reports under bench/out/. Sizes follow the targets in docs/benchmarks.md:
+#   idle   : 15,000 connections held by ONE in-process-engine gateway (fd limit ~19,500/process),
+#            opened by 2 load processes from 127.0.0.2-127.0.0.9
+#   fanout : 100 subscribers over 2 nodes on a fresh redis-server, 50 msg/s for 20 s
+#            (also a 1-node run on the in-process engine, which needs no Redis)
+# Everything it starts is stopped on exit.
+#
+# Environment:
+#   WSFLEET_GATEWAY_BIN  use this gateway binary instead of building it here
+#   WSFLEET_GATEWAY_REV  free text naming that binary's source (printed with the results)
+#   IDLE_N, IDLE_C, IDLE_PROCS, FANOUT_S, FANOUT_RATE, FANOUT_SECS   override the sizes
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+out=bench/out
+mkdir -p "$out"
+IDLE_N=${IDLE_N:-15000}
+IDLE_C=${IDLE_C:-64}
+IDLE_PROCS=${IDLE_PROCS:-2}
+FANOUT_S=${FANOUT_S:-100}
+FANOUT_RATE=${FANOUT_RATE:-50}
+FANOUT_SECS=${FANOUT_SECS:-20}
+# Ports away from the defaults (8080/9090) so a developer's running gateway is left alone.
+WS1=18081 ADMIN1=19091 WS2=18082 ADMIN2=19092 REDIS_PORT=16379
+
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+}
+trap cleanup EXIT
+
+echo "== build (release)"
+cargo build --release -q -p wsfleet-bench
+bench=target/release/wsfleet-bench
+if [[ -n "${WSFLEET_GATEWAY_BIN:-}" ]]; then
+  gateway=$WSFLEET_GATEWAY_BIN
+else
+  cargo build --release -q -p wsfleet-gateway
+  gateway=target/release/wsfleet-gateway
+fi
+ulimit -n "$(ulimit -Hn)"
+
+# wait_http URL: polls until the URL answers 200, for at most 30 s.
+wait_http() {
+  for _ in $(seq 1 300); do
+    curl -fsS -o /dev/null "$1" 2>/dev/null && return 0
+    sleep 0.1
+  done
+  echo "timed out waiting for $1" >&2
+  return 1
+}
+
+# start_gateway NODE WS_PORT ADMIN_PORT REDIS_URL: starts a node in the background; sets $gw_pid.
+start_gateway() {
+  "$gateway" --node-id "$1" --anonymous \
+    --listen "127.0.0.1:$2" --admin-listen "127.0.0.1:$3" \
+    --handshakes-per-second 1000000 --redis-url "$4" \
+    2>"$out/gateway-$1.log" &
+  gw_pid=$!
+  pids+=("$gw_pid")
+  wait_http "http://127.0.0.1:$3/healthz"
+}
+
+stop() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
+
+machine() {
+  echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB, $(uname -sr), fd limit $(ulimit -n)"
+  echo "load average before the run: $(cut -d' ' -f1-3 /proc/loadavg)"
+  echo "gateway: $gateway, $("$gateway" --version) ${WSFLEET_GATEWAY_REV:+(source $WSFLEET_GATEWAY_REV)}"
+  echo "tools: $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
+}
+machine | tee "$out/machine.txt"
+
+echo "== idle: $IDLE_N connections, $IDLE_C dialers, $IDLE_PROCS load processes"
+start_gateway idle "$WS1" "$ADMIN1" ""
+idle_args=(idle --url "ws://127.0.0.1:$WS1/ws" -n "$IDLE_N" -c "$IDLE_C" --procs "$IDLE_PROCS"
+  --source-ips 127.0.0.2-127.0.0.9 --gateway-pid "$gw_pid" --hold-secs 5)
+echo "+ wsfleet-bench ${idle_args[*]}"
+"$bench" "${idle_args[@]}" --json-out "$out/idle.json"
+stop "$gw_pid"
+
+echo "== fanout (1 node, in-process engine): $FANOUT_S subscribers, $FANOUT_RATE msg/s, $FANOUT_SECS s"
+start_gateway solo "$WS1" "$ADMIN1" ""
+solo_args=(fanout --urls "ws://127.0.0.1:$WS1/ws" -s "$FANOUT_S" --rate "$FANOUT_RATE"
+  --duration "$FANOUT_SECS" --channel bench.solo --gateway-pid "$gw_pid")
+echo "+ wsfleet-bench ${solo_args[*]}"
+"$bench" "${solo_args[@]}" --json-out "$out/fanout-1node.json"
+stop "$gw_pid"
+
+echo "== fanout (2 nodes, Redis): $FANOUT_S subscribers, $FANOUT_RATE msg/s, $FANOUT_SECS s"
+redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no >"$out/redis.log" 2>&1 &
+pids+=("$!")
+for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$REDIS_PORT") 2>/dev/null && break; sleep 0.1; done
+# A gateway built without the Redis engine says so and exits at once.
+probe=$(timeout 3 "$gateway" --node-id probe --anonymous --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 \
+  --redis-url "redis://127.0.0.1:$REDIS_PORT" 2>&1 || true)
+if grep -q "only the in-process engine" <<<"$probe"; then
+  echo "SKIPPED: this gateway build has only the in-process engine"
+  echo '{"scenario":"fanout","skipped":"this gateway build has only the in-process engine"}' >"$out/fanout-2node.json"
+else
+  start_gateway a "$WS1" "$ADMIN1" "redis://127.0.0.1:$REDIS_PORT"; pid_a=$gw_pid
+  start_gateway b "$WS2" "$ADMIN2" "redis://127.0.0.1:$REDIS_PORT"; pid_b=$gw_pid
+  fleet_args=(fanout --urls "ws://127.0.0.1:$WS1/ws,ws://127.0.0.1:$WS2/ws" -s "$FANOUT_S"
+    --rate "$FANOUT_RATE" --duration "$FANOUT_SECS" --channel bench.fleet --gateway-pid "$pid_a,$pid_b")
+  echo "+ wsfleet-bench ${fleet_args[*]}"
+  "$bench" "${fleet_args[@]}" --json-out "$out/fanout-2node.json"
+fi
+echo "== done; JSON reports and gateway logs in $out/"

@@ -1,0 +1,509 @@
+//! The `fanout` scenario: S subscribers spread round-robin over the gateway nodes on one
+//! channel, and a publisher on its own connection publishing at a fixed rate with a sequence
+//! number and send timestamp in each message. Reports delivery rate, end-to-end latency (all,
+//! and split by whether the subscriber shares the publisher's node), and per-subscriber loss,
+//! duplicates and reordering as the application sees them through the Rust client.
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result, bail};
+use futures::FutureExt;
+use futures::stream::{FuturesUnordered, StreamExt};
+use serde::Serialize;
+use serde_json::{Value, json};
+use tokio::sync::watch;
+use wsfleet_client::{Client, ClientConfig, Subscription};
+
+use crate::latency::{self, Latency, Summary};
+use crate::procstat;
+
+/// Messages one run may publish; bounds the per-subscriber bookkeeping.
+const MAX_MESSAGES: u64 = 5_000_000;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct FanoutArgs {
+    /// Gateway WebSocket URLs; subscribers are spread over them round-robin.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "ws://127.0.0.1:8081/ws,ws://127.0.0.1:8082/ws"
+    )]
+    pub urls: Vec<String>,
+    /// Subscribers.
+    #[arg(short = 's', long, default_value_t = 100)]
+    pub subscribers: usize,
+    /// Messages per second from the publisher.
+    #[arg(long, default_value_t = 50.0)]
+    pub rate: f64,
+    /// Seconds of publishing.
+    #[arg(long, default_value_t = 10)]
+    pub duration: u64,
+    /// The channel everyone subscribes to.
+    #[arg(long, default_value = "bench")]
+    pub channel: String,
+    /// Index into --urls of the node the publisher connects to.
+    #[arg(long, default_value_t = 0)]
+    pub publisher_node: usize,
+    /// Gateway process ids whose CPU time to measure (repeat or comma-separate).
+    #[arg(long = "gateway-pid", value_delimiter = ',')]
+    pub gateway_pids: Vec<u32>,
+    /// Longest wait for in-flight deliveries after the last publish.
+    #[arg(long, default_value_t = 5)]
+    pub settle_secs: u64,
+    /// Subscribers connecting at once during set-up.
+    #[arg(long, default_value_t = 64)]
+    pub connect_concurrency: usize,
+    /// JWT for gateways that require one.
+    #[arg(long)]
+    pub token: Option<String>,
+}
+
+/// What one subscriber saw.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SubscriberReport {
+    pub node: String,
+    pub received: u64,
+    pub lost: u64,
+    pub duplicated: u64,
+    pub out_of_order: u64,
+    /// Messages whose `data` was not ours (no `seq`/`ts_us`).
+    pub foreign: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CpuCost {
+    pub pids: Vec<u32>,
+    pub cpu_us: u64,
+    pub cpu_seconds_per_delivery: f64,
+    pub deliveries_per_cpu_second: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FanoutReport {
+    pub scenario: &'static str,
+    pub urls: Vec<String>,
+    pub channel: String,
+    pub subscribers: usize,
+    pub subscribers_connected: usize,
+    pub subscribe_failures: Vec<String>,
+    pub publisher_node: String,
+    pub rate: f64,
+    pub published: u64,
+    pub publish_failed: u64,
+    pub publish_secs: f64,
+    pub deliveries: u64,
+    pub expected_deliveries: u64,
+    pub deliveries_per_sec: f64,
+    pub latency: Summary,
+    pub cross_node_latency: Summary,
+    pub same_node_latency: Summary,
+    pub lost: u64,
+    pub duplicated: u64,
+    pub out_of_order: u64,
+    pub subscribers_with_loss: usize,
+    pub gateway: Option<CpuCost>,
+    pub per_subscriber: Vec<SubscriberReport>,
+}
+
+/// Order bookkeeping for one subscriber, by publish sequence number.
+#[derive(Default)]
+struct SeqTracker {
+    seen: Vec<bool>,
+    unique: u64,
+    max_seen: Option<u64>,
+    duplicated: u64,
+    out_of_order: u64,
+}
+
+impl SeqTracker {
+    fn record(&mut self, seq: u64) {
+        let Ok(index) = usize::try_from(seq) else {
+            return;
+        };
+        if seq >= MAX_MESSAGES {
+            return;
+        }
+        if index >= self.seen.len() {
+            self.seen.resize(index + 1, false);
+        }
+        if self.seen[index] {
+            self.duplicated += 1;
+            return;
+        }
+        self.seen[index] = true;
+        self.unique += 1;
+        if self.max_seen.is_some_and(|max| seq < max) {
+            self.out_of_order += 1;
+        }
+        self.max_seen = Some(self.max_seen.map_or(seq, |max| max.max(seq)));
+    }
+
+    /// Acknowledged publishes this subscriber never received.
+    fn lost(&self, acked: &[bool]) -> u64 {
+        acked
+            .iter()
+            .enumerate()
+            .filter(|(i, ok)| **ok && !self.seen.get(*i).copied().unwrap_or(false))
+            .count() as u64
+    }
+}
+
+fn now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
+/// The `(seq, ts_us)` a publisher put in a message.
+fn stamp(data: &Value) -> Option<(u64, u64)> {
+    Some((data.get("seq")?.as_u64()?, data.get("ts_us")?.as_u64()?))
+}
+
+struct Subscriber {
+    _client: Client,
+    node: String,
+    subscription: Subscription,
+}
+
+async fn connect_subscriber(
+    url: String,
+    channel: String,
+    token: Option<String>,
+) -> Result<Subscriber> {
+    let mut config = ClientConfig::new([url.clone()]);
+    config.token = token;
+    // A failed subscriber is reported, not retried forever.
+    config.max_reconnect_attempts = Some(5);
+    let client = Client::connect_with(config)
+        .await
+        .with_context(|| format!("connecting to {url}"))?;
+    let node = client.session().map(|s| s.node).unwrap_or_default();
+    let subscription = client
+        .subscribe(&channel)
+        .await
+        .with_context(|| format!("subscribing on {url}"))?;
+    Ok(Subscriber {
+        _client: client,
+        node,
+        subscription,
+    })
+}
+
+/// What a consuming task hands back.
+struct Consumed {
+    report: SubscriberReport,
+    tracker: SeqTracker,
+    latency: Latency,
+}
+
+/// Reads one subscription until it has every acknowledged message, or until `stop`.
+async fn consume(
+    mut sub: Subscriber,
+    mut done: watch::Receiver<Option<u64>>,
+    mut stop: watch::Receiver<bool>,
+) -> Consumed {
+    let mut tracker = SeqTracker::default();
+    let mut latency = Latency::new();
+    let mut report = SubscriberReport {
+        node: sub.node.clone(),
+        ..SubscriberReport::default()
+    };
+    loop {
+        if done.borrow().is_some_and(|total| tracker.unique >= total) {
+            break;
+        }
+        tokio::select! {
+            message = sub.subscription.recv() => {
+                let Some(message) = message else { break };
+                let received_at = now_us();
+                report.received += 1;
+                match stamp(&message.data) {
+                    Some((seq, sent_at)) => {
+                        latency.record(received_at.saturating_sub(sent_at));
+                        tracker.record(seq);
+                    }
+                    None => report.foreign += 1,
+                }
+            }
+            _ = done.changed() => {}
+            _ = stop.changed() => break,
+        }
+    }
+    Consumed {
+        report,
+        tracker,
+        latency,
+    }
+}
+
+pub async fn run(args: FanoutArgs) -> Result<FanoutReport> {
+    if args.urls.is_empty() || args.subscribers == 0 || args.connect_concurrency == 0 {
+        bail!("need at least one URL, one subscriber and a connect concurrency of 1");
+    }
+    if !(args.rate > 0.0 && args.rate.is_finite()) {
+        bail!("--rate must be a positive number");
+    }
+    let total = (args.rate * args.duration as f64).round() as u64;
+    if total == 0 || total > MAX_MESSAGES {
+        bail!("rate x duration must be 1..={MAX_MESSAGES} messages, got {total}");
+    }
+    let publisher_url = args
+        .urls
+        .get(args.publisher_node)
+        .context("--publisher-node is not an index into --urls")?;
+
+    // Set-up: every subscriber subscribed before the first publish.
+    let setups = futures::stream::iter((0..args.subscribers).map(|i| {
+        connect_subscriber(
+            args.urls[i % args.urls.len()].clone(),
+            args.channel.clone(),
+            args.token.clone(),
+        )
+    }))
+    .buffer_unordered(args.connect_concurrency)
+    .collect::<Vec<_>>()
+    .await;
+    let mut subscribers = Vec::new();
+    let mut subscribe_failures = Vec::new();
+    for setup in setups {
+        match setup {
+            Ok(sub) => subscribers.push(sub),
+            Err(e) => subscribe_failures.push(format!("{e:#}")),
+        }
+    }
+    let mut config = ClientConfig::new([publisher_url.clone()]);
+    config.token = args.token.clone();
+    let publisher = Client::connect_with(config)
+        .await
+        .context("connecting the publisher")?;
+    let publisher_node = publisher.session().map(|s| s.node).unwrap_or_default();
+
+    let (done_tx, done_rx) = watch::channel(None);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let consumers: Vec<_> = subscribers
+        .into_iter()
+        .map(|sub| tokio::spawn(consume(sub, done_rx.clone(), stop_rx.clone())))
+        .collect();
+    let subscribers_connected = consumers.len();
+
+    let before = procstat::sample_all(&args.gateway_pids)?;
+    let started = Instant::now();
+    let acked = publish(&publisher, &args.channel, args.rate, total).await;
+    let publish_secs = started.elapsed().as_secs_f64();
+    let published = acked.iter().filter(|ok| **ok).count() as u64;
+    let _ = done_tx.send(Some(published));
+
+    // Let deliveries in flight arrive, bounded by --settle-secs.
+    let stopper = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(args.settle_secs)).await;
+        let _ = stop_tx.send(true);
+    });
+    let mut consumed = Vec::with_capacity(consumers.len());
+    for consumer in consumers {
+        if let Ok(c) = consumer.await {
+            consumed.push(c);
+        }
+    }
+    stopper.abort();
+    let after = procstat::sample_all(&args.gateway_pids)?;
+    Ok(summarize(
+        &args,
+        subscribe_failures,
+        publisher_node,
+        subscribers_connected,
+        published,
+        total,
+        publish_secs,
+        &acked,
+        consumed,
+        &before,
+        &after,
+    ))
+}
+
+/// Publishes `total` stamped messages at `rate`, in order; returns which were acknowledged.
+async fn publish(publisher: &Client, channel: &str, rate: f64, total: u64) -> Vec<bool> {
+    let mut acked = vec![false; total as usize];
+    let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
+    // Catch up after a stall so the run publishes `rate` on average, as a real source would.
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut pending = FuturesUnordered::new();
+    for seq in 0..total {
+        ticker.tick().await;
+        let ack = publisher.publish(channel, json!({ "seq": seq, "ts_us": now_us() }));
+        pending.push(ack.map(move |result| (seq, result.is_ok())));
+        while let Some(Some((seq, ok))) = pending.next().now_or_never() {
+            acked[seq as usize] = ok;
+        }
+    }
+    // Every publish future times out on its own (the client's request timeout).
+    while let Some((seq, ok)) = pending.next().await {
+        acked[seq as usize] = ok;
+    }
+    acked
+}
+
+#[allow(clippy::too_many_arguments)]
+fn summarize(
+    args: &FanoutArgs,
+    subscribe_failures: Vec<String>,
+    publisher_node: String,
+    subscribers_connected: usize,
+    published: u64,
+    total: u64,
+    publish_secs: f64,
+    acked: &[bool],
+    consumed: Vec<Consumed>,
+    before: &[procstat::Sample],
+    after: &[procstat::Sample],
+) -> FanoutReport {
+    let (mut all, mut cross, mut same) = (Latency::new(), Latency::new(), Latency::new());
+    let mut per_subscriber = Vec::with_capacity(consumed.len());
+    for mut c in consumed {
+        all.merge(&c.latency);
+        if c.report.node == publisher_node {
+            same.merge(&c.latency)
+        } else {
+            cross.merge(&c.latency)
+        }
+        c.report.lost = c.tracker.lost(acked);
+        c.report.duplicated = c.tracker.duplicated;
+        c.report.out_of_order = c.tracker.out_of_order;
+        per_subscriber.push(c.report);
+    }
+    let deliveries: u64 = per_subscriber.iter().map(|s| s.received).sum();
+    let cpu_us: u64 = after
+        .iter()
+        .zip(before)
+        .map(|(a, b)| a.cpu_us.saturating_sub(b.cpu_us))
+        .sum();
+    let gateway = (!args.gateway_pids.is_empty()).then(|| CpuCost {
+        pids: args.gateway_pids.clone(),
+        cpu_us,
+        cpu_seconds_per_delivery: if deliveries > 0 {
+            cpu_us as f64 / 1e6 / deliveries as f64
+        } else {
+            0.0
+        },
+        deliveries_per_cpu_second: if cpu_us > 0 {
+            deliveries as f64 / (cpu_us as f64 / 1e6)
+        } else {
+            0.0
+        },
+    });
+    FanoutReport {
+        scenario: "fanout",
+        urls: args.urls.clone(),
+        channel: args.channel.clone(),
+        subscribers: args.subscribers,
+        subscribers_connected,
+        subscribe_failures,
+        publisher_node,
+        rate: args.rate,
+        published,
+        publish_failed: total - published,
+        publish_secs,
+        deliveries,
+        expected_deliveries: published * subscribers_connected as u64,
+        deliveries_per_sec: if publish_secs > 0.0 {
+            deliveries as f64 / publish_secs
+        } else {
+            0.0
+        },
+        latency: all.summary(),
+        cross_node_latency: cross.summary(),
+        same_node_latency: same.summary(),
+        lost: per_subscriber.iter().map(|s| s.lost).sum(),
+        duplicated: per_subscriber.iter().map(|s| s.duplicated).sum(),
+        out_of_order: per_subscriber.iter().map(|s| s.out_of_order).sum(),
+        subscribers_with_loss: per_subscriber.iter().filter(|s| s.lost > 0).count(),
+        gateway,
+        per_subscriber,
+    }
+}
+
+pub fn print_human(r: &FanoutReport) {
+    let show = |s: &Summary| {
+        if s.count == 0 {
+            return "n/a (no subscriber in this group)".to_owned();
+        }
+        format!(
+            "p50 {} p90 {} p99 {} max {} (n={})",
+            latency::human(s.p50_us),
+            latency::human(s.p90_us),
+            latency::human(s.p99_us),
+            latency::human(s.max_us),
+            s.count
+        )
+    };
+    println!(
+        "fanout: {} of {} subscribers on {} node URL(s), channel {:?}, publisher on node {:?}",
+        r.subscribers_connected,
+        r.subscribers,
+        r.urls.len(),
+        r.channel,
+        r.publisher_node
+    );
+    for failure in r.subscribe_failures.iter().take(5) {
+        println!("  subscribe failure: {failure}");
+    }
+    println!(
+        "  published {} at {}/s over {:.2}s ({} not acknowledged)",
+        r.published, r.rate, r.publish_secs, r.publish_failed
+    );
+    println!(
+        "  deliveries: {} of {} expected, {:.0}/s",
+        r.deliveries, r.expected_deliveries, r.deliveries_per_sec
+    );
+    println!("  latency all:        {}", show(&r.latency));
+    println!("  latency cross-node: {}", show(&r.cross_node_latency));
+    println!("  latency same node:  {}", show(&r.same_node_latency));
+    println!(
+        "  lost {} ({} subscribers with loss), duplicated {}, out of order {}",
+        r.lost, r.subscribers_with_loss, r.duplicated, r.out_of_order
+    );
+    if let Some(g) = &r.gateway {
+        println!(
+            "  gateway {:?}: {:.3} CPU s total, {:.2} µs CPU per delivery, {:.0} deliveries per CPU second",
+            g.pids,
+            g.cpu_us as f64 / 1e6,
+            g.cpu_seconds_per_delivery * 1e6,
+            g.deliveries_per_cpu_second
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tracker_counts_loss_duplicates_and_reordering() {
+        let mut t = SeqTracker::default();
+        for seq in [0, 1, 3, 2, 3, 5] {
+            t.record(seq);
+        }
+        assert_eq!(t.unique, 5);
+        assert_eq!(t.duplicated, 1);
+        assert_eq!(t.out_of_order, 1);
+        // 4 was acknowledged and never arrived; 6 was not acknowledged so it is not lost.
+        let acked = [true, true, true, true, true, true, false];
+        assert_eq!(t.lost(&acked), 1);
+    }
+
+    #[test]
+    fn stamps_are_read_from_data() {
+        assert_eq!(stamp(&json!({"seq": 3, "ts_us": 99})), Some((3, 99)));
+        assert_eq!(stamp(&json!({"seq": 3})), None);
+        assert_eq!(stamp(&json!("x")), None);
+    }
+
+    #[test]
+    fn huge_sequence_numbers_are_ignored() {
+        let mut t = SeqTracker::default();
+        t.record(u64::MAX);
+        assert_eq!(t.unique, 0);
+        assert!(t.seen.is_empty());
+    }
+}

@@ -1,0 +1,307 @@
+//! The application's handle: configuration, `connect`, and the operations (subscribe,
+//! unsubscribe, publish, send) that it hands to the connection task as commands.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::sync::{Mutex, broadcast, mpsc, oneshot, watch};
+
+use crate::backoff::Backoff;
+use crate::driver::{Command, Driver};
+use crate::error::Error;
+use crate::event::Event;
+use crate::protocol::valid_channel;
+
+/// How to reach the fleet and how to behave when a connection is lost.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// WebSocket URLs (`ws://host:8080/ws`), tried round-robin on each (re)connect.
+    pub endpoints: Vec<String>,
+    /// A JWT sent as `Authorization: Bearer`; `None` for anonymous gateways.
+    pub token: Option<String>,
+    pub backoff: Backoff,
+    /// Longest wait for TCP connect + WebSocket handshake + `welcome`, per attempt.
+    pub connect_timeout: Duration,
+    /// Longest wait for an `ack` before an operation fails with [`Error::Timeout`].
+    pub request_timeout: Duration,
+    /// Consecutive failed attempts after which the client gives up; `None` retries forever.
+    pub max_reconnect_attempts: Option<u32>,
+    /// Largest message accepted from the gateway.
+    pub max_message_bytes: usize,
+}
+
+impl ClientConfig {
+    pub fn new<I, S>(endpoints: I) -> ClientConfig
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        ClientConfig {
+            endpoints: endpoints.into_iter().map(Into::into).collect(),
+            token: None,
+            backoff: Backoff::default(),
+            connect_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(10),
+            max_reconnect_attempts: None,
+            max_message_bytes: 1 << 20,
+        }
+    }
+
+    pub fn token(mut self, token: impl Into<String>) -> Self {
+        self.token = Some(token.into());
+        self
+    }
+
+    pub fn backoff(mut self, base: Duration, cap: Duration) -> Self {
+        self.backoff = Backoff { base, cap };
+        self
+    }
+}
+
+/// The node a session is on, from its `welcome`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    pub client_id: String,
+    pub node: String,
+}
+
+/// A message delivered on a subscribed channel.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Message {
+    pub channel: String,
+    pub offset: u64,
+    pub data: Value,
+}
+
+/// A message sent to this client by id.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Direct {
+    pub from: String,
+    pub data: Value,
+}
+
+/// The gateway's answer to a (first) subscribe.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubscribeAck {
+    pub offset: Option<u64>,
+    pub epoch: Option<String>,
+}
+
+/// The messages of one channel, in offset order, each delivered once, across reconnects.
+/// Dropping it unsubscribes.
+#[derive(Debug)]
+pub struct Subscription {
+    pub channel: String,
+    pub ack: SubscribeAck,
+    messages: mpsc::UnboundedReceiver<Message>,
+}
+
+impl Subscription {
+    /// The next message; `None` once the subscription has ended (unsubscribed, refused on
+    /// resume, or the client closed).
+    pub async fn recv(&mut self) -> Option<Message> {
+        self.messages.recv().await
+    }
+}
+
+/// A connection to a wsfleet fleet that survives node drains and failures. Cheap to clone;
+/// the connection closes when the last clone is dropped or [`Client::close`] is called.
+#[derive(Clone)]
+pub struct Client {
+    commands: mpsc::UnboundedSender<Command>,
+    events: broadcast::Sender<Event>,
+    session: watch::Receiver<Option<Session>>,
+    directs: Arc<Mutex<Option<mpsc::UnboundedReceiver<Direct>>>>,
+    directs_taken: Arc<AtomicBool>,
+    request_timeout: Duration,
+}
+
+impl Client {
+    /// Connects to one gateway URL, with an optional JWT.
+    pub async fn connect(url: &str, token: Option<&str>) -> Result<Client, Error> {
+        let mut config = ClientConfig::new([url]);
+        config.token = token.map(str::to_owned);
+        Client::connect_with(config).await
+    }
+
+    /// Connects with full configuration. Returns once the first session is established, or
+    /// fails after the first round of attempts over every endpoint.
+    pub async fn connect_with(config: ClientConfig) -> Result<Client, Error> {
+        if config.endpoints.is_empty() {
+            return Err(Error::NoEndpoints);
+        }
+        let (commands, command_rx) = mpsc::unbounded_channel();
+        let (events, mut event_rx) = broadcast::channel(1024);
+        let (session_tx, mut session) = watch::channel(None);
+        let (directs_tx, directs_rx) = mpsc::unbounded_channel();
+        let directs_taken = Arc::new(AtomicBool::new(false));
+        let client = Client {
+            commands,
+            events: events.clone(),
+            session: session.clone(),
+            directs: Arc::new(Mutex::new(Some(directs_rx))),
+            directs_taken: directs_taken.clone(),
+            request_timeout: config.request_timeout,
+        };
+        let first_round = config
+            .connect_timeout
+            .saturating_mul(config.endpoints.len() as u32 + 1);
+        let driver = Driver::new(
+            config,
+            command_rx,
+            events,
+            session_tx,
+            directs_tx,
+            directs_taken,
+        );
+        tokio::spawn(driver.run());
+
+        let mut last_failure = String::from("timed out");
+        let wait = async {
+            loop {
+                tokio::select! {
+                    changed = session.changed() => {
+                        if changed.is_err() {
+                            return Err(Error::Connect(last_failure.clone()));
+                        }
+                        if session.borrow().is_some() {
+                            return Ok(());
+                        }
+                    }
+                    event = event_rx.recv() => match event {
+                        Ok(Event::Disconnected { reason, .. }) => last_failure = reason,
+                        Ok(Event::GaveUp) | Err(broadcast::error::RecvError::Closed) => {
+                            return Err(Error::Connect(last_failure.clone()));
+                        }
+                        _ => {}
+                    },
+                }
+            }
+        };
+        match tokio::time::timeout(first_round, wait).await {
+            Ok(Ok(())) => Ok(client),
+            Ok(Err(err)) => Err(err),
+            Err(_) => Err(Error::Connect(format!("no session within {first_round:?}"))),
+        }
+    }
+
+    /// Lifecycle events from now on. A receiver that falls more than 1024 events behind
+    /// loses the oldest ones (and is told so by `broadcast`).
+    pub fn events(&self) -> broadcast::Receiver<Event> {
+        self.events.subscribe()
+    }
+
+    /// The current session, or `None` while disconnected.
+    pub fn session(&self) -> Option<Session> {
+        self.session.borrow().clone()
+    }
+
+    /// Direct messages sent to this client. Can be taken once; until then directs are dropped.
+    pub async fn directs(&self) -> Option<mpsc::UnboundedReceiver<Direct>> {
+        let taken = self.directs.lock().await.take();
+        if taken.is_some() {
+            self.directs_taken.store(true, Ordering::Release);
+        }
+        taken
+    }
+
+    /// Subscribes to `channel`. The subscription is resumed from its last delivered offset on
+    /// every reconnect. Resolves with the gateway's first ack.
+    pub async fn subscribe(&self, channel: &str) -> Result<Subscription, Error> {
+        if !valid_channel(channel) {
+            return Err(Error::InvalidChannel(channel.to_owned()));
+        }
+        let (tx, messages) = mpsc::unbounded_channel();
+        let (reply, ack) = oneshot::channel();
+        self.command(Command::Subscribe {
+            channel: channel.to_owned(),
+            messages: tx,
+            reply,
+        })?;
+        let ack = self.answer(ack).await?;
+        Ok(Subscription {
+            channel: channel.to_owned(),
+            ack,
+            messages,
+        })
+    }
+
+    /// Unsubscribes from `channel`; its [`Subscription`] ends.
+    pub async fn unsubscribe(&self, channel: &str) -> Result<(), Error> {
+        let (reply, ack) = oneshot::channel();
+        self.command(Command::Unsubscribe {
+            channel: channel.to_owned(),
+            reply,
+        })?;
+        self.answer(ack).await
+    }
+
+    /// Publishes `data` on `channel`. The frame is queued before this returns, so publishes
+    /// made one after another are sent in order; the future resolves with the gateway's ack.
+    pub fn publish(
+        &self,
+        channel: &str,
+        data: Value,
+    ) -> impl Future<Output = Result<(), Error>> + use<> {
+        let queued = if valid_channel(channel) {
+            let (reply, ack) = oneshot::channel();
+            self.command(Command::Publish {
+                channel: channel.to_owned(),
+                data,
+                reply,
+            })
+            .map(|()| ack)
+        } else {
+            Err(Error::InvalidChannel(channel.to_owned()))
+        };
+        self.answer_queued(queued)
+    }
+
+    /// Sends `data` to the client with id `to`, wherever in the fleet it is connected.
+    pub fn send(&self, to: &str, data: Value) -> impl Future<Output = Result<(), Error>> + use<> {
+        let (reply, ack) = oneshot::channel();
+        let queued = self
+            .command(Command::Send {
+                to: to.to_owned(),
+                data,
+                reply,
+            })
+            .map(|()| ack);
+        self.answer_queued(queued)
+    }
+
+    /// Closes the connection; every subscription ends.
+    pub fn close(&self) {
+        let _ = self.commands.send(Command::Close);
+    }
+
+    fn command(&self, command: Command) -> Result<(), Error> {
+        self.commands.send(command).map_err(|_| Error::Closed)
+    }
+
+    async fn answer<T>(&self, ack: oneshot::Receiver<Result<T, Error>>) -> Result<T, Error> {
+        wait_answer(ack, self.request_timeout).await
+    }
+
+    fn answer_queued<T>(
+        &self,
+        queued: Result<oneshot::Receiver<Result<T, Error>>, Error>,
+    ) -> impl Future<Output = Result<T, Error>> + use<T> {
+        let timeout = self.request_timeout;
+        async move { wait_answer(queued?, timeout).await }
+    }
+}
+
+async fn wait_answer<T>(
+    ack: oneshot::Receiver<Result<T, Error>>,
+    timeout: Duration,
+) -> Result<T, Error> {
+    match tokio::time::timeout(timeout, ack).await {
+        Ok(Ok(answer)) => answer,
+        Ok(Err(_)) => Err(Error::Closed),
+        Err(_) => Err(Error::Timeout(timeout)),
+    }
+}

@@ -1,0 +1,644 @@
+//! The connection task: one per [`Client`](crate::Client). It owns the WebSocket, the
+//! subscriptions and the requests awaiting an ack, and runs the reconnect loop: obey the
+//! gateway's `reconnect` hint and close codes, otherwise back off with full jitter, then resume
+//! every subscription from its cursor.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use serde_json::Value;
+use tokio::net::TcpStream;
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{self, Message as WsMessage};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use crate::client::{ClientConfig, Direct, Message, Session, SubscribeAck};
+use crate::cursor::{AckOutcome, Cursor};
+use crate::error::{Error, ErrorCode};
+use crate::event::Event;
+use crate::protocol::{ClientFrame, ServerFrame};
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+type Reply<T> = oneshot::Sender<Result<T, Error>>;
+
+/// Close codes with a meaning for reconnecting: 1012 "service restart" (a drain) and
+/// 1013 "try again later" (the node is full or overloaded).
+const SERVICE_RESTART: u16 = 1012;
+const TRY_AGAIN_LATER: u16 = 1013;
+
+/// What the application asked for.
+pub(crate) enum Command {
+    Subscribe {
+        channel: String,
+        messages: mpsc::UnboundedSender<Message>,
+        reply: Reply<SubscribeAck>,
+    },
+    Unsubscribe {
+        channel: String,
+        reply: Reply<()>,
+    },
+    Publish {
+        channel: String,
+        data: Value,
+        reply: Reply<()>,
+    },
+    Send {
+        to: String,
+        data: Value,
+        reply: Reply<()>,
+    },
+    Close,
+}
+
+/// A subscription as the connection task keeps it.
+struct Subscribed {
+    cursor: Cursor,
+    messages: mpsc::UnboundedSender<Message>,
+    /// The application's `subscribe` call, answered by the first ack.
+    waiting: Option<Reply<SubscribeAck>>,
+}
+
+/// A request sent on the current connection and not yet answered.
+enum InFlight {
+    Subscribe { channel: String },
+    Done(Reply<()>),
+}
+
+/// How a session ended.
+enum Ended {
+    /// The application closed the client.
+    ByClient,
+    /// The gateway asked us to move at this instant (reconnect hint).
+    Hinted {
+        at: Instant,
+    },
+    Lost {
+        code: Option<u16>,
+        reason: String,
+    },
+}
+
+pub(crate) struct Driver {
+    config: ClientConfig,
+    commands: mpsc::UnboundedReceiver<Command>,
+    events: broadcast::Sender<Event>,
+    session: watch::Sender<Option<Session>>,
+    directs: mpsc::UnboundedSender<Direct>,
+    directs_taken: Arc<AtomicBool>,
+    subscriptions: HashMap<String, Subscribed>,
+    in_flight: HashMap<String, InFlight>,
+    next_request: u64,
+    next_endpoint: usize,
+    /// Consecutive attempts without a session.
+    attempt: u32,
+}
+
+impl Driver {
+    pub(crate) fn new(
+        config: ClientConfig,
+        commands: mpsc::UnboundedReceiver<Command>,
+        events: broadcast::Sender<Event>,
+        session: watch::Sender<Option<Session>>,
+        directs: mpsc::UnboundedSender<Direct>,
+        directs_taken: Arc<AtomicBool>,
+    ) -> Driver {
+        Driver {
+            config,
+            commands,
+            events,
+            session,
+            directs,
+            directs_taken,
+            subscriptions: HashMap::new(),
+            in_flight: HashMap::new(),
+            next_request: 0,
+            next_endpoint: 0,
+            attempt: 0,
+        }
+    }
+
+    /// The reconnect loop. Ends when the client is closed or dropped, or after
+    /// `max_reconnect_attempts` consecutive failures.
+    pub(crate) async fn run(mut self) {
+        loop {
+            let endpoint =
+                self.config.endpoints[self.next_endpoint % self.config.endpoints.len()].clone();
+            self.next_endpoint = self.next_endpoint.wrapping_add(1);
+            let delay = match self.open(&endpoint).await {
+                Ok((ws, welcome)) => {
+                    self.attempt = 0;
+                    let ended = self.serve(ws, welcome).await;
+                    self.session.send_replace(None);
+                    self.fail_in_flight();
+                    match ended {
+                        Ended::ByClient => return,
+                        Ended::Hinted { at } => {
+                            self.emit(Event::Disconnected {
+                                code: None,
+                                reason: "reconnect requested by the gateway".into(),
+                            });
+                            at.saturating_duration_since(Instant::now())
+                        }
+                        Ended::Lost { code, reason } => {
+                            self.emit(Event::Disconnected { code, reason });
+                            self.delay_after_loss(code)
+                        }
+                    }
+                }
+                Err(reason) => {
+                    self.emit(Event::Disconnected { code: None, reason });
+                    self.delay_after_loss(None)
+                }
+            };
+            if self
+                .config
+                .max_reconnect_attempts
+                .is_some_and(|max| self.attempt >= max)
+            {
+                self.emit(Event::GaveUp);
+                return;
+            }
+            self.emit(Event::Reconnecting {
+                delay,
+                attempt: self.attempt,
+            });
+            if !self.wait_offline(delay).await {
+                return;
+            }
+        }
+    }
+
+    /// The delay before the next attempt after a loss that came without a reconnect hint.
+    fn delay_after_loss(&mut self, code: Option<u16>) -> Duration {
+        let mut rng = rand::rng();
+        let delay = match code {
+            // A drain that did not send a hint (or whose hint we missed): move promptly, but
+            // spread over the first backoff step.
+            Some(SERVICE_RESTART) => self.config.backoff.delay(0, &mut rng),
+            // The node is full or overloaded: never retry at once, even after a good session.
+            Some(TRY_AGAIN_LATER) => self.config.backoff.delay(self.attempt.max(1), &mut rng),
+            _ => self.config.backoff.delay(self.attempt, &mut rng),
+        };
+        self.attempt = self.attempt.saturating_add(1);
+        delay
+    }
+
+    /// TCP connect, WebSocket handshake and `welcome`, all within `connect_timeout`.
+    async fn open(&mut self, endpoint: &str) -> Result<(Ws, Session), String> {
+        let timeout = self.config.connect_timeout;
+        match tokio::time::timeout(timeout, self.handshake(endpoint)).await {
+            Ok(result) => result,
+            Err(_) => Err(format!(
+                "connecting to {endpoint} timed out after {timeout:?}"
+            )),
+        }
+    }
+
+    async fn handshake(&self, endpoint: &str) -> Result<(Ws, Session), String> {
+        let mut request = endpoint
+            .into_client_request()
+            .map_err(|e| format!("bad endpoint {endpoint}: {e}"))?;
+        if let Some(token) = &self.config.token {
+            let value = HeaderValue::from_str(&format!("Bearer {token}"))
+                .map_err(|e| format!("bad token: {e}"))?;
+            request.headers_mut().insert("authorization", value);
+        }
+        let ws_config =
+            WebSocketConfig::default().max_message_size(Some(self.config.max_message_bytes));
+        let (mut ws, _) =
+            tokio_tungstenite::connect_async_with_config(request, Some(ws_config), true)
+                .await
+                .map_err(|e| describe_connect_error(endpoint, &e))?;
+        // The first frame must be the welcome; pings before it are answered by the library.
+        for _ in 0..16 {
+            match ws.next().await {
+                Some(Ok(WsMessage::Text(text))) => {
+                    return match ServerFrame::decode(&text) {
+                        Ok(ServerFrame::Welcome {
+                            client_id, node, ..
+                        }) => Ok((ws, Session { client_id, node })),
+                        Ok(other) => {
+                            Err(format!("expected welcome from {endpoint}, got {other:?}"))
+                        }
+                        Err(e) => Err(format!("malformed welcome from {endpoint}: {e}")),
+                    };
+                }
+                Some(Ok(WsMessage::Close(frame))) => {
+                    let (code, reason) = close_parts(frame.as_ref());
+                    return Err(format!(
+                        "{endpoint} closed before welcome: {code:?} {reason}"
+                    ));
+                }
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => return Err(format!("{endpoint}: {e}")),
+                None => return Err(format!("{endpoint} closed before welcome")),
+            }
+        }
+        Err(format!("{endpoint} sent no welcome"))
+    }
+
+    /// Runs one session: resume subscriptions, then route frames and commands until the
+    /// connection ends.
+    async fn serve(&mut self, mut ws: Ws, welcome: Session) -> Ended {
+        self.emit(Event::Connected {
+            client_id: welcome.client_id.clone(),
+            node: welcome.node.clone(),
+        });
+        self.session.send_replace(Some(welcome));
+        let channels: Vec<String> = self.subscriptions.keys().cloned().collect();
+        for channel in channels {
+            let since = self
+                .subscriptions
+                .get(&channel)
+                .and_then(|s| s.cursor.since());
+            let id = self.request_id();
+            self.in_flight.insert(
+                id.clone(),
+                InFlight::Subscribe {
+                    channel: channel.clone(),
+                },
+            );
+            if let Err(e) = write(
+                &mut ws,
+                &ClientFrame::Subscribe {
+                    channel,
+                    since,
+                    id: Some(id),
+                },
+            )
+            .await
+            {
+                return lost(e);
+            }
+        }
+        let mut hint: Option<Instant> = None;
+        loop {
+            let moving = async {
+                match hint {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                frame = ws.next() => match frame {
+                    Some(Ok(WsMessage::Text(text))) => {
+                        let replies = self.on_frame(&text, &mut hint);
+                        for frame in replies {
+                            if let Err(e) = write(&mut ws, &frame).await {
+                                return lost(e);
+                            }
+                        }
+                    }
+                    Some(Ok(WsMessage::Close(frame))) => {
+                        let (code, reason) = close_parts(frame.as_ref());
+                        return match (hint, code) {
+                            (Some(at), Some(SERVICE_RESTART)) | (Some(at), None) => Ended::Hinted { at },
+                            _ => Ended::Lost { code, reason },
+                        };
+                    }
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => return match hint {
+                        Some(at) => Ended::Hinted { at },
+                        None => lost(e),
+                    },
+                    None => return match hint {
+                        Some(at) => Ended::Hinted { at },
+                        None => Ended::Lost { code: None, reason: "connection closed".into() },
+                    },
+                },
+                command = self.commands.recv() => {
+                    let Some(command) = command else {
+                        let _ = ws.close(None).await;
+                        return Ended::ByClient;
+                    };
+                    match self.online_command(command) {
+                        Ok(Some(frame)) => {
+                            if let Err(e) = write(&mut ws, &frame).await {
+                                return lost(e);
+                            }
+                        }
+                        Ok(None) => {}
+                        Err(()) => {
+                            let _ = ws.close(None).await;
+                            return Ended::ByClient;
+                        }
+                    }
+                }
+                () = moving => {
+                    // The gateway asked us to move by now; leave without waiting for its close.
+                    let close = CloseFrame { code: CloseCode::Away, reason: "moving on gateway request".into() };
+                    let _ = ws.close(Some(close)).await;
+                    return Ended::Hinted { at: Instant::now() };
+                }
+            }
+        }
+    }
+
+    /// Handles one gateway frame; returns frames to send back (unsubscribes for dropped
+    /// subscriptions).
+    fn on_frame(&mut self, text: &str, hint: &mut Option<Instant>) -> Vec<ClientFrame> {
+        let frame = match ServerFrame::decode(text) {
+            Ok(frame) => frame,
+            Err(e) => {
+                tracing::warn!(error = %e, "ignoring a malformed frame from the gateway");
+                return Vec::new();
+            }
+        };
+        match frame {
+            ServerFrame::Message {
+                channel,
+                offset,
+                data,
+            } => self.deliver(channel, offset, data),
+            ServerFrame::Ack {
+                id,
+                offset,
+                epoch,
+                recovered,
+            } => {
+                self.on_ack(id, offset, epoch, recovered);
+                Vec::new()
+            }
+            ServerFrame::Error { code, message, id } => {
+                self.on_error(id, ErrorCode::parse(&code), message);
+                Vec::new()
+            }
+            ServerFrame::Direct { from, data } => {
+                if self.directs_taken.load(Ordering::Acquire) {
+                    let _ = self.directs.send(Direct { from, data });
+                }
+                Vec::new()
+            }
+            ServerFrame::Reconnect { after_ms, reason } => {
+                tracing::debug!(after_ms, %reason, "gateway asked us to reconnect");
+                *hint = Some(Instant::now() + Duration::from_millis(after_ms));
+                Vec::new()
+            }
+            ServerFrame::Welcome { .. } => Vec::new(),
+        }
+    }
+
+    fn deliver(&mut self, channel: String, offset: u64, data: Value) -> Vec<ClientFrame> {
+        let Some(sub) = self.subscriptions.get_mut(&channel) else {
+            return Vec::new();
+        };
+        if !sub.cursor.accept(offset) {
+            return Vec::new();
+        }
+        if sub
+            .messages
+            .send(Message {
+                channel: channel.clone(),
+                offset,
+                data,
+            })
+            .is_ok()
+        {
+            return Vec::new();
+        }
+        // The application dropped its Subscription: stop receiving the channel.
+        self.subscriptions.remove(&channel);
+        vec![ClientFrame::Unsubscribe { channel, id: None }]
+    }
+
+    fn on_ack(
+        &mut self,
+        id: Option<String>,
+        offset: Option<u64>,
+        epoch: Option<String>,
+        recovered: Option<bool>,
+    ) {
+        match id.and_then(|id| self.in_flight.remove(&id)) {
+            Some(InFlight::Subscribe { channel }) => {
+                let Some(sub) = self.subscriptions.get_mut(&channel) else {
+                    return;
+                };
+                let outcome = sub.cursor.on_ack(offset, epoch.clone(), recovered);
+                if let Some(reply) = sub.waiting.take() {
+                    let _ = reply.send(Ok(SubscribeAck { offset, epoch }));
+                }
+                if outcome == AckOutcome::RecoveryFailed {
+                    self.emit(Event::RecoveryFailed { channel });
+                }
+            }
+            Some(InFlight::Done(reply)) => {
+                let _ = reply.send(Ok(()));
+            }
+            None => {}
+        }
+    }
+
+    fn on_error(&mut self, id: Option<String>, code: ErrorCode, message: String) {
+        match id.and_then(|id| self.in_flight.remove(&id)) {
+            Some(InFlight::Subscribe { channel }) => {
+                let Some(mut sub) = self.subscriptions.remove(&channel) else {
+                    return;
+                };
+                match sub.waiting.take() {
+                    Some(reply) => {
+                        let _ = reply.send(Err(Error::Server { code, message }));
+                    }
+                    None => self.emit(Event::SubscriptionLost {
+                        channel,
+                        code,
+                        message,
+                    }),
+                }
+            }
+            Some(InFlight::Done(reply)) => {
+                let _ = reply.send(Err(Error::Server { code, message }));
+            }
+            None => self.emit(Event::ServerError { code, message }),
+        }
+    }
+
+    /// Turns a command into a frame for the live connection. `Err` means close.
+    fn online_command(&mut self, command: Command) -> Result<Option<ClientFrame>, ()> {
+        let id = self.request_id();
+        let frame = match command {
+            Command::Close => return Err(()),
+            Command::Subscribe {
+                channel,
+                messages,
+                reply,
+            } => {
+                if !self.register(&channel, messages, reply) {
+                    return Ok(None);
+                }
+                self.in_flight.insert(
+                    id.clone(),
+                    InFlight::Subscribe {
+                        channel: channel.clone(),
+                    },
+                );
+                ClientFrame::Subscribe {
+                    channel,
+                    since: None,
+                    id: Some(id),
+                }
+            }
+            Command::Unsubscribe { channel, reply } => {
+                self.subscriptions.remove(&channel);
+                self.in_flight.insert(id.clone(), InFlight::Done(reply));
+                ClientFrame::Unsubscribe {
+                    channel,
+                    id: Some(id),
+                }
+            }
+            Command::Publish {
+                channel,
+                data,
+                reply,
+            } => {
+                self.in_flight.insert(id.clone(), InFlight::Done(reply));
+                ClientFrame::Publish {
+                    channel,
+                    data,
+                    id: Some(id),
+                }
+            }
+            Command::Send { to, data, reply } => {
+                self.in_flight.insert(id.clone(), InFlight::Done(reply));
+                ClientFrame::Send {
+                    to,
+                    data,
+                    id: Some(id),
+                }
+            }
+        };
+        Ok(Some(frame))
+    }
+
+    /// Waits `delay` between connections, still answering commands: subscriptions are kept
+    /// for the next session, publishes and sends fail at once. Returns false when closed.
+    async fn wait_offline(&mut self, delay: Duration) -> bool {
+        let until = Instant::now() + delay;
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep_until(until) => return true,
+                command = self.commands.recv() => match command {
+                    None | Some(Command::Close) => return false,
+                    Some(Command::Subscribe { channel, messages, reply }) => {
+                        self.register(&channel, messages, reply);
+                    }
+                    Some(Command::Unsubscribe { channel, reply }) => {
+                        self.subscriptions.remove(&channel);
+                        let _ = reply.send(Ok(()));
+                    }
+                    Some(Command::Publish { reply, .. } | Command::Send { reply, .. }) => {
+                        let _ = reply.send(Err(Error::NotConnected));
+                    }
+                },
+            }
+        }
+    }
+
+    /// Records a new subscription; false (and the caller told) when the channel is taken.
+    fn register(
+        &mut self,
+        channel: &str,
+        messages: mpsc::UnboundedSender<Message>,
+        reply: Reply<SubscribeAck>,
+    ) -> bool {
+        if let Some(existing) = self.subscriptions.get(channel)
+            && !existing.messages.is_closed()
+        {
+            let _ = reply.send(Err(Error::AlreadySubscribed(channel.to_owned())));
+            return false;
+        }
+        let sub = Subscribed {
+            cursor: Cursor::default(),
+            messages,
+            waiting: Some(reply),
+        };
+        self.subscriptions.insert(channel.to_owned(), sub);
+        true
+    }
+
+    /// Requests sent on a lost connection get no answer: fail them so callers do not wait
+    /// for a timeout. Subscriptions stay; they are resumed on the next session.
+    fn fail_in_flight(&mut self) {
+        for (_, request) in self.in_flight.drain() {
+            if let InFlight::Done(reply) = request {
+                let _ = reply.send(Err(Error::Disconnected));
+            }
+        }
+    }
+
+    fn request_id(&mut self) -> String {
+        self.next_request = self.next_request.wrapping_add(1);
+        format!("r{}", self.next_request)
+    }
+
+    fn emit(&self, event: Event) {
+        // No receivers is fine: events are optional for the application.
+        let _ = self.events.send(event);
+    }
+}
+
+async fn write(ws: &mut Ws, frame: &ClientFrame) -> Result<(), tungstenite::Error> {
+    ws.send(WsMessage::text(frame.encode())).await
+}
+
+fn lost(error: tungstenite::Error) -> Ended {
+    Ended::Lost {
+        code: None,
+        reason: error.to_string(),
+    }
+}
+
+fn close_parts(frame: Option<&CloseFrame>) -> (Option<u16>, String) {
+    match frame {
+        Some(frame) => (Some(u16::from(frame.code)), frame.reason.to_string()),
+        None => (None, "closed without a close frame".into()),
+    }
+}
+
+fn describe_connect_error(endpoint: &str, error: &tungstenite::Error) -> String {
+    match error {
+        tungstenite::Error::Http(response) => {
+            let retry_after = response
+                .headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok())
+                .map(|v| format!(" (Retry-After: {v})"))
+                .unwrap_or_default();
+            format!(
+                "{endpoint} refused the upgrade with HTTP {}{retry_after}",
+                response.status()
+            )
+        }
+        other => format!("{endpoint}: {other}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn close_codes_are_read_from_frames() {
+        let frame = CloseFrame {
+            code: CloseCode::Restart,
+            reason: "drain".into(),
+        };
+        assert_eq!(
+            close_parts(Some(&frame)),
+            (Some(SERVICE_RESTART), "drain".into())
+        );
+        let frame = CloseFrame {
+            code: CloseCode::Again,
+            reason: "".into(),
+        };
+        assert_eq!(close_parts(Some(&frame)).0, Some(TRY_AGAIN_LATER));
+        assert_eq!(close_parts(None).0, None);
+    }
+}

@@ -1,0 +1,29 @@
+//! Connection lifecycle events an application can watch: connects, losses, reconnect delays
+//! and subscriptions whose missed messages could not be recovered.
+
+use std::time::Duration;
+
+use crate::error::ErrorCode;
+
+/// Something that happened to the client's connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A session started: the gateway's `welcome`.
+    Connected { client_id: String, node: String },
+    /// The connection ended; `code` is the WebSocket close code when the gateway sent one.
+    Disconnected { code: Option<u16>, reason: String },
+    /// The client waits `delay` before its next connection attempt.
+    Reconnecting { delay: Duration, attempt: u32 },
+    /// A resumed subscription missed messages the gateway could no longer replay.
+    RecoveryFailed { channel: String },
+    /// The gateway dropped a subscription on resume (e.g. `forbidden`); its stream has ended.
+    SubscriptionLost {
+        channel: String,
+        code: ErrorCode,
+        message: String,
+    },
+    /// An `error` frame that answered no request of ours.
+    ServerError { code: ErrorCode, message: String },
+    /// The client stopped reconnecting after its configured number of attempts.
+    GaveUp,
+}

@@ -1,0 +1,284 @@
+//! End-to-end: the client against real gateway processes (and a real redis-server for the
+//! two-node cases). They need the gateway binary; see `support::gateway_bin`.
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::json;
+use support::{Gateway, Redis};
+use tokio::time::timeout;
+use wsfleet_client::{Client, ClientConfig, Error, Event, Subscription};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+async fn next_message(sub: &mut Subscription) -> wsfleet_client::Message {
+    timeout(WAIT, sub.recv())
+        .await
+        .expect("a message within the wait")
+        .expect("subscription open")
+}
+
+fn fast_backoff(endpoints: Vec<String>) -> ClientConfig {
+    ClientConfig::new(endpoints).backoff(Duration::from_millis(50), Duration::from_secs(1))
+}
+
+#[tokio::test]
+#[ignore = "needs a serving wsfleet-gateway binary (WSFLEET_GATEWAY_BIN or target/*/wsfleet-gateway)"]
+async fn publish_reaches_subscriber_and_acks() {
+    let node = Gateway::start("n1", "");
+    let subscriber = Client::connect(&node.url(), None)
+        .await
+        .expect("connect subscriber");
+    let publisher = Client::connect(&node.url(), None)
+        .await
+        .expect("connect publisher");
+    assert_eq!(subscriber.session().expect("session").node, "n1");
+
+    let mut sub = subscriber.subscribe("news").await.expect("subscribe");
+    for i in 0..5 {
+        publisher
+            .publish("news", json!({ "i": i }))
+            .await
+            .expect("publish acked");
+    }
+    let mut last = None;
+    for i in 0..5 {
+        let message = next_message(&mut sub).await;
+        assert_eq!(message.data, json!({ "i": i }));
+        assert!(last.is_none_or(|l| message.offset > l), "offsets grow");
+        last = Some(message.offset);
+    }
+    assert!(matches!(
+        publisher.publish("bad name", json!(1)).await,
+        Err(Error::InvalidChannel(_))
+    ));
+}
+
+#[tokio::test]
+#[ignore = "needs a serving wsfleet-gateway binary (WSFLEET_GATEWAY_BIN or target/*/wsfleet-gateway)"]
+async fn direct_send_reaches_the_client_by_id() {
+    let node = Gateway::start("n1", "");
+    let alice = Client::connect(&node.url(), None).await.expect("connect");
+    let bob = Client::connect(&node.url(), None).await.expect("connect");
+    let mut inbox = bob.directs().await.expect("first take");
+    let bob_id = bob.session().expect("session").client_id;
+    alice.send(&bob_id, json!("hi")).await.expect("send acked");
+    let direct = timeout(WAIT, inbox.recv())
+        .await
+        .expect("direct in time")
+        .expect("open");
+    assert_eq!(direct.data, json!("hi"));
+    assert_eq!(direct.from, alice.session().expect("session").client_id);
+}
+
+/// A node restarted in place (in-process engine: its history is gone): the client reconnects
+/// on its own, reports that recovery failed, and delivery goes on.
+#[tokio::test]
+#[ignore = "needs a serving wsfleet-gateway binary (WSFLEET_GATEWAY_BIN or target/*/wsfleet-gateway)"]
+async fn restarted_node_reports_lost_history_and_delivery_resumes() {
+    let mut node = Gateway::start("n1", "");
+    let (port, admin_port) = (node.port, node.admin_port);
+    let client = Client::connect_with(fast_backoff(vec![node.url()]))
+        .await
+        .expect("client");
+    let mut events = client.events();
+    let mut sub = client.subscribe("restart").await.expect("subscribe");
+    let publisher = Client::connect(&node.url(), None).await.expect("publisher");
+    publisher
+        .publish("restart", json!("before"))
+        .await
+        .expect("publish");
+    assert_eq!(next_message(&mut sub).await.data, json!("before"));
+
+    node.kill();
+    let node = Gateway::start_on("n1", "", port, admin_port);
+    wait_for_event(
+        &mut events,
+        |e| matches!(e, Event::RecoveryFailed { channel } if channel == "restart"),
+    )
+    .await;
+    let publisher = Client::connect(&node.url(), None)
+        .await
+        .expect("publisher again");
+    publisher
+        .publish("restart", json!("after"))
+        .await
+        .expect("publish");
+    assert_eq!(next_message(&mut sub).await.data, json!("after"));
+}
+
+/// With two endpoints, losing the first moves the client to the second, where its
+/// subscription is resumed (reported as not recovered: separate in-process engines share no
+/// history) and receives that node's messages.
+#[tokio::test]
+#[ignore = "needs a serving wsfleet-gateway binary (WSFLEET_GATEWAY_BIN or target/*/wsfleet-gateway)"]
+async fn lost_node_fails_over_to_the_next_endpoint() {
+    let mut a = Gateway::start("a", "");
+    let b = Gateway::start("b", "");
+    let client = Client::connect_with(fast_backoff(vec![a.url(), b.url()]))
+        .await
+        .expect("client");
+    assert_eq!(client.session().expect("session").node, "a");
+    let mut events = client.events();
+    let mut sub = client.subscribe("failover").await.expect("subscribe");
+
+    a.kill();
+    wait_for_event(
+        &mut events,
+        |e| matches!(e, Event::Connected { node, .. } if node == "b"),
+    )
+    .await;
+    wait_for_event(&mut events, |e| matches!(e, Event::RecoveryFailed { .. })).await;
+    let publisher = Client::connect(&b.url(), None).await.expect("publisher");
+    publisher
+        .publish("failover", json!({"on": "b"}))
+        .await
+        .expect("publish");
+    assert_eq!(next_message(&mut sub).await.data, json!({"on": "b"}));
+}
+
+async fn wait_for_event(
+    events: &mut tokio::sync::broadcast::Receiver<Event>,
+    wanted: impl Fn(&Event) -> bool,
+) {
+    timeout(WAIT, async {
+        loop {
+            match events.recv().await {
+                Ok(event) if wanted(&event) => return,
+                Ok(_) => {}
+                Err(e) => panic!("events ended: {e}"),
+            }
+        }
+    })
+    .await
+    .expect("the expected event within the wait");
+}
+
+/// Subscribers on node A, A killed while a publisher on node B keeps publishing: every
+/// subscriber moves to B and sees every message exactly once, in order.
+#[tokio::test]
+#[ignore = "needs a serving wsfleet-gateway binary (WSFLEET_GATEWAY_BIN or target/*/wsfleet-gateway)"]
+async fn killed_node_resume_loses_nothing() {
+    let redis = Redis::start();
+    let mut a = Gateway::start("a", &redis.url());
+    let b = Gateway::start("b", &redis.url());
+    let publisher = Client::connect(&b.url(), None).await.expect("publisher");
+    let mut subs = Vec::new();
+    for _ in 0..10 {
+        let client = Client::connect_with(fast_backoff(vec![a.url(), b.url()]))
+            .await
+            .expect("subscriber");
+        assert_eq!(client.session().expect("session").node, "a");
+        let sub = client.subscribe("ticks").await.expect("subscribe");
+        subs.push((client, sub));
+    }
+    const TOTAL: u64 = 60;
+    for seq in 0..TOTAL {
+        if seq == 20 {
+            a.kill();
+        }
+        // Publishes while nobody is connected to A still land in B's history.
+        publisher
+            .publish("ticks", json!({ "seq": seq }))
+            .await
+            .expect("publish acked");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for (client, sub) in &mut subs {
+        for seq in 0..TOTAL {
+            let message = next_message(sub).await;
+            assert_eq!(
+                message.data,
+                json!({ "seq": seq }),
+                "exactly once, in order"
+            );
+        }
+        assert_eq!(client.session().expect("reconnected").node, "b");
+    }
+}
+
+/// A drained node's `reconnect` hint moves the client to the other node, and the resumed
+/// subscription continues without a gap.
+#[tokio::test]
+#[ignore = "needs a serving wsfleet-gateway binary (WSFLEET_GATEWAY_BIN or target/*/wsfleet-gateway)"]
+async fn drain_hint_moves_client_without_loss() {
+    let redis = Redis::start();
+    let a = Gateway::start("a", &redis.url());
+    let b = Gateway::start("b", &redis.url());
+    let client = Client::connect_with(fast_backoff(vec![a.url(), b.url()]))
+        .await
+        .expect("client");
+    let mut events = client.events();
+    let mut sub = client.subscribe("drain").await.expect("subscribe");
+    let publisher = Client::connect(&b.url(), None).await.expect("publisher");
+
+    a.drain(2);
+    for seq in 0..80u64 {
+        publisher
+            .publish("drain", json!({ "seq": seq }))
+            .await
+            .expect("publish acked");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for seq in 0..80u64 {
+        assert_eq!(next_message(&mut sub).await.data, json!({ "seq": seq }));
+    }
+    let mut saw_move = false;
+    while let Ok(event) = events.try_recv() {
+        if matches!(event, Event::Connected { ref node, .. } if node == "b") {
+            saw_move = true;
+        }
+        assert!(
+            !matches!(event, Event::RecoveryFailed { .. }),
+            "recovery must succeed: {event:?}"
+        );
+    }
+    assert!(saw_move, "client reconnected to node b");
+}
+
+/// History lost (Redis restarted without persistence): the resumed subscription is reported
+/// as not recovered, and delivery goes on.
+#[tokio::test]
+#[ignore = "needs a serving wsfleet-gateway binary (WSFLEET_GATEWAY_BIN or target/*/wsfleet-gateway)"]
+async fn lost_history_is_reported() {
+    let redis = Redis::start();
+    let port = redis.port;
+    let mut a = Gateway::start("a", &redis.url());
+    let b = Gateway::start("b", &redis.url());
+    let client = Client::connect_with(fast_backoff(vec![a.url(), b.url()]))
+        .await
+        .expect("client");
+    let mut events = client.events();
+    let mut sub = client.subscribe("h").await.expect("subscribe");
+    let publisher = Client::connect(&b.url(), None).await.expect("publisher");
+    publisher
+        .publish("h", json!("before"))
+        .await
+        .expect("publish");
+    assert_eq!(next_message(&mut sub).await.data, json!("before"));
+
+    drop(redis);
+    let _redis = Redis::start_on(port);
+    a.kill();
+    wait_for_event(
+        &mut events,
+        |e| matches!(e, Event::RecoveryFailed { channel } if channel == "h"),
+    )
+    .await;
+
+    // Delivery goes on after the failed recovery (B's backplane reconnects to the new Redis).
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no delivery after the Redis restart"
+        );
+        if publisher.publish("h", json!("after")).await.is_ok()
+            && let Ok(Some(message)) = timeout(Duration::from_secs(1), sub.recv()).await
+        {
+            assert_eq!(message.data, json!("after"));
+            break;
+        }
+    }
+}
