@@ -10,6 +10,7 @@ pub mod crdgen;
 pub mod decide;
 pub mod metrics;
 pub mod observe;
+pub mod rbac;
 pub mod reconcile;
 pub mod resources;
 pub mod validate;
