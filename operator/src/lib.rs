@@ -5,11 +5,15 @@
 
 pub mod act;
 pub mod conditions;
+pub mod controller;
 pub mod crd;
 pub mod crdgen;
 pub mod decide;
+pub mod http;
+pub mod lease;
 pub mod metrics;
 pub mod observe;
 pub mod reconcile;
 pub mod resources;
+pub mod telemetry;
 pub mod validate;
