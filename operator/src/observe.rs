@@ -1,11 +1,12 @@
 //! What the operator sees of a fleet: its gateway pods, reduced to the facts decisions need.
 //! Listing is by the fleet's selector labels; the conversion from a `Pod` is pure and tested.
 
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use kube::ResourceExt;
 use kube::api::{Api, ListParams};
 
 use crate::crd::WebSocketFleet;
+use crate::resources::pod::CONFIG_VOLUME;
 use crate::resources::{REVISION_LABEL, selector_string};
 
 /// Kubernetes' view of a pod's lifecycle.
@@ -32,6 +33,8 @@ pub struct ObservedPod {
     pub terminating: bool,
     /// Live connections, when known from the node's `/status`.
     pub connections: Option<i64>,
+    /// The ConfigMap its config volume mounts.
+    pub config_map: Option<String>,
 }
 
 impl ObservedPod {
@@ -59,8 +62,21 @@ impl ObservedPod {
             ready,
             terminating: pod.metadata.deletion_timestamp.is_some(),
             connections: None,
+            config_map: config_map_of(pod),
         }
     }
+}
+
+fn config_map_of(pod: &Pod) -> Option<String> {
+    pod.spec
+        .as_ref()?
+        .volumes
+        .as_ref()?
+        .iter()
+        .find(|v| v.name == CONFIG_VOLUME)?
+        .config_map
+        .as_ref()
+        .map(|c| c.name.clone())
 }
 
 /// The fleet's gateway pods, sorted by name.
@@ -71,6 +87,19 @@ pub async fn pods(api: &Api<Pod>, fleet: &WebSocketFleet) -> Result<Vec<Observed
     let mut pods: Vec<ObservedPod> = list.items.iter().map(ObservedPod::from_pod).collect();
     pods.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(pods)
+}
+
+/// Names of the fleet's gateway ConfigMaps (one per config version still around).
+pub async fn config_maps(
+    api: &Api<ConfigMap>,
+    fleet: &WebSocketFleet,
+) -> Result<Vec<String>, kube::Error> {
+    let list = api
+        .list(&ListParams::default().labels(&selector_string(fleet)))
+        .await?;
+    let mut names: Vec<String> = list.items.iter().map(|cm| cm.name_any()).collect();
+    names.sort();
+    Ok(names)
 }
 
 #[cfg(test)]

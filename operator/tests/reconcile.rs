@@ -98,6 +98,15 @@ impl Harness {
         }
     }
 
+    /// The fleet's gateway configs, by name.
+    async fn configs(&self) -> Vec<ConfigMap> {
+        self.api::<ConfigMap>()
+            .list(&ListParams::default().labels("wsfleet.io/fleet=chat"))
+            .await
+            .expect("list configmaps")
+            .items
+    }
+
     async fn patch_spec(&self, spec: serde_json::Value) {
         self.api::<WebSocketFleet>()
             .patch(
@@ -167,13 +176,22 @@ async fn new_fleet_gets_pods_and_owned_objects() {
             &fleet
         ));
     }
-    let cm = h
-        .api::<ConfigMap>()
-        .get("chat-gateway")
-        .await
-        .expect("configmap");
-    assert!(owned_by_fleet(&cm, &fleet));
-    assert!(cm.data.expect("data")["gateway.toml"].contains("max_connections = 100000"));
+    let configs = h.configs().await;
+    assert_eq!(configs.len(), 1);
+    assert!(owned_by_fleet(&configs[0], &fleet));
+    assert_eq!(configs[0].immutable, Some(true));
+    let toml = &configs[0].data.as_ref().expect("data")["gateway.toml"];
+    assert!(toml.contains("max_connections = 100000"), "{toml}");
+    let mounted = pods[0]
+        .spec
+        .as_ref()
+        .and_then(|s| s.volumes.as_ref())
+        .and_then(|v| v.iter().find_map(|v| v.config_map.as_ref()))
+        .map(|c| c.name.clone());
+    assert_eq!(
+        mounted, configs[0].metadata.name,
+        "pods mount the current config"
+    );
     let secret = h
         .api::<Secret>()
         .get("chat-admin-token")
@@ -280,12 +298,15 @@ async fn spec_change_rolls_a_new_revision() {
         .await;
     h.reconcile().await;
 
-    let cm = h
-        .api::<ConfigMap>()
-        .get("chat-gateway")
-        .await
-        .expect("configmap");
-    assert!(cm.data.expect("data")["gateway.toml"].contains("max_connections = 5000"));
+    let configs = h.configs().await;
+    assert_eq!(
+        configs.len(),
+        2,
+        "old pods keep their config while they run"
+    );
+    assert!(configs.iter().any(|cm| {
+        cm.data.as_ref().expect("data")["gateway.toml"].contains("max_connections = 5000")
+    }));
     let pods = h.pods().await;
     let new: Vec<&Pod> = pods
         .iter()
@@ -302,6 +323,21 @@ async fn spec_change_rolls_a_new_revision() {
     let old = pods.iter().filter(|p| revision(p) == old_revision).count();
     assert_eq!(old, 1, "one old pod replaced");
     assert_eq!(pods.len(), 3);
+
+    // Drive the rollout to its end (bounded): every pod new, the old config gone.
+    for _ in 0..10 {
+        h.make_pods_ready().await;
+        h.reconcile().await;
+    }
+    let pods = h.pods().await;
+    assert_eq!(pods.len(), 2);
+    assert!(pods.iter().all(|p| revision(p) != old_revision));
+    assert_eq!(
+        h.configs().await.len(),
+        1,
+        "the unused config version is deleted"
+    );
+    assert_eq!(h.condition("Progressing").await.1, "Complete");
 
     let token_after = h
         .api::<Secret>()

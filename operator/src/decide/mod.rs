@@ -27,6 +27,8 @@ use removal::{Limits, Removal, RemovalReason};
 pub struct Observation<'a> {
     pub fleet: &'a WebSocketFleet,
     pub pods: &'a [ObservedPod],
+    /// Names of the fleet's gateway ConfigMaps.
+    pub config_maps: &'a [String],
     pub server: KubeVersion,
     pub now: Timestamp,
 }
@@ -40,6 +42,8 @@ pub struct Plan {
     pub create: Vec<String>,
     /// Pods to remove.
     pub remove: Vec<Removal>,
+    /// Gateway ConfigMaps no pod mounts and the template no longer uses.
+    pub stale_config_maps: Vec<String>,
     /// The fleet status to write.
     pub status: WebSocketFleetStatus,
     /// Events to record on the fleet.
@@ -111,13 +115,30 @@ fn valid_spec_plan(
     let create = new_pod_names(obs, &remaining, &revision, limits, names);
     let events = action_events(&create, &remove);
     let status = status(obs, previous, &template, desired, &remove);
+    let stale_config_maps = stale_config_maps(obs, &template);
     Plan {
         template: Some(template),
         create,
         remove,
+        stale_config_maps,
         status,
         events,
     }
+}
+
+/// Config versions nothing uses any more: not the template's, and mounted by no pod (even a
+/// draining one, whose container could still restart and read it).
+fn stale_config_maps(obs: Observation<'_>, template: &GatewayTemplate) -> Vec<String> {
+    obs.config_maps
+        .iter()
+        .filter(|name| **name != template.config_map)
+        .filter(|name| {
+            !obs.pods
+                .iter()
+                .any(|p| p.config_map.as_deref() == Some(name.as_str()))
+        })
+        .cloned()
+        .collect()
 }
 
 /// Names of the pods to create so that `remaining` reaches `desired` new-revision nodes,
@@ -385,6 +406,7 @@ fn invalid_spec_plan(
         template: None,
         create: Vec::new(),
         remove: Vec::new(),
+        stale_config_maps: Vec::new(),
         status,
         events,
     }

@@ -114,6 +114,7 @@ mod tests {
             ready,
             terminating: false,
             connections,
+            config_map: None,
         }
     }
 

@@ -33,6 +33,7 @@ fn pod(name: &str, revision: &str, phase: PodPhase, ready: bool) -> ObservedPod 
         ready,
         terminating: false,
         connections: None,
+        config_map: None,
     }
 }
 
@@ -45,6 +46,7 @@ fn run(fleet: &WebSocketFleet, pods: &[ObservedPod]) -> Plan {
         Observation {
             fleet,
             pods,
+            config_maps: &[],
             server: V1_32,
             now: Timestamp::UNIX_EPOCH,
         },
@@ -313,4 +315,30 @@ fn names_are_deterministic_and_do_not_clash() {
         plan.create,
         [format!("chat-{r}-00001"), format!("chat-{r}-00002")]
     );
+}
+
+#[test]
+fn config_maps_go_once_no_pod_mounts_them() {
+    let fleet = fleet(serde_json::json!({"replicas": 1}));
+    let current = template(&fleet, V1_32);
+    let mut old_pod = serving("a", "old");
+    old_pod.config_map = Some("chat-gateway-old".into());
+    old_pod.terminating = true;
+    let pods = vec![old_pod, serving("b", &current.revision)];
+    let config_maps = vec![
+        current.config_map.clone(),
+        "chat-gateway-old".to_string(),
+        "chat-gateway-older".to_string(),
+    ];
+    let plan = decide(
+        Observation {
+            fleet: &fleet,
+            pods: &pods,
+            config_maps: &config_maps,
+            server: V1_32,
+            now: Timestamp::UNIX_EPOCH,
+        },
+        &mut CountingNames::default(),
+    );
+    assert_eq!(plan.stale_config_maps, ["chat-gateway-older"]);
 }

@@ -12,52 +12,47 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use sha2::{Digest, Sha256};
 
 use super::config::{CONFIG_KEY, CONFIG_PATH, JWT_DIR, JWT_FILE, gateway_toml};
 use super::secret::TOKEN_KEY;
 use super::sysctl::{KubeVersion, plan};
 use super::{
     ADMIN_PORT, REVISION_LABEL, WS_PORT, admin_secret_name, common_labels, config_map_name,
-    headless_service_name, owned_meta, selector_labels,
+    headless_service_name, owned_meta, selector_labels, short_hash,
 };
 use crate::crd::WebSocketFleet;
 
 /// Name of the gateway container.
 pub const GATEWAY_CONTAINER: &str = "gateway";
+/// Name of the pod volume carrying the gateway config.
+pub const CONFIG_VOLUME: &str = "config";
 /// Seconds past the drain timeout before the kubelet kills a draining gateway, so the process
 /// can finish its own drain and exit cleanly.
 const GRACE_MARGIN_SECONDS: i64 = 15;
 /// User id the gateway runs as (the distroless "nonroot" user).
 const GATEWAY_UID: i64 = 65532;
 
-/// The pod spec every node of the current revision runs, and that revision.
+/// The pod spec every node of the current revision runs, that revision, and the ConfigMap the
+/// spec mounts.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GatewayTemplate {
     pub spec: PodSpec,
     pub revision: String,
+    pub config_map: String,
 }
 
 /// The template for `fleet` on a cluster of version `server`.
 pub fn template(fleet: &WebSocketFleet, server: KubeVersion) -> GatewayTemplate {
-    let spec = pod_spec(fleet, server);
-    let revision = revision(&spec, &gateway_toml(fleet));
-    GatewayTemplate { spec, revision }
-}
-
-/// A short stable hash of what a node runs: its pod spec and its config file.
-fn revision(spec: &PodSpec, config: &str) -> String {
-    let mut hasher = Sha256::new();
-    // Serializing a PodSpec cannot fail (string keys only); an empty hash input would still be
-    // deterministic, so no panic path is needed.
-    hasher.update(serde_json::to_vec(spec).unwrap_or_default());
-    hasher.update(config.as_bytes());
-    hasher
-        .finalize()
-        .iter()
-        .take(5)
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    let config_map = config_map_name(fleet, &gateway_toml(fleet));
+    let spec = pod_spec(fleet, server, &config_map);
+    // The ConfigMap name is a hash of the config, so hashing the spec covers both. Serializing
+    // a PodSpec cannot fail (string keys only).
+    let revision = short_hash(&[&serde_json::to_vec(&spec).unwrap_or_default()]);
+    GatewayTemplate {
+        spec,
+        revision,
+        config_map,
+    }
 }
 
 /// The labels of a gateway pod of `revision`.
@@ -71,14 +66,20 @@ pub fn pod_labels(fleet: &WebSocketFleet, revision: &str) -> BTreeMap<String, St
 pub fn pod(fleet: &WebSocketFleet, template: &GatewayTemplate, name: &str) -> Pod {
     let mut metadata = owned_meta(fleet, name.to_string());
     metadata.labels = Some(pod_labels(fleet, &template.revision));
+    let mut spec = template.spec.clone();
+    // With the headless Service as subdomain, a set hostname gives the node the DNS name
+    // <pod>.<fleet>-nodes.<ns>.svc. A hostname is one DNS label: at most 63 characters.
+    if name.len() <= 63 {
+        spec.hostname = Some(name.to_string());
+    }
     Pod {
         metadata,
-        spec: Some(template.spec.clone()),
+        spec: Some(spec),
         ..Pod::default()
     }
 }
 
-fn pod_spec(fleet: &WebSocketFleet, server: KubeVersion) -> PodSpec {
+fn pod_spec(fleet: &WebSocketFleet, server: KubeVersion, config_map: &str) -> PodSpec {
     let spec = &fleet.spec;
     let sysctls = plan(&spec.sysctls, server);
     PodSpec {
@@ -89,7 +90,7 @@ fn pod_spec(fleet: &WebSocketFleet, server: KubeVersion) -> PodSpec {
             sysctls: (!sysctls.pod_sysctls.is_empty()).then_some(sysctls.pod_sysctls),
             ..PodSecurityContext::default()
         }),
-        volumes: Some(volumes(fleet)),
+        volumes: Some(volumes(fleet, config_map)),
         termination_grace_period_seconds: Some(
             i64::from(spec.drain.timeout_seconds) + GRACE_MARGIN_SECONDS,
         ),
@@ -239,11 +240,11 @@ fn secret_env(name: &str, secret: String, key: &str) -> EnvVar {
     }
 }
 
-fn volumes(fleet: &WebSocketFleet) -> Vec<Volume> {
+fn volumes(fleet: &WebSocketFleet, config_map: &str) -> Vec<Volume> {
     let mut volumes = vec![Volume {
-        name: "config".into(),
+        name: CONFIG_VOLUME.into(),
         config_map: Some(ConfigMapVolumeSource {
-            name: config_map_name(fleet),
+            name: config_map.to_string(),
             ..ConfigMapVolumeSource::default()
         }),
         ..Volume::default()
@@ -270,7 +271,7 @@ fn volume_mounts(fleet: &WebSocketFleet) -> Vec<VolumeMount> {
     // subPath: the file sits beside the jwt directory. Its content is part of the revision, so
     // a config change rolls new pods rather than relying on live ConfigMap updates.
     let mut mounts = vec![VolumeMount {
-        name: "config".into(),
+        name: CONFIG_VOLUME.into(),
         mount_path: CONFIG_PATH.into(),
         sub_path: Some(CONFIG_KEY.into()),
         read_only: Some(true),
@@ -466,6 +467,7 @@ mod tests {
         let item = &jwt.items.expect("items")[0];
         assert_eq!((item.key.as_str(), item.path.as_str()), ("pub.pem", "key"));
         assert_eq!(spec.subdomain.as_deref(), Some("chat-nodes"));
+        assert_eq!(spec.hostname.as_deref(), Some("n"));
     }
 
     #[test]
