@@ -1,11 +1,14 @@
 //! Wires the reconciler into kube's runtime `Controller`: watch `WebSocketFleet`s and the
-//! objects they own (pods, Services, ConfigMaps, Secrets, PodDisruptionBudgets, selected by the
+//! objects they own (pods, Services, ConfigMaps, PodDisruptionBudgets, selected by the
 //! managed-by label so the caches hold only the operator's objects).
+//!
+//! Secrets are deliberately not watched: that would need list/watch on every Secret in the
+//! cluster. The admin-token Secret is checked on every reconcile (at least once a minute).
 
 use std::sync::Arc;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::Api;
 use kube::runtime::controller::Controller;
@@ -45,7 +48,6 @@ pub async fn run(ctx: Arc<Context>, scope: Scope) {
     .owns(api::<Pod>(&client, &scope), owned.clone())
     .owns(api::<Service>(&client, &scope), owned.clone())
     .owns(api::<ConfigMap>(&client, &scope), owned.clone())
-    .owns(api::<Secret>(&client, &scope), owned.clone())
     .owns(api::<PodDisruptionBudget>(&client, &scope), owned)
     .run(reconcile, error_policy, ctx)
     .for_each(|result| async move {
