@@ -50,7 +50,10 @@ use serde::{Deserialize, Serialize};
         type_ = "date",
         json_path = ".metadata.creationTimestamp"
     ),
-    doc = "A fleet of WebSocket gateway nodes run by the wsfleet operator."
+    doc = "A fleet of WebSocket gateway nodes run by the wsfleet operator.",
+    validation = Rule::new(
+        "self.metadata.name.size() <= 47 && self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')"
+    ).message("the fleet name must be a DNS label of at most 47 characters (lowercase letters, digits, '-'; starting with a letter) so node names and Service names stay valid")
 )]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new(

@@ -2,12 +2,12 @@
 //! Listing is by the fleet's selector labels; the conversion from a `Pod` is pure and tested.
 
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
-use kube::ResourceExt;
 use kube::api::{Api, ListParams};
+use kube::{Resource, ResourceExt};
 
 use crate::crd::WebSocketFleet;
 use crate::resources::pod::CONFIG_VOLUME;
-use crate::resources::{REVISION_LABEL, selector_string};
+use crate::resources::{REVISION_LABEL, config_map_prefix, selector_string};
 
 /// Kubernetes' view of a pod's lifecycle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,17 +79,35 @@ fn config_map_of(pod: &Pod) -> Option<String> {
         .map(|c| c.name.clone())
 }
 
+/// Whether `fleet` is the controller of `object`. Labels alone could match someone else's
+/// objects; the controller owner reference cannot.
+pub fn controlled_by(object: &impl Resource, fleet: &WebSocketFleet) -> bool {
+    let Some(uid) = fleet.meta().uid.as_deref() else {
+        return false;
+    };
+    object.meta().owner_references.as_ref().is_some_and(|refs| {
+        refs.iter()
+            .any(|r| r.controller == Some(true) && r.uid == uid)
+    })
+}
+
 /// The fleet's gateway pods, sorted by name.
 pub async fn pods(api: &Api<Pod>, fleet: &WebSocketFleet) -> Result<Vec<ObservedPod>, kube::Error> {
     let list = api
         .list(&ListParams::default().labels(&selector_string(fleet)))
         .await?;
-    let mut pods: Vec<ObservedPod> = list.items.iter().map(ObservedPod::from_pod).collect();
+    let mut pods: Vec<ObservedPod> = list
+        .items
+        .iter()
+        .filter(|pod| controlled_by(*pod, fleet))
+        .map(ObservedPod::from_pod)
+        .collect();
     pods.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(pods)
 }
 
-/// Names of the fleet's gateway ConfigMaps (one per config version still around).
+/// Names of the fleet's gateway ConfigMaps (one per config version still around): those it
+/// controls whose name has the config prefix.
 pub async fn config_maps(
     api: &Api<ConfigMap>,
     fleet: &WebSocketFleet,
@@ -97,7 +115,13 @@ pub async fn config_maps(
     let list = api
         .list(&ListParams::default().labels(&selector_string(fleet)))
         .await?;
-    let mut names: Vec<String> = list.items.iter().map(|cm| cm.name_any()).collect();
+    let prefix = config_map_prefix(fleet);
+    let mut names: Vec<String> = list
+        .items
+        .iter()
+        .filter(|cm| controlled_by(*cm, fleet) && cm.name_any().starts_with(&prefix))
+        .map(|cm| cm.name_any())
+        .collect();
     names.sort();
     Ok(names)
 }
@@ -124,6 +148,21 @@ mod tests {
             ..PodStatus::default()
         });
         pod
+    }
+
+    #[test]
+    fn only_objects_the_fleet_controls_are_its_own() {
+        let mut fleet = crate::resources::testing::minimal();
+        let mut mine = pod(Some("Running"), None);
+        mine.metadata.owner_references = crate::resources::owner_reference(&fleet).map(|r| vec![r]);
+        assert!(controlled_by(&mine, &fleet));
+        let lookalike = pod(Some("Running"), None);
+        assert!(
+            !controlled_by(&lookalike, &fleet),
+            "labels alone do not make it ours"
+        );
+        fleet.metadata.uid = Some("other".into());
+        assert!(!controlled_by(&mine, &fleet));
     }
 
     #[test]

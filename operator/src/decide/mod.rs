@@ -61,9 +61,18 @@ pub struct Note {
 /// Decides the next step for a fleet.
 pub fn decide(obs: Observation<'_>, names: &mut dyn NameSource) -> Plan {
     let previous = obs.fleet.status.clone().unwrap_or_default();
-    match validate::spec(&obs.fleet.spec) {
-        Err(invalid) => invalid_spec_plan(obs, &previous, invalid.to_string()),
-        Ok(()) => valid_spec_plan(obs, &previous, names),
+    let problems: Vec<String> = [
+        validate::name(&obs.fleet.name_any()),
+        validate::spec(&obs.fleet.spec),
+    ]
+    .into_iter()
+    .filter_map(Result::err)
+    .flat_map(|invalid| invalid.0)
+    .collect();
+    if problems.is_empty() {
+        valid_spec_plan(obs, &previous, names)
+    } else {
+        invalid_spec_plan(obs, &previous, problems.join("; "))
     }
 }
 

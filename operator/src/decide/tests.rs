@@ -342,3 +342,18 @@ fn config_maps_go_once_no_pod_mounts_them() {
     );
     assert_eq!(plan.stale_config_maps, ["chat-gateway-older"]);
 }
+
+#[test]
+fn a_fleet_name_that_cannot_name_pods_is_not_acted_on() {
+    let mut fleet = fleet(serde_json::json!({"replicas": 1}));
+    fleet.metadata.name = Some("my.fleet".into());
+    let plan = run(&fleet, &[]);
+    assert!(plan.create.is_empty());
+    let degraded = conditions::find(&plan.status.conditions, DEGRADED).expect("Degraded");
+    assert_eq!(degraded.reason, "InvalidSpec");
+    assert!(
+        degraded.message.contains("DNS label"),
+        "{}",
+        degraded.message
+    );
+}

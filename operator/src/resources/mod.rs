@@ -44,10 +44,15 @@ pub fn headless_service_name(fleet: &WebSocketFleet) -> String {
 /// version is its own immutable object and a running pod's config never changes under it.
 pub fn config_map_name(fleet: &WebSocketFleet, gateway_toml: &str) -> String {
     format!(
-        "{}-gateway-{}",
-        fleet.name_any(),
+        "{}{}",
+        config_map_prefix(fleet),
         short_hash(&[gateway_toml.as_bytes()])
     )
+}
+
+/// Common prefix of the fleet's config ConfigMaps.
+pub fn config_map_prefix(fleet: &WebSocketFleet) -> String {
+    format!("{}-gateway-", fleet.name_any())
 }
 
 /// First 10 hex digits of the SHA-256 of `parts`: stable across releases and platforms.

@@ -68,8 +68,9 @@ pub fn pod(fleet: &WebSocketFleet, template: &GatewayTemplate, name: &str) -> Po
     metadata.labels = Some(pod_labels(fleet, &template.revision));
     let mut spec = template.spec.clone();
     // With the headless Service as subdomain, a set hostname gives the node the DNS name
-    // <pod>.<fleet>-nodes.<ns>.svc. A hostname is one DNS label: at most 63 characters.
-    if name.len() <= 63 {
+    // <pod>.<fleet>-nodes.<ns>.svc. A hostname is one DNS label: at most 63 characters, no
+    // dots (fleet names are checked to keep generated names within that).
+    if name.len() <= 63 && !name.contains('.') {
         spec.hostname = Some(name.to_string());
     }
     Pod {
