@@ -3,17 +3,19 @@
 //! the controller would after a change).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
-use kube_fake_client::ClientBuilder;
+use kube_fake_client::{ClientBuilder, interceptor};
 use serde_json::json;
 use wsfleet_operator::crd::WebSocketFleet;
 use wsfleet_operator::metrics::Metrics;
-use wsfleet_operator::reconcile::{Context, reconcile};
+use wsfleet_operator::reconcile::{Context, error_policy, reconcile};
 use wsfleet_operator::resources::REVISION_LABEL;
 use wsfleet_operator::resources::sysctl::KubeVersion;
 
@@ -26,12 +28,17 @@ struct Harness {
 
 impl Harness {
     async fn new(spec: serde_json::Value) -> Harness {
+        Harness::with_interceptors(spec, interceptor::Funcs::new()).await
+    }
+
+    async fn with_interceptors(spec: serde_json::Value, funcs: interceptor::Funcs) -> Harness {
         let mut fleet = WebSocketFleet::new("chat", serde_json::from_value(spec).expect("spec"));
         fleet.metadata.namespace = Some(NS.into());
         let client = ClientBuilder::new()
             .with_resource::<WebSocketFleet>()
             .with_status_subresource::<WebSocketFleet>()
             .with_status_subresource::<Pod>()
+            .with_interceptor_funcs(funcs)
             .build()
             .await
             .expect("fake client");
@@ -387,4 +394,45 @@ async fn bad_spec_degrades_without_acting() {
     h.reconcile().await;
     assert_eq!(h.condition("Degraded").await.0, "False");
     assert_eq!(h.pods().await.len(), 4);
+}
+
+#[tokio::test]
+async fn api_failures_are_retried_not_fatal() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let failing = Arc::new(AtomicBool::new(true));
+    let flag = failing.clone();
+    let funcs = interceptor::Funcs::new().create(move |ctx| {
+        let is_pod = ctx.object.get("kind").and_then(|k| k.as_str()) == Some("Pod");
+        if is_pod && flag.load(Ordering::SeqCst) {
+            return Err(kube_fake_client::Error::Internal(
+                "injected: API unavailable".into(),
+            ));
+        }
+        Ok(None)
+    });
+    let h = Harness::with_interceptors(base_spec(2), funcs).await;
+
+    let fleet = Arc::new(h.fleet().await);
+    let error = reconcile(fleet.clone(), h.ctx.clone())
+        .await
+        .expect_err("pod creation fails");
+    assert!(error.to_string().contains("create Pod"), "{error}");
+    let first = error_policy(fleet.clone(), &error, h.ctx.clone());
+    assert_eq!(first, Action::requeue(Duration::from_secs(2)));
+    let second = error_policy(fleet, &error, h.ctx.clone());
+    assert_eq!(
+        second,
+        Action::requeue(Duration::from_secs(4)),
+        "backoff doubles"
+    );
+    assert!(
+        h.ctx
+            .metrics
+            .render()
+            .contains("wsfleet_operator_reconcile_errors_total{error=\"act\"} 2")
+    );
+
+    failing.store(false, Ordering::SeqCst);
+    h.reconcile().await;
+    assert_eq!(h.pods().await.len(), 2, "recovers once the API does");
 }
