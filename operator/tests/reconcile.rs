@@ -436,3 +436,39 @@ async fn api_failures_are_retried_not_fatal() {
     h.reconcile().await;
     assert_eq!(h.pods().await.len(), 2, "recovers once the API does");
 }
+
+#[tokio::test]
+async fn deleting_the_fleet_deletes_what_it_owns() {
+    let h = Harness::new(base_spec(2)).await;
+    h.reconcile().await;
+    let fleet = h.fleet().await;
+    let sysctls = fleet
+        .status
+        .as_ref()
+        .and_then(|s| s.sysctls.clone())
+        .expect("sysctl report");
+    assert!(sysctls.skipped.iter().any(|s| s.name == "fs.file-max"));
+
+    h.api::<WebSocketFleet>()
+        .delete("chat", &DeleteParams::background())
+        .await
+        .expect("delete fleet");
+    assert!(h.pods().await.is_empty(), "pods are garbage-collected");
+    assert!(
+        h.configs().await.is_empty(),
+        "configs are garbage-collected"
+    );
+    let services = h
+        .api::<Service>()
+        .list(&ListParams::default())
+        .await
+        .expect("services");
+    assert!(services.items.is_empty());
+    assert!(
+        h.api::<Secret>()
+            .get_opt("chat-admin-token")
+            .await
+            .expect("get")
+            .is_none()
+    );
+}
