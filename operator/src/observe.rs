@@ -35,6 +35,9 @@ pub struct ObservedPod {
     pub connections: Option<i64>,
     /// The ConfigMap its config volume mounts.
     pub config_map: Option<String>,
+    /// Why a container cannot run, when the kubelet says it is stuck (bad image, missing
+    /// Secret, crash loop): `"<reason>: <message>"`.
+    pub problem: Option<String>,
 }
 
 impl ObservedPod {
@@ -63,8 +66,40 @@ impl ObservedPod {
             terminating: pod.metadata.deletion_timestamp.is_some(),
             connections: None,
             config_map: config_map_of(pod),
+            problem: stuck_container(pod),
         }
     }
+}
+
+/// Waiting reasons that will not clear by themselves.
+const STUCK_REASONS: &[&str] = &[
+    "CrashLoopBackOff",
+    "ImagePullBackOff",
+    "ErrImagePull",
+    "InvalidImageName",
+    "CreateContainerConfigError",
+    "CreateContainerError",
+    "RunContainerError",
+];
+
+fn stuck_container(pod: &Pod) -> Option<String> {
+    let status = pod.status.as_ref()?;
+    let containers = status.init_container_statuses.iter().flatten();
+    containers
+        .chain(status.container_statuses.iter().flatten())
+        .filter_map(|c| c.state.as_ref()?.waiting.as_ref())
+        .find(|w| {
+            w.reason
+                .as_deref()
+                .is_some_and(|reason| STUCK_REASONS.contains(&reason))
+        })
+        .map(|w| {
+            let reason = w.reason.clone().unwrap_or_default();
+            match w.message.as_deref() {
+                Some(message) if !message.is_empty() => format!("{reason}: {message}"),
+                _ => reason,
+            }
+        })
 }
 
 fn config_map_of(pod: &Pod) -> Option<String> {
@@ -148,6 +183,42 @@ mod tests {
             ..PodStatus::default()
         });
         pod
+    }
+
+    #[test]
+    fn stuck_containers_are_reported_with_the_kubelet_reason() {
+        use k8s_openapi::api::core::v1::{ContainerState, ContainerStateWaiting, ContainerStatus};
+        let waiting = |reason: &str, message: Option<&str>| ContainerStatus {
+            name: "gateway".into(),
+            state: Some(ContainerState {
+                waiting: Some(ContainerStateWaiting {
+                    reason: Some(reason.into()),
+                    message: message.map(Into::into),
+                }),
+                ..ContainerState::default()
+            }),
+            ..ContainerStatus::default()
+        };
+        let mut stuck = pod(Some("Pending"), None);
+        if let Some(status) = stuck.status.as_mut() {
+            status.container_statuses = Some(vec![waiting(
+                "CreateContainerConfigError",
+                Some("secret \"redis\" not found"),
+            )]);
+        }
+        assert_eq!(
+            ObservedPod::from_pod(&stuck).problem.as_deref(),
+            Some("CreateContainerConfigError: secret \"redis\" not found")
+        );
+        let mut starting = pod(Some("Pending"), None);
+        if let Some(status) = starting.status.as_mut() {
+            status.container_statuses = Some(vec![waiting("ContainerCreating", None)]);
+        }
+        assert_eq!(
+            ObservedPod::from_pod(&starting).problem,
+            None,
+            "normal start is no problem"
+        );
     }
 
     #[test]

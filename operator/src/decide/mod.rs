@@ -293,7 +293,22 @@ fn status(
             message: format!("{desired} nodes of revision {} ready", template.revision),
         }
     };
-    let degraded = if exited > 0 {
+    let stuck: Vec<String> = live
+        .iter()
+        .filter_map(|p| {
+            p.problem
+                .as_ref()
+                .map(|problem| format!("{}: {problem}", p.name))
+        })
+        .collect();
+    let degraded = if !stuck.is_empty() {
+        Wanted {
+            type_: DEGRADED,
+            status: true,
+            reason: "NodesFailing",
+            message: stuck.join("; "),
+        }
+    } else if exited > 0 {
         Wanted {
             type_: DEGRADED,
             status: true,

@@ -104,6 +104,7 @@ mod tests {
             terminating: false,
             connections,
             config_map: None,
+            problem: None,
         }
     }
 

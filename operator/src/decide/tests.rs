@@ -34,6 +34,7 @@ fn pod(name: &str, revision: &str, phase: PodPhase, ready: bool) -> ObservedPod 
         terminating: false,
         connections: None,
         config_map: None,
+        problem: None,
     }
 }
 
@@ -355,5 +356,24 @@ fn a_fleet_name_that_cannot_name_pods_is_not_acted_on() {
         degraded.message.contains("DNS label"),
         "{}",
         degraded.message
+    );
+}
+
+#[test]
+fn stuck_nodes_degrade_the_fleet_with_the_kubelet_reason() {
+    let fleet = fleet(serde_json::json!({"replicas": 2}));
+    let r = revision_of(&fleet);
+    let mut stuck = pod("b", &r, PodPhase::Pending, false);
+    stuck.problem = Some("ImagePullBackOff: no such image".into());
+    let plan = run(&fleet, &[serving("a", &r), stuck]);
+    let degraded = conditions::find(&plan.status.conditions, DEGRADED).expect("Degraded");
+    assert_eq!(
+        (degraded.status.as_str(), degraded.reason.as_str()),
+        ("True", "NodesFailing")
+    );
+    assert_eq!(degraded.message, "b: ImagePullBackOff: no such image");
+    assert!(
+        plan.remove.is_empty(),
+        "a stuck node is reported, not churned"
     );
 }
