@@ -382,10 +382,12 @@ pub struct DrainSettings {
 
     /// Nodes draining at once: a count or a percentage of the fleet.
     #[serde(default = "default_one")]
+    #[schemars(schema_with = "int_or_string")]
     pub max_unavailable: IntOrString,
 
     /// Extra nodes created during a rollout: a count or a percentage of the fleet.
     #[serde(default = "default_one")]
+    #[schemars(schema_with = "int_or_string")]
     pub max_surge: IntOrString,
 }
 
@@ -398,6 +400,13 @@ impl Default for DrainSettings {
             max_surge: default_one(),
         }
     }
+}
+
+/// An int-or-string that is not nullable, so an explicit `null` (or an empty YAML value) is
+/// pruned and defaulted by the API server instead of reaching the operator, where it would not
+/// deserialize.
+fn int_or_string(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({ "x-kubernetes-int-or-string": true, "nullable": false })
 }
 
 fn default_reconnect_window() -> i32 {
