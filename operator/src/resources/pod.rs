@@ -5,11 +5,12 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, EnvVarSource,
-    HTTPGetAction, KeyToPath, ObjectFieldSelector, Pod, PodSecurityContext, PodSpec, Probe,
-    SeccompProfile, SecretKeySelector, SecretVolumeSource, SecurityContext,
+    Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar,
+    EnvVarSource, HTTPGetAction, KeyToPath, ObjectFieldSelector, Pod, PodSecurityContext, PodSpec,
+    Probe, SeccompProfile, SecretKeySelector, SecretVolumeSource, SecurityContext,
     TopologySpreadConstraint, Volume, VolumeMount,
 };
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
@@ -26,6 +27,8 @@ use crate::crd::WebSocketFleet;
 pub const GATEWAY_CONTAINER: &str = "gateway";
 /// Name of the pod volume carrying the gateway config.
 pub const CONFIG_VOLUME: &str = "config";
+/// Name of the scratch volume mounted at /tmp.
+const TMP_VOLUME: &str = "tmp";
 /// Seconds past the drain timeout before the kubelet kills a draining gateway, so the process
 /// can finish its own drain and exit cleanly.
 const GRACE_MARGIN_SECONDS: i64 = 15;
@@ -242,14 +245,26 @@ fn secret_env(name: &str, secret: String, key: &str) -> EnvVar {
 }
 
 fn volumes(fleet: &WebSocketFleet, config_map: &str) -> Vec<Volume> {
-    let mut volumes = vec![Volume {
-        name: CONFIG_VOLUME.into(),
-        config_map: Some(ConfigMapVolumeSource {
-            name: config_map.to_string(),
-            ..ConfigMapVolumeSource::default()
-        }),
-        ..Volume::default()
-    }];
+    let mut volumes = vec![
+        Volume {
+            name: CONFIG_VOLUME.into(),
+            config_map: Some(ConfigMapVolumeSource {
+                name: config_map.to_string(),
+                ..ConfigMapVolumeSource::default()
+            }),
+            ..Volume::default()
+        },
+        // The root filesystem is read-only; a small scratch /tmp keeps libraries that expect one
+        // working.
+        Volume {
+            name: TMP_VOLUME.into(),
+            empty_dir: Some(EmptyDirVolumeSource {
+                size_limit: Some(Quantity("64Mi".into())),
+                ..EmptyDirVolumeSource::default()
+            }),
+            ..Volume::default()
+        },
+    ];
     if let Some(jwt) = &fleet.spec.auth.jwt {
         volumes.push(Volume {
             name: "jwt".into(),
@@ -271,13 +286,20 @@ fn volumes(fleet: &WebSocketFleet, config_map: &str) -> Vec<Volume> {
 fn volume_mounts(fleet: &WebSocketFleet) -> Vec<VolumeMount> {
     // subPath: the file sits beside the jwt directory. Its content is part of the revision, so
     // a config change rolls new pods rather than relying on live ConfigMap updates.
-    let mut mounts = vec![VolumeMount {
-        name: CONFIG_VOLUME.into(),
-        mount_path: CONFIG_PATH.into(),
-        sub_path: Some(CONFIG_KEY.into()),
-        read_only: Some(true),
-        ..VolumeMount::default()
-    }];
+    let mut mounts = vec![
+        VolumeMount {
+            name: CONFIG_VOLUME.into(),
+            mount_path: CONFIG_PATH.into(),
+            sub_path: Some(CONFIG_KEY.into()),
+            read_only: Some(true),
+            ..VolumeMount::default()
+        },
+        VolumeMount {
+            name: TMP_VOLUME.into(),
+            mount_path: "/tmp".into(),
+            ..VolumeMount::default()
+        },
+    ];
     if fleet.spec.auth.jwt.is_some() {
         mounts.push(VolumeMount {
             name: "jwt".into(),
@@ -409,9 +431,13 @@ mod tests {
             (token.name.as_str(), token.key.as_str()),
             ("chat-admin-token", "token")
         );
-        let mount = &container.volume_mounts.expect("mounts")[0];
-        assert_eq!(mount.mount_path, "/etc/wsfleet/gateway.toml");
-        assert_eq!(mount.sub_path.as_deref(), Some("gateway.toml"));
+        let mounts = container.volume_mounts.expect("mounts");
+        assert_eq!(mounts[0].mount_path, "/etc/wsfleet/gateway.toml");
+        assert_eq!(mounts[0].sub_path.as_deref(), Some("gateway.toml"));
+        assert!(
+            mounts.iter().any(|m| m.mount_path == "/tmp"),
+            "writable /tmp under a read-only root"
+        );
     }
 
     #[test]
