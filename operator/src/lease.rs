@@ -92,6 +92,11 @@ impl Elector {
         }
     }
 
+    /// Who competes, for which lease.
+    pub fn config(&self) -> &LeaseConfig {
+        &self.config
+    }
+
     /// One election round at `now`: `Ok(true)` while this replica leads.
     pub async fn try_lead(&self, now: Timestamp) -> Result<bool, kube::Error> {
         let current = self.api.get_opt(&self.config.name).await?;

@@ -10,6 +10,7 @@ pub mod crd;
 pub mod crdgen;
 pub mod decide;
 pub mod http;
+pub mod leadership;
 pub mod lease;
 pub mod metrics;
 pub mod observe;

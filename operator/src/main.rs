@@ -3,13 +3,13 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Parser;
-use tokio::task::JoinHandle;
 use tracing::{info, warn};
 use wsfleet_operator::controller::{self, Scope};
+use wsfleet_operator::leadership::lead_while_elected;
 use wsfleet_operator::lease::{Elector, LeaseConfig};
 use wsfleet_operator::metrics::Metrics;
 use wsfleet_operator::reconcile::Context;
@@ -83,13 +83,10 @@ async fn main() -> anyhow::Result<()> {
         identity,
         duration: Duration::from_secs(args.lease_duration_seconds),
     };
-    lead_while_elected(
-        Elector::new(client, config.clone()),
-        config,
-        ctx,
-        scope,
-        metrics,
-    )
+    let elector = Elector::new(client, config);
+    lead_while_elected(elector, metrics, shutdown_signal(), move || {
+        controller::run(ctx.clone(), scope.clone())
+    })
     .await;
     Ok(())
 }
@@ -114,68 +111,6 @@ fn random_identity() -> String {
         "wsfleet-operator-{}",
         wsfleet_operator::resources::secret::new_token()[..8].to_owned()
     )
-}
-
-/// Runs election rounds every third of the lease duration; runs the controller while leading
-/// and stops it on losing the lease, or when renewals have failed for two thirds of the lease
-/// (before any standby could take over). Releases the lease on shutdown.
-async fn lead_while_elected(
-    elector: Elector,
-    config: LeaseConfig,
-    ctx: Arc<Context>,
-    scope: Scope,
-    metrics: Metrics,
-) {
-    let round = config.duration / 3;
-    let mut controller: Option<JoinHandle<()>> = None;
-    let mut last_renewal: Option<Instant> = None;
-    let shutdown = shutdown_signal();
-    tokio::pin!(shutdown);
-    let mut ticks = tokio::time::interval(round);
-    loop {
-        tokio::select! {
-            () = &mut shutdown => break,
-            _ = ticks.tick() => {}
-        }
-        let leading = match elector.try_lead(jiff::Timestamp::now()).await {
-            Ok(leading) => {
-                last_renewal = leading.then(Instant::now);
-                leading
-            }
-            Err(e) => {
-                warn!(error = %e, "leader election round failed");
-                last_renewal.is_some_and(|t| t.elapsed() < round * 2)
-            }
-        };
-        if controller.as_ref().is_some_and(JoinHandle::is_finished) {
-            warn!("the controller stopped; restarting it");
-            controller = None;
-        }
-        match (&controller, leading) {
-            (None, true) => {
-                info!(identity = %config.identity, "became leader; starting the controller");
-                metrics.leader.set(1);
-                controller = Some(tokio::spawn(controller::run(ctx.clone(), scope.clone())));
-            }
-            (Some(_), false) => {
-                warn!("lost the leader lease; stopping the controller");
-                step_down(&mut controller, &metrics);
-            }
-            _ => {}
-        }
-    }
-    info!("shutting down");
-    step_down(&mut controller, &metrics);
-    if let Err(e) = elector.release().await {
-        warn!(error = %e, "could not release the leader lease");
-    }
-}
-
-fn step_down(controller: &mut Option<JoinHandle<()>>, metrics: &Metrics) {
-    if let Some(task) = controller.take() {
-        task.abort();
-    }
-    metrics.leader.set(0);
 }
 
 /// Resolves on SIGTERM (how Kubernetes stops a pod) or Ctrl-C.
