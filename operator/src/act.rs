@@ -55,6 +55,7 @@ pub async fn execute(
         apply_owned_objects(client, &namespace, fleet).await?;
         remove_pods(client, &namespace, plan).await?;
         create_pods(client, &namespace, fleet, template, &plan.create).await?;
+        delete_stale_config_maps(client, &namespace, plan).await?;
     }
     write_status(client, &namespace, fleet, plan).await?;
     record_events(recorder, fleet, plan).await;
@@ -126,6 +127,18 @@ async fn remove_pods(client: &kube::Client, ns: &str, plan: &Plan) -> Result<()>
             Ok(_) => {}
             Err(e) if status_code(&e) == Some(404) => {}
             Err(e) => return Err(failed(format!("delete Pod {}", removal.pod))(e)),
+        }
+    }
+    Ok(())
+}
+
+async fn delete_stale_config_maps(client: &kube::Client, ns: &str, plan: &Plan) -> Result<()> {
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
+    for name in &plan.stale_config_maps {
+        match api.delete(name, &DeleteParams::default()).await {
+            Ok(_) => {}
+            Err(e) if status_code(&e) == Some(404) => {}
+            Err(e) => return Err(failed(format!("delete ConfigMap {name}"))(e)),
         }
     }
     Ok(())

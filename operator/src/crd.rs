@@ -50,7 +50,10 @@ use serde::{Deserialize, Serialize};
         type_ = "date",
         json_path = ".metadata.creationTimestamp"
     ),
-    doc = "A fleet of WebSocket gateway nodes run by the wsfleet operator."
+    doc = "A fleet of WebSocket gateway nodes run by the wsfleet operator.",
+    validation = Rule::new(
+        "self.metadata.name.size() <= 47 && self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')"
+    ).message("the fleet name must be a DNS label of at most 47 characters (lowercase letters, digits, '-'; starting with a letter) so node names and Service names stay valid")
 )]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new(
@@ -379,10 +382,12 @@ pub struct DrainSettings {
 
     /// Nodes draining at once: a count or a percentage of the fleet.
     #[serde(default = "default_one")]
+    #[schemars(schema_with = "int_or_string")]
     pub max_unavailable: IntOrString,
 
     /// Extra nodes created during a rollout: a count or a percentage of the fleet.
     #[serde(default = "default_one")]
+    #[schemars(schema_with = "int_or_string")]
     pub max_surge: IntOrString,
 }
 
@@ -395,6 +400,13 @@ impl Default for DrainSettings {
             max_surge: default_one(),
         }
     }
+}
+
+/// An int-or-string that is not nullable, so an explicit `null` (or an empty YAML value) is
+/// pruned and defaulted by the API server instead of reaching the operator, where it would not
+/// deserialize.
+fn int_or_string(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({ "x-kubernetes-int-or-string": true, "nullable": false })
 }
 
 fn default_reconnect_window() -> i32 {

@@ -5,12 +5,17 @@
 
 pub mod act;
 pub mod conditions;
+pub mod controller;
 pub mod crd;
 pub mod crdgen;
 pub mod decide;
+pub mod http;
+pub mod leadership;
+pub mod lease;
 pub mod metrics;
 pub mod observe;
 pub mod rbac;
 pub mod reconcile;
 pub mod resources;
+pub mod telemetry;
 pub mod validate;

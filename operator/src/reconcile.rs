@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use kube::ResourceExt;
 use kube::api::Api;
 use kube::runtime::controller::Action;
@@ -68,7 +68,7 @@ impl Context {
 /// Why a reconcile failed.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("listing pods: {0}")]
+    #[error("observing the fleet: {0}")]
     Observe(#[source] kube::Error),
     #[error(transparent)]
     Act(#[from] ActError),
@@ -102,10 +102,15 @@ pub async fn reconcile(fleet: Arc<WebSocketFleet>, ctx: Arc<Context>) -> Result<
     let namespace = fleet.namespace().unwrap_or_else(|| "default".into());
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
     let observed = observe::pods(&pods, &fleet).await.map_err(Error::Observe)?;
+    let config_maps: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &namespace);
+    let config_maps = observe::config_maps(&config_maps, &fleet)
+        .await
+        .map_err(Error::Observe)?;
     let plan = decide::decide(
         Observation {
             fleet: &fleet,
             pods: &observed,
+            config_maps: &config_maps,
             server: ctx.server,
             now: jiff::Timestamp::now(),
         },

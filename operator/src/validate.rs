@@ -18,6 +18,27 @@ impl std::fmt::Display for InvalidSpec {
     }
 }
 
+/// Longest fleet name: `<name>-<10-char revision>-<5-char suffix>` must fit a 63-character
+/// DNS label (pod hostname), as must `<name>-nodes` (the headless Service).
+pub const MAX_NAME_LEN: usize = 47;
+
+/// Checks a fleet name: the pods, Services and hostnames derived from it must be valid.
+pub fn name(name: &str) -> Result<(), InvalidSpec> {
+    let starts_with_letter = name.starts_with(|c: char| c.is_ascii_lowercase());
+    let ends_alphanumeric = name.ends_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit());
+    let allowed = name
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    if name.len() <= MAX_NAME_LEN && starts_with_letter && ends_alphanumeric && allowed {
+        Ok(())
+    } else {
+        Err(InvalidSpec(vec![format!(
+            "the fleet name {name:?} must be a DNS label of at most {MAX_NAME_LEN} characters \
+             (lowercase letters, digits, '-'; starting with a letter)"
+        )]))
+    }
+}
+
 /// Every problem of `spec`, or `Ok` when the operator can act on it.
 pub fn spec(spec: &WebSocketFleetSpec) -> Result<(), InvalidSpec> {
     let mut problems = Vec::new();
@@ -301,6 +322,16 @@ mod tests {
                 ),
                 (got, want) => panic!("{name}: got {got:?}, want error containing {want:?}"),
             }
+        }
+    }
+
+    #[test]
+    fn names_must_make_valid_pod_and_service_names() {
+        assert!(name("chat").is_ok());
+        assert!(name("chat-eu-1").is_ok());
+        assert!(name(&"a".repeat(47)).is_ok());
+        for bad in ["", "Chat", "1chat", "chat-", "my.fleet", &"a".repeat(48)] {
+            assert!(name(bad).is_err(), "{bad:?} accepted");
         }
     }
 

@@ -6,6 +6,9 @@ use std::path::PathBuf;
 use kube::CustomResourceExt;
 use serde_json::Value;
 use wsfleet_operator::crd::WebSocketFleet;
+use wsfleet_operator::decide::names::RandomNames;
+use wsfleet_operator::decide::{Observation, decide};
+use wsfleet_operator::resources::sysctl::KubeVersion;
 
 fn examples_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples")
@@ -61,10 +64,42 @@ fn every_example_validates() {
         let manifest: Value = serde_saphyr::from_str(&text).expect("valid YAML");
         let errors = schema_errors(&validator, &manifest);
         assert!(errors.is_empty(), "{}: {errors:#?}", path.display());
-        let fleet: WebSocketFleet = serde_json::from_value(manifest).expect("deserializes");
+        let mut fleet: WebSocketFleet = serde_json::from_value(manifest).expect("deserializes");
         if let Err(e) = wsfleet_operator::validate::spec(&fleet.spec) {
             panic!("{}: {e}", path.display());
         }
+        // As stored by the API server: it would then bring up the whole fleet, healthy.
+        fleet.metadata.uid = Some("uid".into());
+        fleet.metadata.generation = Some(1);
+        let plan = decide(
+            Observation {
+                fleet: &fleet,
+                pods: &[],
+                config_maps: &[],
+                server: KubeVersion {
+                    major: 1,
+                    minor: 32,
+                },
+                now: jiff::Timestamp::UNIX_EPOCH,
+            },
+            &mut RandomNames,
+        );
+        let degraded = plan
+            .status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Degraded");
+        assert_eq!(
+            degraded.map(|c| c.status.as_str()),
+            Some("False"),
+            "{}: {degraded:?}",
+            path.display()
+        );
+        assert!(
+            !plan.create.is_empty(),
+            "{}: creates no nodes",
+            path.display()
+        );
         seen += 1;
     }
     assert!(

@@ -3,17 +3,19 @@
 //! the controller would after a change).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
-use kube_fake_client::ClientBuilder;
+use kube_fake_client::{ClientBuilder, interceptor};
 use serde_json::json;
 use wsfleet_operator::crd::WebSocketFleet;
 use wsfleet_operator::metrics::Metrics;
-use wsfleet_operator::reconcile::{Context, reconcile};
+use wsfleet_operator::reconcile::{Context, error_policy, reconcile};
 use wsfleet_operator::resources::REVISION_LABEL;
 use wsfleet_operator::resources::sysctl::KubeVersion;
 
@@ -26,12 +28,17 @@ struct Harness {
 
 impl Harness {
     async fn new(spec: serde_json::Value) -> Harness {
+        Harness::with_interceptors(spec, interceptor::Funcs::new()).await
+    }
+
+    async fn with_interceptors(spec: serde_json::Value, funcs: interceptor::Funcs) -> Harness {
         let mut fleet = WebSocketFleet::new("chat", serde_json::from_value(spec).expect("spec"));
         fleet.metadata.namespace = Some(NS.into());
         let client = ClientBuilder::new()
             .with_resource::<WebSocketFleet>()
             .with_status_subresource::<WebSocketFleet>()
             .with_status_subresource::<Pod>()
+            .with_interceptor_funcs(funcs)
             .build()
             .await
             .expect("fake client");
@@ -96,6 +103,15 @@ impl Harness {
                 .await
                 .expect("patch pod status");
         }
+    }
+
+    /// The fleet's gateway configs, by name.
+    async fn configs(&self) -> Vec<ConfigMap> {
+        self.api::<ConfigMap>()
+            .list(&ListParams::default().labels("wsfleet.io/fleet=chat"))
+            .await
+            .expect("list configmaps")
+            .items
     }
 
     async fn patch_spec(&self, spec: serde_json::Value) {
@@ -167,13 +183,22 @@ async fn new_fleet_gets_pods_and_owned_objects() {
             &fleet
         ));
     }
-    let cm = h
-        .api::<ConfigMap>()
-        .get("chat-gateway")
-        .await
-        .expect("configmap");
-    assert!(owned_by_fleet(&cm, &fleet));
-    assert!(cm.data.expect("data")["gateway.toml"].contains("max_connections = 100000"));
+    let configs = h.configs().await;
+    assert_eq!(configs.len(), 1);
+    assert!(owned_by_fleet(&configs[0], &fleet));
+    assert_eq!(configs[0].immutable, Some(true));
+    let toml = &configs[0].data.as_ref().expect("data")["gateway.toml"];
+    assert!(toml.contains("max_connections = 100000"), "{toml}");
+    let mounted = pods[0]
+        .spec
+        .as_ref()
+        .and_then(|s| s.volumes.as_ref())
+        .and_then(|v| v.iter().find_map(|v| v.config_map.as_ref()))
+        .map(|c| c.name.clone());
+    assert_eq!(
+        mounted, configs[0].metadata.name,
+        "pods mount the current config"
+    );
     let secret = h
         .api::<Secret>()
         .get("chat-admin-token")
@@ -280,12 +305,15 @@ async fn spec_change_rolls_a_new_revision() {
         .await;
     h.reconcile().await;
 
-    let cm = h
-        .api::<ConfigMap>()
-        .get("chat-gateway")
-        .await
-        .expect("configmap");
-    assert!(cm.data.expect("data")["gateway.toml"].contains("max_connections = 5000"));
+    let configs = h.configs().await;
+    assert_eq!(
+        configs.len(),
+        2,
+        "old pods keep their config while they run"
+    );
+    assert!(configs.iter().any(|cm| {
+        cm.data.as_ref().expect("data")["gateway.toml"].contains("max_connections = 5000")
+    }));
     let pods = h.pods().await;
     let new: Vec<&Pod> = pods
         .iter()
@@ -302,6 +330,21 @@ async fn spec_change_rolls_a_new_revision() {
     let old = pods.iter().filter(|p| revision(p) == old_revision).count();
     assert_eq!(old, 1, "one old pod replaced");
     assert_eq!(pods.len(), 3);
+
+    // Drive the rollout to its end (bounded): every pod new, the old config gone.
+    for _ in 0..10 {
+        h.make_pods_ready().await;
+        h.reconcile().await;
+    }
+    let pods = h.pods().await;
+    assert_eq!(pods.len(), 2);
+    assert!(pods.iter().all(|p| revision(p) != old_revision));
+    assert_eq!(
+        h.configs().await.len(),
+        1,
+        "the unused config version is deleted"
+    );
+    assert_eq!(h.condition("Progressing").await.1, "Complete");
 
     let token_after = h
         .api::<Secret>()
@@ -351,4 +394,81 @@ async fn bad_spec_degrades_without_acting() {
     h.reconcile().await;
     assert_eq!(h.condition("Degraded").await.0, "False");
     assert_eq!(h.pods().await.len(), 4);
+}
+
+#[tokio::test]
+async fn api_failures_are_retried_not_fatal() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let failing = Arc::new(AtomicBool::new(true));
+    let flag = failing.clone();
+    let funcs = interceptor::Funcs::new().create(move |ctx| {
+        let is_pod = ctx.object.get("kind").and_then(|k| k.as_str()) == Some("Pod");
+        if is_pod && flag.load(Ordering::SeqCst) {
+            return Err(kube_fake_client::Error::Internal(
+                "injected: API unavailable".into(),
+            ));
+        }
+        Ok(None)
+    });
+    let h = Harness::with_interceptors(base_spec(2), funcs).await;
+
+    let fleet = Arc::new(h.fleet().await);
+    let error = reconcile(fleet.clone(), h.ctx.clone())
+        .await
+        .expect_err("pod creation fails");
+    assert!(error.to_string().contains("create Pod"), "{error}");
+    let first = error_policy(fleet.clone(), &error, h.ctx.clone());
+    assert_eq!(first, Action::requeue(Duration::from_secs(2)));
+    let second = error_policy(fleet, &error, h.ctx.clone());
+    assert_eq!(
+        second,
+        Action::requeue(Duration::from_secs(4)),
+        "backoff doubles"
+    );
+    assert!(
+        h.ctx
+            .metrics
+            .render()
+            .contains("wsfleet_operator_reconcile_errors_total{error=\"act\"} 2")
+    );
+
+    failing.store(false, Ordering::SeqCst);
+    h.reconcile().await;
+    assert_eq!(h.pods().await.len(), 2, "recovers once the API does");
+}
+
+#[tokio::test]
+async fn deleting_the_fleet_deletes_what_it_owns() {
+    let h = Harness::new(base_spec(2)).await;
+    h.reconcile().await;
+    let fleet = h.fleet().await;
+    let sysctls = fleet
+        .status
+        .as_ref()
+        .and_then(|s| s.sysctls.clone())
+        .expect("sysctl report");
+    assert!(sysctls.skipped.iter().any(|s| s.name == "fs.file-max"));
+
+    h.api::<WebSocketFleet>()
+        .delete("chat", &DeleteParams::background())
+        .await
+        .expect("delete fleet");
+    assert!(h.pods().await.is_empty(), "pods are garbage-collected");
+    assert!(
+        h.configs().await.is_empty(),
+        "configs are garbage-collected"
+    );
+    let services = h
+        .api::<Service>()
+        .list(&ListParams::default())
+        .await
+        .expect("services");
+    assert!(services.items.is_empty());
+    assert!(
+        h.api::<Secret>()
+            .get_opt("chat-admin-token")
+            .await
+            .expect("get")
+            .is_none()
+    );
 }

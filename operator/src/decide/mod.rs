@@ -27,6 +27,8 @@ use removal::{Limits, Removal, RemovalReason};
 pub struct Observation<'a> {
     pub fleet: &'a WebSocketFleet,
     pub pods: &'a [ObservedPod],
+    /// Names of the fleet's gateway ConfigMaps.
+    pub config_maps: &'a [String],
     pub server: KubeVersion,
     pub now: Timestamp,
 }
@@ -40,6 +42,8 @@ pub struct Plan {
     pub create: Vec<String>,
     /// Pods to remove.
     pub remove: Vec<Removal>,
+    /// Gateway ConfigMaps no pod mounts and the template no longer uses.
+    pub stale_config_maps: Vec<String>,
     /// The fleet status to write.
     pub status: WebSocketFleetStatus,
     /// Events to record on the fleet.
@@ -57,9 +61,18 @@ pub struct Note {
 /// Decides the next step for a fleet.
 pub fn decide(obs: Observation<'_>, names: &mut dyn NameSource) -> Plan {
     let previous = obs.fleet.status.clone().unwrap_or_default();
-    match validate::spec(&obs.fleet.spec) {
-        Err(invalid) => invalid_spec_plan(obs, &previous, invalid.to_string()),
-        Ok(()) => valid_spec_plan(obs, &previous, names),
+    let problems: Vec<String> = [
+        validate::name(&obs.fleet.name_any()),
+        validate::spec(&obs.fleet.spec),
+    ]
+    .into_iter()
+    .filter_map(Result::err)
+    .flat_map(|invalid| invalid.0)
+    .collect();
+    if problems.is_empty() {
+        valid_spec_plan(obs, &previous, names)
+    } else {
+        invalid_spec_plan(obs, &previous, problems.join("; "))
     }
 }
 
@@ -111,13 +124,30 @@ fn valid_spec_plan(
     let create = new_pod_names(obs, &remaining, &revision, limits, names);
     let events = action_events(&create, &remove);
     let status = status(obs, previous, &template, desired, &remove);
+    let stale_config_maps = stale_config_maps(obs, &template);
     Plan {
         template: Some(template),
         create,
         remove,
+        stale_config_maps,
         status,
         events,
     }
+}
+
+/// Config versions nothing uses any more: not the template's, and mounted by no pod (even a
+/// draining one, whose container could still restart and read it).
+fn stale_config_maps(obs: Observation<'_>, template: &GatewayTemplate) -> Vec<String> {
+    obs.config_maps
+        .iter()
+        .filter(|name| **name != template.config_map)
+        .filter(|name| {
+            !obs.pods
+                .iter()
+                .any(|p| p.config_map.as_deref() == Some(name.as_str()))
+        })
+        .cloned()
+        .collect()
 }
 
 /// Names of the pods to create so that `remaining` reaches `desired` new-revision nodes,
@@ -263,7 +293,22 @@ fn status(
             message: format!("{desired} nodes of revision {} ready", template.revision),
         }
     };
-    let degraded = if exited > 0 {
+    let stuck: Vec<String> = live
+        .iter()
+        .filter_map(|p| {
+            p.problem
+                .as_ref()
+                .map(|problem| format!("{}: {problem}", p.name))
+        })
+        .collect();
+    let degraded = if !stuck.is_empty() {
+        Wanted {
+            type_: DEGRADED,
+            status: true,
+            reason: "NodesFailing",
+            message: stuck.join("; "),
+        }
+    } else if exited > 0 {
         Wanted {
             type_: DEGRADED,
             status: true,
@@ -385,6 +430,7 @@ fn invalid_spec_plan(
         template: None,
         create: Vec::new(),
         remove: Vec::new(),
+        stale_config_maps: Vec::new(),
         status,
         events,
     }

@@ -45,12 +45,8 @@ pub fn choose(live: &[&ObservedPod], revision: &str, limits: Limits) -> Vec<Remo
     let live_count = i32::try_from(live.len()).unwrap_or(i32::MAX);
     let allowed = limits.desired + if has_old { limits.surge.max(0) } else { 0 };
     let mut surplus = (live_count - allowed).max(0);
-    // Without surge, an old node must go before its replacement can be created.
-    let mut in_place = if has_old && limits.surge <= 0 {
-        limits.slots
-    } else {
-        0
-    };
+    // With surge, old nodes wait until new Ready nodes cover the fleet; without it, they are
+    // replaced in place, up to the drain slots below the desired size.
     let floor = if limits.surge > 0 {
         limits.desired
     } else {
@@ -73,23 +69,16 @@ pub fn choose(live: &[&ObservedPod], revision: &str, limits: Limits) -> Vec<Remo
         if i32::try_from(removals.len()).unwrap_or(i32::MAX) >= limits.slots {
             break;
         }
+        // A surplus node may go whatever is left (the fleet is shrinking); an old one only
+        // while the Ready nodes left still reach the floor (one that is not Ready serves nobody).
         let reason = if surplus > 0 {
+            surplus -= 1;
             RemovalReason::Surplus
-        } else if is_old(pod) && (in_place > 0 || !pod.ready || ready_left > floor) {
+        } else if is_old(pod) && (!pod.ready || ready_left > floor) {
             RemovalReason::Replaced
         } else {
             continue;
         };
-        // A surplus Ready node may go whatever is left (the fleet is shrinking); a replaced one
-        // only while Ready nodes still cover the fleet.
-        if reason == RemovalReason::Replaced && pod.ready && ready_left - 1 < floor {
-            continue;
-        }
-        match reason {
-            RemovalReason::Surplus => surplus -= 1,
-            _ if in_place > 0 => in_place -= 1,
-            _ => {}
-        }
         if pod.ready {
             ready_left -= 1;
         }
@@ -114,6 +103,8 @@ mod tests {
             ready,
             terminating: false,
             connections,
+            config_map: None,
+            problem: None,
         }
     }
 
@@ -219,6 +210,22 @@ mod tests {
                 vec![pod("a", "r1", true, None), pod("b", "r1", true, None)],
                 limits(2, 0, 1),
                 vec![("a", Replaced)],
+            ),
+            (
+                "in place replacement is bounded by the drain slots",
+                vec![
+                    pod("a", "r1", true, None),
+                    pod("b", "r1", true, None),
+                    pod("c", "r1", true, None),
+                ],
+                limits(3, 0, 1),
+                vec![("a", Replaced)],
+            ),
+            (
+                "in place replacement waits for the previous one to be ready",
+                vec![pod("a", "r1", true, None), pod("n", "r2", false, None)],
+                limits(2, 0, 1),
+                vec![],
             ),
         ];
         for (name, pods, limits, want) in cases {

@@ -33,6 +33,8 @@ fn pod(name: &str, revision: &str, phase: PodPhase, ready: bool) -> ObservedPod 
         ready,
         terminating: false,
         connections: None,
+        config_map: None,
+        problem: None,
     }
 }
 
@@ -45,6 +47,7 @@ fn run(fleet: &WebSocketFleet, pods: &[ObservedPod]) -> Plan {
         Observation {
             fleet,
             pods,
+            config_maps: &[],
             server: V1_32,
             now: Timestamp::UNIX_EPOCH,
         },
@@ -312,5 +315,65 @@ fn names_are_deterministic_and_do_not_clash() {
     assert_eq!(
         plan.create,
         [format!("chat-{r}-00001"), format!("chat-{r}-00002")]
+    );
+}
+
+#[test]
+fn config_maps_go_once_no_pod_mounts_them() {
+    let fleet = fleet(serde_json::json!({"replicas": 1}));
+    let current = template(&fleet, V1_32);
+    let mut old_pod = serving("a", "old");
+    old_pod.config_map = Some("chat-gateway-old".into());
+    old_pod.terminating = true;
+    let pods = vec![old_pod, serving("b", &current.revision)];
+    let config_maps = vec![
+        current.config_map.clone(),
+        "chat-gateway-old".to_string(),
+        "chat-gateway-older".to_string(),
+    ];
+    let plan = decide(
+        Observation {
+            fleet: &fleet,
+            pods: &pods,
+            config_maps: &config_maps,
+            server: V1_32,
+            now: Timestamp::UNIX_EPOCH,
+        },
+        &mut CountingNames::default(),
+    );
+    assert_eq!(plan.stale_config_maps, ["chat-gateway-older"]);
+}
+
+#[test]
+fn a_fleet_name_that_cannot_name_pods_is_not_acted_on() {
+    let mut fleet = fleet(serde_json::json!({"replicas": 1}));
+    fleet.metadata.name = Some("my.fleet".into());
+    let plan = run(&fleet, &[]);
+    assert!(plan.create.is_empty());
+    let degraded = conditions::find(&plan.status.conditions, DEGRADED).expect("Degraded");
+    assert_eq!(degraded.reason, "InvalidSpec");
+    assert!(
+        degraded.message.contains("DNS label"),
+        "{}",
+        degraded.message
+    );
+}
+
+#[test]
+fn stuck_nodes_degrade_the_fleet_with_the_kubelet_reason() {
+    let fleet = fleet(serde_json::json!({"replicas": 2}));
+    let r = revision_of(&fleet);
+    let mut stuck = pod("b", &r, PodPhase::Pending, false);
+    stuck.problem = Some("ImagePullBackOff: no such image".into());
+    let plan = run(&fleet, &[serving("a", &r), stuck]);
+    let degraded = conditions::find(&plan.status.conditions, DEGRADED).expect("Degraded");
+    assert_eq!(
+        (degraded.status.as_str(), degraded.reason.as_str()),
+        ("True", "NodesFailing")
+    );
+    assert_eq!(degraded.message, "b: ImagePullBackOff: no such image");
+    assert!(
+        plan.remove.is_empty(),
+        "a stuck node is reported, not churned"
     );
 }

@@ -1,5 +1,5 @@
 //! The gateway's configuration file (`gateway.toml`, the keys of the operator↔gateway contract)
-//! and the ConfigMap that carries it. The node id is not in the file: each pod gets `NODE_ID`
+//! and the immutable, content-named ConfigMap that carries it. The node id is not in the file: each pod gets `NODE_ID`
 //! from its own name. The Redis URL and admin token arrive as environment variables.
 
 use std::collections::BTreeMap;
@@ -18,14 +18,13 @@ pub const JWT_DIR: &str = "/etc/wsfleet/jwt";
 /// File name of the JWT key inside [`JWT_DIR`].
 pub const JWT_FILE: &str = "key";
 
-/// The ConfigMap holding `gateway.toml`.
+/// The immutable ConfigMap holding the fleet's current `gateway.toml`.
 pub fn config_map(fleet: &WebSocketFleet) -> ConfigMap {
+    let toml = gateway_toml(fleet);
     ConfigMap {
-        metadata: owned_meta(fleet, config_map_name(fleet)),
-        data: Some(BTreeMap::from([(
-            CONFIG_KEY.to_string(),
-            gateway_toml(fleet),
-        )])),
+        metadata: owned_meta(fleet, config_map_name(fleet, &toml)),
+        data: Some(BTreeMap::from([(CONFIG_KEY.to_string(), toml)])),
+        immutable: Some(true),
         ..ConfigMap::default()
     }
 }
@@ -196,7 +195,10 @@ mod tests {
         assert_eq!(keys["anonymous"], "false");
         assert_eq!(keys["jwt_algorithm"], "\"ES256\"");
         let cm = config_map(&fleet);
-        assert_eq!(cm.metadata.name.as_deref(), Some("chat-gateway"));
+        assert_eq!(cm.metadata.name, Some(config_map_name(&fleet, &toml)));
+        assert_eq!(cm.immutable, Some(true));
         assert_eq!(cm.data.expect("data")[CONFIG_KEY], toml);
+        let other = config_map(&testing::minimal());
+        assert_ne!(other.metadata.name, cm.metadata.name, "named by content");
     }
 }

@@ -40,9 +40,34 @@ pub fn headless_service_name(fleet: &WebSocketFleet) -> String {
     format!("{}-nodes", fleet.name_any())
 }
 
-/// Name of the ConfigMap holding `gateway.toml`.
-pub fn config_map_name(fleet: &WebSocketFleet) -> String {
-    format!("{}-gateway", fleet.name_any())
+/// Name of the ConfigMap holding a given `gateway.toml`: named by its content, so each config
+/// version is its own immutable object and a running pod's config never changes under it.
+pub fn config_map_name(fleet: &WebSocketFleet, gateway_toml: &str) -> String {
+    format!(
+        "{}{}",
+        config_map_prefix(fleet),
+        short_hash(&[gateway_toml.as_bytes()])
+    )
+}
+
+/// Common prefix of the fleet's config ConfigMaps.
+pub fn config_map_prefix(fleet: &WebSocketFleet) -> String {
+    format!("{}-gateway-", fleet.name_any())
+}
+
+/// First 10 hex digits of the SHA-256 of `parts`: stable across releases and platforms.
+pub fn short_hash(parts: &[&[u8]]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut hasher = Sha256::new();
+    for part in parts {
+        hasher.update(part);
+    }
+    hasher
+        .finalize()
+        .iter()
+        .take(5)
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// Name of the Secret holding the admin token.

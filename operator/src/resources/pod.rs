@@ -5,59 +5,57 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, EnvVarSource,
-    HTTPGetAction, KeyToPath, ObjectFieldSelector, Pod, PodSecurityContext, PodSpec, Probe,
-    SeccompProfile, SecretKeySelector, SecretVolumeSource, SecurityContext,
+    Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar,
+    EnvVarSource, HTTPGetAction, KeyToPath, ObjectFieldSelector, Pod, PodSecurityContext, PodSpec,
+    Probe, SeccompProfile, SecretKeySelector, SecretVolumeSource, SecurityContext,
     TopologySpreadConstraint, Volume, VolumeMount,
 };
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use sha2::{Digest, Sha256};
 
 use super::config::{CONFIG_KEY, CONFIG_PATH, JWT_DIR, JWT_FILE, gateway_toml};
 use super::secret::TOKEN_KEY;
 use super::sysctl::{KubeVersion, plan};
 use super::{
     ADMIN_PORT, REVISION_LABEL, WS_PORT, admin_secret_name, common_labels, config_map_name,
-    headless_service_name, owned_meta, selector_labels,
+    headless_service_name, owned_meta, selector_labels, short_hash,
 };
 use crate::crd::WebSocketFleet;
 
 /// Name of the gateway container.
 pub const GATEWAY_CONTAINER: &str = "gateway";
+/// Name of the pod volume carrying the gateway config.
+pub const CONFIG_VOLUME: &str = "config";
+/// Name of the scratch volume mounted at /tmp.
+const TMP_VOLUME: &str = "tmp";
 /// Seconds past the drain timeout before the kubelet kills a draining gateway, so the process
 /// can finish its own drain and exit cleanly.
 const GRACE_MARGIN_SECONDS: i64 = 15;
 /// User id the gateway runs as (the distroless "nonroot" user).
 const GATEWAY_UID: i64 = 65532;
 
-/// The pod spec every node of the current revision runs, and that revision.
+/// The pod spec every node of the current revision runs, that revision, and the ConfigMap the
+/// spec mounts.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GatewayTemplate {
     pub spec: PodSpec,
     pub revision: String,
+    pub config_map: String,
 }
 
 /// The template for `fleet` on a cluster of version `server`.
 pub fn template(fleet: &WebSocketFleet, server: KubeVersion) -> GatewayTemplate {
-    let spec = pod_spec(fleet, server);
-    let revision = revision(&spec, &gateway_toml(fleet));
-    GatewayTemplate { spec, revision }
-}
-
-/// A short stable hash of what a node runs: its pod spec and its config file.
-fn revision(spec: &PodSpec, config: &str) -> String {
-    let mut hasher = Sha256::new();
-    // Serializing a PodSpec cannot fail (string keys only); an empty hash input would still be
-    // deterministic, so no panic path is needed.
-    hasher.update(serde_json::to_vec(spec).unwrap_or_default());
-    hasher.update(config.as_bytes());
-    hasher
-        .finalize()
-        .iter()
-        .take(5)
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    let config_map = config_map_name(fleet, &gateway_toml(fleet));
+    let spec = pod_spec(fleet, server, &config_map);
+    // The ConfigMap name is a hash of the config, so hashing the spec covers both. Serializing
+    // a PodSpec cannot fail (string keys only).
+    let revision = short_hash(&[&serde_json::to_vec(&spec).unwrap_or_default()]);
+    GatewayTemplate {
+        spec,
+        revision,
+        config_map,
+    }
 }
 
 /// The labels of a gateway pod of `revision`.
@@ -71,14 +69,21 @@ pub fn pod_labels(fleet: &WebSocketFleet, revision: &str) -> BTreeMap<String, St
 pub fn pod(fleet: &WebSocketFleet, template: &GatewayTemplate, name: &str) -> Pod {
     let mut metadata = owned_meta(fleet, name.to_string());
     metadata.labels = Some(pod_labels(fleet, &template.revision));
+    let mut spec = template.spec.clone();
+    // With the headless Service as subdomain, a set hostname gives the node the DNS name
+    // <pod>.<fleet>-nodes.<ns>.svc. A hostname is one DNS label: at most 63 characters, no
+    // dots (fleet names are checked to keep generated names within that).
+    if name.len() <= 63 && !name.contains('.') {
+        spec.hostname = Some(name.to_string());
+    }
     Pod {
         metadata,
-        spec: Some(template.spec.clone()),
+        spec: Some(spec),
         ..Pod::default()
     }
 }
 
-fn pod_spec(fleet: &WebSocketFleet, server: KubeVersion) -> PodSpec {
+fn pod_spec(fleet: &WebSocketFleet, server: KubeVersion, config_map: &str) -> PodSpec {
     let spec = &fleet.spec;
     let sysctls = plan(&spec.sysctls, server);
     PodSpec {
@@ -89,7 +94,7 @@ fn pod_spec(fleet: &WebSocketFleet, server: KubeVersion) -> PodSpec {
             sysctls: (!sysctls.pod_sysctls.is_empty()).then_some(sysctls.pod_sysctls),
             ..PodSecurityContext::default()
         }),
-        volumes: Some(volumes(fleet)),
+        volumes: Some(volumes(fleet, config_map)),
         termination_grace_period_seconds: Some(
             i64::from(spec.drain.timeout_seconds) + GRACE_MARGIN_SECONDS,
         ),
@@ -239,15 +244,27 @@ fn secret_env(name: &str, secret: String, key: &str) -> EnvVar {
     }
 }
 
-fn volumes(fleet: &WebSocketFleet) -> Vec<Volume> {
-    let mut volumes = vec![Volume {
-        name: "config".into(),
-        config_map: Some(ConfigMapVolumeSource {
-            name: config_map_name(fleet),
-            ..ConfigMapVolumeSource::default()
-        }),
-        ..Volume::default()
-    }];
+fn volumes(fleet: &WebSocketFleet, config_map: &str) -> Vec<Volume> {
+    let mut volumes = vec![
+        Volume {
+            name: CONFIG_VOLUME.into(),
+            config_map: Some(ConfigMapVolumeSource {
+                name: config_map.to_string(),
+                ..ConfigMapVolumeSource::default()
+            }),
+            ..Volume::default()
+        },
+        // The root filesystem is read-only; a small scratch /tmp keeps libraries that expect one
+        // working.
+        Volume {
+            name: TMP_VOLUME.into(),
+            empty_dir: Some(EmptyDirVolumeSource {
+                size_limit: Some(Quantity("64Mi".into())),
+                ..EmptyDirVolumeSource::default()
+            }),
+            ..Volume::default()
+        },
+    ];
     if let Some(jwt) = &fleet.spec.auth.jwt {
         volumes.push(Volume {
             name: "jwt".into(),
@@ -269,13 +286,20 @@ fn volumes(fleet: &WebSocketFleet) -> Vec<Volume> {
 fn volume_mounts(fleet: &WebSocketFleet) -> Vec<VolumeMount> {
     // subPath: the file sits beside the jwt directory. Its content is part of the revision, so
     // a config change rolls new pods rather than relying on live ConfigMap updates.
-    let mut mounts = vec![VolumeMount {
-        name: "config".into(),
-        mount_path: CONFIG_PATH.into(),
-        sub_path: Some(CONFIG_KEY.into()),
-        read_only: Some(true),
-        ..VolumeMount::default()
-    }];
+    let mut mounts = vec![
+        VolumeMount {
+            name: CONFIG_VOLUME.into(),
+            mount_path: CONFIG_PATH.into(),
+            sub_path: Some(CONFIG_KEY.into()),
+            read_only: Some(true),
+            ..VolumeMount::default()
+        },
+        VolumeMount {
+            name: TMP_VOLUME.into(),
+            mount_path: "/tmp".into(),
+            ..VolumeMount::default()
+        },
+    ];
     if fleet.spec.auth.jwt.is_some() {
         mounts.push(VolumeMount {
             name: "jwt".into(),
@@ -407,9 +431,13 @@ mod tests {
             (token.name.as_str(), token.key.as_str()),
             ("chat-admin-token", "token")
         );
-        let mount = &container.volume_mounts.expect("mounts")[0];
-        assert_eq!(mount.mount_path, "/etc/wsfleet/gateway.toml");
-        assert_eq!(mount.sub_path.as_deref(), Some("gateway.toml"));
+        let mounts = container.volume_mounts.expect("mounts");
+        assert_eq!(mounts[0].mount_path, "/etc/wsfleet/gateway.toml");
+        assert_eq!(mounts[0].sub_path.as_deref(), Some("gateway.toml"));
+        assert!(
+            mounts.iter().any(|m| m.mount_path == "/tmp"),
+            "writable /tmp under a read-only root"
+        );
     }
 
     #[test]
@@ -466,6 +494,7 @@ mod tests {
         let item = &jwt.items.expect("items")[0];
         assert_eq!((item.key.as_str(), item.path.as_str()), ("pub.pem", "key"));
         assert_eq!(spec.subdomain.as_deref(), Some("chat-nodes"));
+        assert_eq!(spec.hostname.as_deref(), Some("n"));
     }
 
     #[test]

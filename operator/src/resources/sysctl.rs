@@ -7,7 +7,10 @@
 //! need the kubelet's `--allowed-unsafe-sysctls`); `fs.file-max` is node-wide and can only be set
 //! from a privileged container.
 
-use k8s_openapi::api::core::v1::{Container, SecurityContext, Sysctl};
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{Container, ResourceRequirements, SecurityContext, Sysctl};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
 use crate::crd::{SkippedSysctl, SysctlMode, SysctlReport, SysctlSettings};
 
@@ -183,8 +186,21 @@ fn init_container(image: &str, values: &[(&'static str, String)]) -> Container {
             run_as_non_root: Some(false),
             ..SecurityContext::default()
         }),
+        // Small but explicit, so namespaces whose ResourceQuota demands limits admit the pod.
+        resources: Some(ResourceRequirements {
+            requests: Some(quantities("10m", "16Mi")),
+            limits: Some(quantities("100m", "16Mi")),
+            ..ResourceRequirements::default()
+        }),
         ..Container::default()
     }
+}
+
+fn quantities(cpu: &str, memory: &str) -> BTreeMap<String, Quantity> {
+    BTreeMap::from([
+        ("cpu".to_string(), Quantity(cpu.to_string())),
+        ("memory".to_string(), Quantity(memory.to_string())),
+    ])
 }
 
 #[cfg(test)]
@@ -235,6 +251,8 @@ mod tests {
             );
         }
         assert_eq!(init.security_context.and_then(|s| s.privileged), Some(true));
+        let limits = init.resources.and_then(|r| r.limits).expect("limits");
+        assert!(limits.contains_key("cpu") && limits.contains_key("memory"));
         assert!(plan.pod_sysctls.is_empty());
         assert_eq!(plan.report.applied.len(), 6);
         assert!(plan.report.skipped.is_empty());
