@@ -389,3 +389,68 @@ where
     }
     false
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_missed_while_the_subscription_was_down_are_caught_up_from_history() {
+    let redis = RedisServer::start().expect("redis-server");
+    let (a, _a_deliveries) = connect_up(standalone(&redis, "a")).await;
+    let (b, mut b_deliveries) = connect_up(standalone(&redis, "b")).await;
+    b.subscribe_channel("feed").await.expect("subscribe");
+    for i in 1..=3 {
+        a.publish("feed", &raw(&i.to_string()))
+            .await
+            .expect("publish");
+    }
+    let early = next_channel_messages(&mut b_deliveries, 3).await;
+    assert_eq!(early.iter().map(|m| m.1).collect::<Vec<_>>(), vec![1, 2, 3]);
+
+    // Cut every subscription connection and keep new connections out (the command
+    // connections stay open), so publishes land only in history.
+    let mut admin = redis::Client::open(redis.url())
+        .expect("url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("admin connection");
+    let set_maxclients = |n: u32| {
+        redis::cmd("CONFIG")
+            .arg("SET")
+            .arg("maxclients")
+            .arg(n)
+            .clone()
+    };
+    set_maxclients(3)
+        .query_async::<()>(&mut admin)
+        .await
+        .expect("limit clients");
+    let killed: i64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("pubsub")
+        .query_async(&mut admin)
+        .await
+        .expect("kill subscriptions");
+    assert_eq!(killed, 2);
+    assert!(wait_state(&b, BackplaneState::Down).await);
+    for i in 4..=10 {
+        a.publish("feed", &raw(&i.to_string()))
+            .await
+            .expect("publish while b is cut off");
+    }
+
+    set_maxclients(10_000)
+        .query_async::<()>(&mut admin)
+        .await
+        .expect("lift limit");
+    assert!(wait_state(&b, BackplaneState::Up).await);
+
+    // Nothing new is published: the missed messages come from the catch-up on reconnect.
+    let missed = next_channel_messages(&mut b_deliveries, 7).await;
+    let offsets: Vec<u64> = missed.iter().map(|m| m.1).collect();
+    assert_eq!(offsets, (4..=10).collect::<Vec<_>>(), "in order, once each");
+    let data: Vec<&str> = missed.iter().map(|m| m.3.as_str()).collect();
+    assert_eq!(data, vec!["4", "5", "6", "7", "8", "9", "10"]);
+
+    a.publish("feed", &raw("11")).await.expect("publish");
+    let live = next_channel_messages(&mut b_deliveries, 1).await;
+    assert_eq!(live[0].1, 11);
+}

@@ -8,6 +8,7 @@ mod backoff;
 mod channel;
 mod config;
 mod connection;
+mod cursors;
 mod envelope;
 mod error;
 mod keys;

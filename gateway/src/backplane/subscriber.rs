@@ -2,7 +2,8 @@
 //! the liveness probe and reconnection. It is the only place that decides whether the
 //! backplane is Up: Up means a probe published on this node's own channel came back over the
 //! current subscription connection within the deadline. Any loss or failed probe tears the
-//! connection down and rebuilds it (with capped, jittered backoff), re-subscribing everything.
+//! connection down and rebuilds it (with capped, jittered backoff), re-subscribing everything
+//! and catching up from history on what each subscribed channel missed meanwhile.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -15,9 +16,11 @@ use tokio::time::{Instant, sleep_until, timeout};
 use tracing::{debug, info, warn};
 
 use super::backoff::Backoff;
+use super::channel;
 use super::config::{BackplaneConfig, RedisMode};
 use super::connection::{Commands, SubConn};
-use super::envelope::{self, NodeMessage};
+use super::cursors::{Cursors, Verdict};
+use super::envelope::{self, LiveMessage, NodeMessage};
 use super::error::BackplaneError;
 use super::keys::Keys;
 use super::{BackplaneState, Delivery};
@@ -60,6 +63,7 @@ pub(crate) struct Subscriber {
     state: watch::Sender<BackplaneState>,
     /// Local subscriber count per channel; a channel is subscribed in Redis while present.
     counts: HashMap<String, usize>,
+    cursors: Cursors,
     link: Option<Link>,
     phase: Phase,
     deadline: Instant,
@@ -82,6 +86,7 @@ impl Subscriber {
             deliveries,
             state,
             counts: HashMap::new(),
+            cursors: Cursors::default(),
             link: None,
             phase: Phase::Reconnecting,
             deadline: Instant::now(),
@@ -98,7 +103,7 @@ impl Subscriber {
                     None => return,
                 },
                 push = next_push(&mut self.link) => match push {
-                    Some(push) => self.handle_push(push),
+                    Some(push) => self.handle_push(push).await,
                     None => self.lose_link("subscription connection closed"),
                 },
                 () = sleep_until(self.deadline) => self.on_deadline().await,
@@ -155,6 +160,7 @@ impl Subscriber {
             return;
         }
         self.counts.remove(channel);
+        self.cursors.forget(channel);
         let topic = self.keys.channel(channel).live;
         if let Some(link) = self.link.as_mut() {
             match timeout(SUBSCRIBE_TIMEOUT, link.conn.unsubscribe(&topic)).await {
@@ -165,11 +171,11 @@ impl Subscriber {
         }
     }
 
-    fn handle_push(&mut self, push: PushInfo) {
+    async fn handle_push(&mut self, push: PushInfo) {
         match push.kind {
             PushKind::Message | PushKind::SMessage => {
                 if let Some((topic, payload)) = topic_and_payload(push.data) {
-                    self.route(&topic, payload);
+                    self.route(&topic, payload).await;
                 }
             }
             PushKind::Disconnection => self.lose_link("disconnected from redis"),
@@ -178,7 +184,7 @@ impl Subscriber {
         }
     }
 
-    fn route(&mut self, topic: &str, payload: Bytes) {
+    async fn route(&mut self, topic: &str, payload: Bytes) {
         if topic == self.keys.own_node_channel() {
             match envelope::decode_node(payload) {
                 Ok(NodeMessage::Direct { to, from, data }) => {
@@ -188,16 +194,71 @@ impl Subscriber {
                 Err(error) => warn!(topic, %error, "dropping malformed node message"),
             }
         } else if let Some(channel) = self.keys.channel_of_live_topic(topic) {
+            // Messages still in flight after the last local subscriber left are not wanted.
+            if !self.counts.contains_key(channel) {
+                return;
+            }
             match envelope::decode_live(payload) {
-                Ok(message) => {
-                    let _ = self.deliveries.send(Delivery::Channel {
-                        channel: channel.to_string(),
-                        offset: message.offset,
-                        epoch: message.epoch,
-                        data: message.data,
-                    });
-                }
+                Ok(message) => self.on_channel_message(channel.to_string(), message).await,
                 Err(error) => warn!(topic, %error, "dropping malformed channel message"),
+            }
+        }
+    }
+
+    async fn on_channel_message(&mut self, channel: String, message: LiveMessage) {
+        match self.cursors.check(&channel, message.offset, &message.epoch) {
+            Verdict::Duplicate => return,
+            Verdict::Gap { after } => {
+                self.catch_up(&channel, after, &message.epoch, Some(message.offset))
+                    .await;
+            }
+            Verdict::Deliver => {}
+        }
+        self.deliver(channel, message.offset, message.epoch, message.data);
+    }
+
+    fn deliver(&mut self, channel: String, offset: u64, epoch: String, data: Bytes) {
+        self.cursors.advance(&channel, offset, &epoch);
+        let _ = self.deliveries.send(Delivery::Channel {
+            channel,
+            offset,
+            epoch,
+            data,
+        });
+    }
+
+    /// Delivers what history retains of `channel` after offset `after` (and before `before`,
+    /// when a live message is waiting). A changed epoch means the old offsets are meaningless:
+    /// the cursor is dropped and the next live message starts the new epoch.
+    async fn catch_up(&mut self, channel: &str, after: u64, epoch: &str, before: Option<u64>) {
+        let read = async {
+            let mut conn = self.commands.get()?;
+            channel::history(&mut conn, &self.keys, channel, after, epoch).await
+        };
+        let recovery = match timeout(SUBSCRIBE_TIMEOUT, read).await {
+            Ok(Ok(recovery)) => recovery,
+            Ok(Err(error)) => {
+                warn!(channel, %error, "history catch-up failed; offsets will jump");
+                return;
+            }
+            Err(_) => {
+                warn!(channel, "history catch-up timed out; offsets will jump");
+                return;
+            }
+        };
+        if recovery.position.epoch != epoch {
+            self.cursors.forget(channel);
+            return;
+        }
+        if !recovery.recovered {
+            warn!(
+                channel,
+                after, "history no longer holds every missed message"
+            );
+        }
+        for (offset, data) in recovery.messages {
+            if offset > after && before.is_none_or(|before| offset < before) {
+                self.deliver(channel.to_string(), offset, epoch.to_string(), data);
             }
         }
     }
@@ -218,6 +279,11 @@ impl Subscriber {
                     "subscription connection established"
                 );
                 self.link = Some(link);
+                // Subscribed again: whatever was published while the link was down is in
+                // history, and live duplicates of it are dropped by the cursors.
+                for (channel, after, epoch) in self.cursors.snapshot() {
+                    self.catch_up(&channel, after, &epoch, None).await;
+                }
                 // Up only once a probe proves the new link delivers.
                 self.send_probe();
             }
