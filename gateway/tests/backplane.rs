@@ -51,6 +51,8 @@ async fn topic_is_subscribed_only_while_the_node_has_local_subscribers() {
     let (a, _a_deliveries) = connect_up(standalone(&redis, "a")).await;
     let (b, mut b_deliveries) = connect_up(standalone(&redis, "b")).await;
     let topic = "wsf:{ch:news}:live";
+    let mut b_state = b.state_watch();
+    b_state.mark_unchanged();
 
     b.subscribe_channel("news").await.expect("first subscriber");
     b.subscribe_channel("news")
@@ -81,6 +83,22 @@ async fn topic_is_subscribed_only_while_the_node_has_local_subscribers() {
         Delivery::Channel { channel, .. } => assert_eq!(channel, "marker"),
         other => panic!("unexpected delivery {other:?}"),
     }
+    // Our own unsubscribe confirmations must not look like Redis dropping a subscription,
+    // even when the channel is subscribed again before the confirmation is read.
+    for _ in 0..20 {
+        b.unsubscribe_channel("marker").await;
+        b.subscribe_channel("marker")
+            .await
+            .expect("subscribe again");
+    }
+    a.publish("marker", &raw("3"))
+        .await
+        .expect("publish marker");
+    next_channel_messages(&mut b_deliveries, 1).await;
+    assert!(
+        !b_state.has_changed().unwrap_or(true),
+        "b stayed Up throughout"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -51,6 +51,8 @@ async fn cluster_channels_deliver_across_masters_with_history_and_refcounts() {
     let (a, _a_deliveries) = connect_up(clustered(&cluster, "a")).await;
     let (b, mut b_deliveries) = connect_up(clustered(&cluster, "b")).await;
     let channels = channels_on_each_master(&cluster);
+    let mut b_state = b.state_watch();
+    b_state.mark_unchanged();
 
     for (channel, _) in &channels {
         b.subscribe_channel(channel).await.expect("subscribe");
@@ -108,6 +110,12 @@ async fn cluster_channels_deliver_across_masters_with_history_and_refcounts() {
         b.unsubscribe_channel(channel).await;
         assert_eq!(shardnumsub(&cluster, *port, &live_topic(channel)), 0);
     }
+    // Give any stray confirmation time to be processed, then check b never went Down.
+    b.subscribe_channel("after").await.expect("subscribe");
+    assert!(
+        !b_state.has_changed().unwrap_or(true),
+        "b stayed Up throughout"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -204,4 +212,37 @@ async fn cluster_subscriptions_come_back_after_their_connections_are_killed() {
         let received = next_channel_messages(&mut b_deliveries, 1).await;
         assert_eq!((&received[0].0, received[0].1), (channel, position.offset));
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shard_channel_follows_its_slot_to_another_master() {
+    let cluster = RedisCluster::start().expect("redis cluster");
+    let (a, _a_deliveries) = connect_up(clustered(&cluster, "a")).await;
+    let (b, mut b_deliveries) = connect_up(clustered(&cluster, "b")).await;
+    let topic = live_topic("moving");
+    let slot = cluster.key_slot(&topic).expect("slot");
+    let from = cluster.master_for_slot(slot).expect("owner");
+    let to = *cluster
+        .ports()
+        .iter()
+        .find(|&&port| port != from)
+        .expect("another master");
+
+    b.subscribe_channel("moving").await.expect("subscribe");
+    assert_eq!(shardnumsub(&cluster, from, &topic), 1);
+
+    // Nothing was published yet, so the slot holds no keys and can move without MIGRATE.
+    cluster.move_empty_slot(slot, to).expect("move slot");
+    assert!(
+        eventually(|| shardnumsub(&cluster, to, &topic) == 1).await,
+        "b subscribed again on the new owner"
+    );
+    assert!(b.wait_up(SOON).await);
+    let data = raw(r#""moved""#);
+    let position = retry(|| a.publish("moving", &data)).await;
+    let received = next_channel_messages(&mut b_deliveries, 1).await;
+    assert_eq!(
+        (received[0].1, received[0].3.as_str()),
+        (position.offset, r#""moved""#)
+    );
 }

@@ -127,18 +127,51 @@ impl RedisCluster {
         cli(port, args)
     }
 
-    /// The port of the master that owns the hash slot of `key`.
-    pub fn master_for_key(&self, key: &str) -> io::Result<u16> {
-        let seed = self.ports[0];
-        let slot: u16 = cli(seed, &["CLUSTER", "KEYSLOT", key])?
+    /// The hash slot of `key`.
+    pub fn key_slot(&self, key: &str) -> io::Result<u16> {
+        cli(self.ports[0], &["CLUSTER", "KEYSLOT", key])?
             .trim()
             .parse()
-            .map_err(|_| io::Error::other("CLUSTER KEYSLOT did not answer a number"))?;
-        let nodes = cli(seed, &["CLUSTER", "NODES"])?;
+            .map_err(|_| io::Error::other("CLUSTER KEYSLOT did not answer a number"))
+    }
+
+    /// The port of the master that owns `slot`, as seen by the first node.
+    pub fn master_for_slot(&self, slot: u16) -> io::Result<u16> {
+        let nodes = cli(self.ports[0], &["CLUSTER", "NODES"])?;
         nodes
             .lines()
             .find_map(|line| owner_in_nodes_line(line, slot))
             .ok_or_else(|| io::Error::other(format!("no master owns slot {slot}")))
+    }
+
+    /// The port of the master that owns the hash slot of `key`.
+    pub fn master_for_key(&self, key: &str) -> io::Result<u16> {
+        self.master_for_slot(self.key_slot(key)?)
+    }
+
+    /// Moves an empty `slot` to the master on port `to` (IMPORTING/MIGRATING, then NODE on
+    /// every master), as a resharding would. Shard-channel subscribers of the slot on the old
+    /// owner get unsubscribed by Redis.
+    pub fn move_empty_slot(&self, slot: u16, to: u16) -> io::Result<()> {
+        let from = self.master_for_slot(slot)?;
+        let from_id = cli(from, &["CLUSTER", "MYID"])?.trim().to_string();
+        let to_id = cli(to, &["CLUSTER", "MYID"])?.trim().to_string();
+        let slot = slot.to_string();
+        expect_ok(cli(
+            to,
+            &["CLUSTER", "SETSLOT", &slot, "IMPORTING", &from_id],
+        )?)?;
+        expect_ok(cli(
+            from,
+            &["CLUSTER", "SETSLOT", &slot, "MIGRATING", &to_id],
+        )?)?;
+        for port in [to, from] {
+            expect_ok(cli(port, &["CLUSTER", "SETSLOT", &slot, "NODE", &to_id])?)?;
+        }
+        for &port in self.ports.iter().filter(|&&p| p != to && p != from) {
+            expect_ok(cli(port, &["CLUSTER", "SETSLOT", &slot, "NODE", &to_id])?)?;
+        }
+        Ok(())
     }
 
     fn spawn_node(&self) -> io::Result<(u16, Child)> {
@@ -205,6 +238,14 @@ impl Drop for RedisCluster {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+}
+
+fn expect_ok(reply: String) -> io::Result<()> {
+    if reply.trim() == "OK" {
+        Ok(())
+    } else {
+        Err(io::Error::other(format!("expected OK, got {reply:?}")))
     }
 }
 

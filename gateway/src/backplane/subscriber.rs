@@ -64,6 +64,9 @@ pub(crate) struct Subscriber {
     /// Local subscriber count per channel; a channel is subscribed in Redis while present.
     counts: HashMap<String, usize>,
     cursors: Cursors,
+    /// Unsubscribe confirmations we still expect for topics we left ourselves; any other
+    /// unsubscribe push is Redis dropping a wanted subscription (a slot moved in Cluster).
+    own_unsubscribes: HashMap<String, usize>,
     link: Option<Link>,
     phase: Phase,
     deadline: Instant,
@@ -87,6 +90,7 @@ impl Subscriber {
             state,
             counts: HashMap::new(),
             cursors: Cursors::default(),
+            own_unsubscribes: HashMap::new(),
             link: None,
             phase: Phase::Reconnecting,
             deadline: Instant::now(),
@@ -163,6 +167,7 @@ impl Subscriber {
         self.cursors.forget(channel);
         let topic = self.keys.channel(channel).live;
         if let Some(link) = self.link.as_mut() {
+            *self.own_unsubscribes.entry(topic.clone()).or_insert(0) += 1;
             match timeout(SUBSCRIBE_TIMEOUT, link.conn.unsubscribe(&topic)).await {
                 Ok(Ok(())) => {}
                 Ok(Err(error)) => self.lose_link(&format!("unsubscribe failed: {error}")),
@@ -179,8 +184,34 @@ impl Subscriber {
                 }
             }
             PushKind::Disconnection => self.lose_link("disconnected from redis"),
+            PushKind::Unsubscribe | PushKind::SUnsubscribe => {
+                // `[topic, remaining subscription count]`
+                if let Some(Value::BulkString(topic)) = push.data.first() {
+                    self.on_unsubscribed(&String::from_utf8_lossy(topic));
+                }
+            }
             // Subscription confirmations and other pushes carry nothing to deliver.
             _ => {}
+        }
+    }
+
+    /// Redis Cluster unsubscribes a shard channel by itself when its slot moves to another
+    /// master; rebuilding the link subscribes it again where it now lives.
+    fn on_unsubscribed(&mut self, topic: &str) {
+        if let Some(pending) = self.own_unsubscribes.get_mut(topic) {
+            *pending -= 1;
+            if *pending == 0 {
+                self.own_unsubscribes.remove(topic);
+            }
+            return;
+        }
+        let wanted = topic == self.keys.own_node_channel()
+            || self
+                .keys
+                .channel_of_live_topic(topic)
+                .is_some_and(|channel| self.counts.contains_key(channel));
+        if wanted {
+            self.lose_link("redis dropped a wanted subscription");
         }
     }
 
@@ -354,6 +385,7 @@ impl Subscriber {
     /// stale), reports Down and schedules a reconnect.
     fn lose_link(&mut self, reason: &str) {
         self.link = None;
+        self.own_unsubscribes.clear();
         if self.commands.mode() == RedisMode::Cluster {
             self.commands.reset();
         }
