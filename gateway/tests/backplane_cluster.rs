@@ -246,3 +246,32 @@ async fn a_shard_channel_follows_its_slot_to_another_master() {
         (position.offset, r#""moved""#)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_master_is_noticed_even_when_it_does_not_hold_the_node_channel() {
+    let cluster = RedisCluster::start().expect("redis cluster");
+    let (a, _a_deliveries) = connect_up(clustered(&cluster, "a")).await;
+    let mut b_config = clustered(&cluster, "b");
+    b_config.probe_timeout = std::time::Duration::from_secs(1);
+    let (b, mut b_deliveries) = connect_up(b_config).await;
+    let node_master = cluster.master_for_key("wsf:node:b").expect("owner");
+    let (channel, stalled) = channels_on_each_master(&cluster)
+        .into_iter()
+        .find(|(_, port)| *port != node_master)
+        .expect("a channel on another master");
+    b.subscribe_channel(&channel).await.expect("subscribe");
+
+    // Only one shard stalls; b's node channel lives on another one.
+    cluster
+        .cli(stalled, &["CLIENT", "PAUSE", "4000", "ALL"])
+        .expect("pause");
+    assert!(
+        wait_state(&b, wsfleet_gateway::backplane::BackplaneState::Down).await,
+        "the per-master probe noticed the stalled shard"
+    );
+    assert!(b.wait_up(SOON).await, "recovered after the pause");
+    let data = raw("1");
+    let position = retry(|| a.publish(&channel, &data)).await;
+    let received = next_channel_messages(&mut b_deliveries, 1).await;
+    assert_eq!((&received[0].0, received[0].1), (&channel, position.offset));
+}

@@ -13,6 +13,7 @@ mod envelope;
 mod error;
 mod keys;
 mod presence;
+mod probes;
 mod registry;
 mod subscriber;
 

@@ -23,6 +23,7 @@ use super::cursors::{Cursors, Verdict};
 use super::envelope::{self, LiveMessage, NodeMessage};
 use super::error::BackplaneError;
 use super::keys::Keys;
+use super::probes;
 use super::{BackplaneState, Delivery};
 
 /// Upper bound for one (un)subscribe round trip before the link is considered broken.
@@ -50,8 +51,9 @@ enum Phase {
     Reconnecting,
     /// Linked and verified: send the next probe.
     Idle,
-    /// A probe with this token is on its way; the deadline is its timeout.
-    Probing { token: String },
+    /// A probe with this token is on its way to each of `pending`; the deadline is its
+    /// timeout.
+    Probing { token: String, pending: Vec<String> },
 }
 
 pub(crate) struct Subscriber {
@@ -68,6 +70,8 @@ pub(crate) struct Subscriber {
     /// unsubscribe push is Redis dropping a wanted subscription (a slot moved in Cluster).
     own_unsubscribes: HashMap<String, usize>,
     link: Option<Link>,
+    /// Topics the probe goes through (node channel; one per master in Cluster).
+    probe_topics: Vec<String>,
     phase: Phase,
     deadline: Instant,
     backoff: Backoff,
@@ -92,6 +96,7 @@ impl Subscriber {
             cursors: Cursors::default(),
             own_unsubscribes: HashMap::new(),
             link: None,
+            probe_topics: Vec::new(),
             phase: Phase::Reconnecting,
             deadline: Instant::now(),
             backoff: Backoff::new(Duration::from_millis(100), Duration::from_secs(5)),
@@ -206,6 +211,7 @@ impl Subscriber {
             return;
         }
         let wanted = topic == self.keys.own_node_channel()
+            || self.probe_topics.iter().any(|t| t == topic)
             || self
                 .keys
                 .channel_of_live_topic(topic)
@@ -216,12 +222,12 @@ impl Subscriber {
     }
 
     async fn route(&mut self, topic: &str, payload: Bytes) {
-        if topic == self.keys.own_node_channel() {
+        if topic == self.keys.own_node_channel() || self.probe_topics.iter().any(|t| t == topic) {
             match envelope::decode_node(payload) {
                 Ok(NodeMessage::Direct { to, from, data }) => {
                     let _ = self.deliveries.send(Delivery::Direct { to, from, data });
                 }
-                Ok(NodeMessage::Probe { token }) => self.probe_returned(&token),
+                Ok(NodeMessage::Probe { token }) => self.probe_returned(topic, &token),
                 Err(error) => warn!(topic, %error, "dropping malformed node message"),
             }
         } else if let Some(channel) = self.keys.channel_of_live_topic(topic) {
@@ -327,11 +333,26 @@ impl Subscriber {
         }
     }
 
-    /// Connects and subscribes the node channel plus every channel with local subscribers.
+    /// Connects and subscribes the node channel, the probe topics and every channel with local
+    /// subscribers.
     async fn establish(&mut self) -> Result<Link, BackplaneError> {
         self.commands.ensure().await?;
+        self.probe_topics = match self.commands.mode() {
+            RedisMode::Standalone => vec![self.keys.own_node_channel()],
+            RedisMode::Cluster => {
+                let mut conn = self.commands.get()?;
+                probes::cluster_probe_topics(&mut conn, &self.keys).await?
+            }
+        };
         let (mut conn, pushes) = SubConn::open(&self.config).await?;
         let mut topics = vec![self.keys.own_node_channel()];
+        topics.extend(
+            self.probe_topics
+                .iter()
+                .filter(|t| **t != topics[0])
+                .cloned()
+                .collect::<Vec<_>>(),
+        );
         topics.extend(self.counts.keys().map(|c| self.keys.channel(c).live));
         let subscribe_all = SUBSCRIBE_TIMEOUT * (1 + topics.len() as u32 / 1000);
         timeout(subscribe_all, conn.subscribe(&topics))
@@ -340,32 +361,49 @@ impl Subscriber {
         Ok(Link { conn, pushes })
     }
 
-    /// Publishes a probe on this node's channel through the command connection; its echo on
-    /// the subscription connection (see `probe_returned`) proves the whole path works.
+    /// Publishes a probe on every probe topic through the command connection; their echoes on
+    /// the subscription connection (see `probe_returned`) prove the whole path works.
     fn send_probe(&mut self) {
         let token = format!("{:016x}", rand::random::<u64>());
         let payload = envelope::encode_probe(&token);
-        let topic = self.keys.own_node_channel();
-        let sharded = self.commands.mode() == RedisMode::Cluster;
-        if let Ok(mut conn) = self.commands.get() {
-            // A failed publish simply never echoes; the probe deadline handles it.
-            tokio::spawn(async move {
-                let command = if sharded { "SPUBLISH" } else { "PUBLISH" };
-                let _ = redis::cmd(command)
-                    .arg(topic)
-                    .arg(payload)
-                    .query_async::<i64>(&mut conn)
-                    .await;
-            });
+        let command = match self.commands.mode() {
+            RedisMode::Standalone => "PUBLISH",
+            RedisMode::Cluster => "SPUBLISH",
+        };
+        if let Ok(conn) = self.commands.get() {
+            for topic in self.probe_topics.clone() {
+                let (mut conn, payload) = (conn.clone(), payload.clone());
+                // A failed publish simply never echoes; the probe deadline handles it.
+                tokio::spawn(async move {
+                    let _ = redis::cmd(command)
+                        .arg(topic)
+                        .arg(payload)
+                        .query_async::<i64>(&mut conn)
+                        .await;
+                });
+            }
         }
-        self.phase = Phase::Probing { token };
+        self.phase = Phase::Probing {
+            token,
+            pending: self.probe_topics.clone(),
+        };
         self.deadline = Instant::now() + self.config.probe_timeout;
     }
 
-    fn probe_returned(&mut self, token: &str) {
-        let expected = matches!(&self.phase, Phase::Probing { token: t } if t == token);
-        if !expected {
-            // A late echo of an earlier probe proves nothing about the current link.
+    fn probe_returned(&mut self, topic: &str, token: &str) {
+        let Phase::Probing {
+            token: expected,
+            pending,
+        } = &mut self.phase
+        else {
+            return;
+        };
+        // A late echo of an earlier probe proves nothing about the current link.
+        if expected != token {
+            return;
+        }
+        pending.retain(|t| t != topic);
+        if !pending.is_empty() {
             return;
         }
         self.backoff.reset();
