@@ -472,3 +472,79 @@ async fn messages_missed_while_the_subscription_was_down_are_caught_up_from_hist
     let live = next_channel_messages(&mut b_deliveries, 1).await;
     assert_eq!(live[0].1, 11);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_data_loss_the_new_epoch_is_caught_up_from_its_start() {
+    let redis = RedisServer::start().expect("redis-server");
+    let (a, _a_deliveries) = connect_up(standalone(&redis, "a")).await;
+    let (b, mut b_deliveries) = connect_up(standalone(&redis, "b")).await;
+    b.subscribe_channel("feed").await.expect("subscribe");
+    for i in 1..=3 {
+        a.publish("feed", &raw(&i.to_string()))
+            .await
+            .expect("publish");
+    }
+    let old = next_channel_messages(&mut b_deliveries, 3).await;
+
+    // b's subscription is cut and kept out while Redis loses everything and a new epoch
+    // begins with two messages.
+    let mut admin = redis::Client::open(redis.url())
+        .expect("url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("admin connection");
+    let set_maxclients = |n: u32| {
+        redis::cmd("CONFIG")
+            .arg("SET")
+            .arg("maxclients")
+            .arg(n)
+            .clone()
+    };
+    set_maxclients(3)
+        .query_async::<()>(&mut admin)
+        .await
+        .expect("limit");
+    redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("pubsub")
+        .query_async::<i64>(&mut admin)
+        .await
+        .expect("kill subscriptions");
+    assert!(wait_state(&b, BackplaneState::Down).await);
+    redis::cmd("FLUSHALL")
+        .query_async::<()>(&mut admin)
+        .await
+        .expect("lose data");
+    let mut new_epoch = String::new();
+    for i in 1..=2 {
+        let position = a
+            .publish("feed", &raw(&format!(r#""new-{i}""#)))
+            .await
+            .expect("publish");
+        new_epoch = position.epoch;
+    }
+    assert_ne!(new_epoch, old[0].2);
+    set_maxclients(10_000)
+        .query_async::<()>(&mut admin)
+        .await
+        .expect("lift");
+    assert!(wait_state(&b, BackplaneState::Up).await);
+    a.publish("feed", &raw(r#""new-3""#))
+        .await
+        .expect("publish");
+
+    let new = next_channel_messages(&mut b_deliveries, 3).await;
+    let seen: Vec<(u64, &str, &str)> = new
+        .iter()
+        .map(|(_, offset, epoch, data)| (*offset, epoch.as_str(), data.as_str()))
+        .collect();
+    assert_eq!(
+        seen,
+        vec![
+            (1, new_epoch.as_str(), r#""new-1""#),
+            (2, new_epoch.as_str(), r#""new-2""#),
+            (3, new_epoch.as_str(), r#""new-3""#),
+        ]
+    );
+}

@@ -16,7 +16,7 @@ use tokio::time::{Instant, sleep_until, timeout};
 use tracing::{debug, info, warn};
 
 use super::backoff::Backoff;
-use super::channel;
+use super::channel::{self, Recovery};
 use super::config::{BackplaneConfig, RedisMode};
 use super::connection::{Commands, SubConn};
 use super::cursors::{Cursors, Verdict};
@@ -265,27 +265,24 @@ impl Subscriber {
     }
 
     /// Delivers what history retains of `channel` after offset `after` (and before `before`,
-    /// when a live message is waiting). A changed epoch means the old offsets are meaningless:
-    /// the cursor is dropped and the next live message starts the new epoch.
+    /// when a live message is waiting). If the channel's epoch changed meanwhile (Redis lost
+    /// its data), everything in the new epoch is new to this node and is delivered instead.
     async fn catch_up(&mut self, channel: &str, after: u64, epoch: &str, before: Option<u64>) {
-        let read = async {
-            let mut conn = self.commands.get()?;
-            channel::history(&mut conn, &self.keys, channel, after, epoch).await
-        };
-        let recovery = match timeout(SUBSCRIBE_TIMEOUT, read).await {
-            Ok(Ok(recovery)) => recovery,
-            Ok(Err(error)) => {
-                warn!(channel, %error, "history catch-up failed; offsets will jump");
-                return;
-            }
-            Err(_) => {
-                warn!(channel, "history catch-up timed out; offsets will jump");
-                return;
-            }
-        };
-        if recovery.position.epoch != epoch {
-            self.cursors.forget(channel);
+        let Some(mut recovery) = self.read_history(channel, after, epoch).await else {
             return;
+        };
+        let mut after = after;
+        if recovery.position.epoch != epoch {
+            let new_epoch = recovery.position.epoch.clone();
+            if new_epoch.is_empty() {
+                // Nothing published since the loss; the next live message starts over.
+                self.cursors.forget(channel);
+                return;
+            }
+            let Some(restarted) = self.read_history(channel, 0, &new_epoch).await else {
+                return;
+            };
+            (after, recovery) = (0, restarted);
         }
         if !recovery.recovered {
             warn!(
@@ -293,9 +290,28 @@ impl Subscriber {
                 after, "history no longer holds every missed message"
             );
         }
+        let epoch = recovery.position.epoch;
         for (offset, data) in recovery.messages {
             if offset > after && before.is_none_or(|before| offset < before) {
-                self.deliver(channel.to_string(), offset, epoch.to_string(), data);
+                self.deliver(channel.to_string(), offset, epoch.clone(), data);
+            }
+        }
+    }
+
+    async fn read_history(&self, channel: &str, after: u64, epoch: &str) -> Option<Recovery> {
+        let read = async {
+            let mut conn = self.commands.get()?;
+            channel::history(&mut conn, &self.keys, channel, after, epoch).await
+        };
+        match timeout(SUBSCRIBE_TIMEOUT, read).await {
+            Ok(Ok(recovery)) => Some(recovery),
+            Ok(Err(error)) => {
+                warn!(channel, %error, "history catch-up failed; offsets will jump");
+                None
+            }
+            Err(_) => {
+                warn!(channel, "history catch-up timed out; offsets will jump");
+                None
             }
         }
     }
