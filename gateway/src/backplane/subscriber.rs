@@ -12,6 +12,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use redis::{PushInfo, PushKind, Value};
 use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinSet;
 use tokio::time::{Instant, sleep_until, timeout};
 use tracing::{debug, info, warn};
 
@@ -28,6 +29,8 @@ use super::{BackplaneState, Delivery};
 
 /// Upper bound for one (un)subscribe round trip before the link is considered broken.
 const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(5);
+/// History reads in flight at once when catching up after a reconnect.
+const CATCH_UP_CONCURRENCY: usize = 64;
 
 pub(crate) enum Request {
     Subscribe {
@@ -284,6 +287,57 @@ impl Subscriber {
             };
             (after, recovery) = (0, restarted);
         }
+        self.deliver_recovered(channel, after, before, recovery);
+    }
+
+    /// Catches every followed channel up after a reconnect. The history reads run
+    /// concurrently (they pipeline on the multiplexed connection), so thousands of channels
+    /// cost a few round trips rather than one each.
+    async fn catch_up_all(&mut self) {
+        let mut reads = JoinSet::new();
+        let mut results = Vec::new();
+        for (channel, after, epoch) in self.cursors.snapshot() {
+            if reads.len() >= CATCH_UP_CONCURRENCY
+                && let Some(Ok(done)) = reads.join_next().await
+            {
+                results.push(done);
+            }
+            let (commands, keys) = (self.commands.clone(), self.keys.clone());
+            reads.spawn(async move {
+                let read = async {
+                    let mut conn = commands.get()?;
+                    channel::history(&mut conn, &keys, &channel, after, &epoch).await
+                };
+                let recovery = timeout(SUBSCRIBE_TIMEOUT, read)
+                    .await
+                    .ok()
+                    .and_then(Result::ok);
+                (channel, after, epoch, recovery)
+            });
+        }
+        while let Some(joined) = reads.join_next().await {
+            if let Ok(done) = joined {
+                results.push(done);
+            }
+        }
+        for (channel, after, epoch, recovery) in results {
+            match recovery {
+                Some(recovery) if recovery.position.epoch == epoch => {
+                    self.deliver_recovered(&channel, after, None, recovery);
+                }
+                // Rare: the epoch changed, or the read failed; take the careful path.
+                _ => self.catch_up(&channel, after, &epoch, None).await,
+            }
+        }
+    }
+
+    fn deliver_recovered(
+        &mut self,
+        channel: &str,
+        after: u64,
+        before: Option<u64>,
+        recovery: Recovery,
+    ) {
         if !recovery.recovered {
             warn!(
                 channel,
@@ -334,9 +388,7 @@ impl Subscriber {
                 self.link = Some(link);
                 // Subscribed again: whatever was published while the link was down is in
                 // history, and live duplicates of it are dropped by the cursors.
-                for (channel, after, epoch) in self.cursors.snapshot() {
-                    self.catch_up(&channel, after, &epoch, None).await;
-                }
+                self.catch_up_all().await;
                 // Up only once a probe proves the new link delivers.
                 self.send_probe();
             }
