@@ -11,6 +11,7 @@ mod connection;
 mod cursors;
 mod envelope;
 mod error;
+mod follower;
 mod keys;
 mod presence;
 mod probes;

@@ -1,9 +1,9 @@
 //! The subscriber task: owns the subscription connection, the per-channel reference counts,
 //! the liveness probe and reconnection. It is the only place that decides whether the
-//! backplane is Up: Up means a probe published on this node's own channel came back over the
+//! backplane is Up: Up means a probe published on every probe topic came back over the
 //! current subscription connection within the deadline. Any loss or failed probe tears the
-//! connection down and rebuilds it (with capped, jittered backoff), re-subscribing everything
-//! and catching up from history on what each subscribed channel missed meanwhile.
+//! connection down and rebuilds it (with capped, jittered backoff), re-subscribing everything;
+//! the follower then catches each channel up from history.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -12,25 +12,21 @@ use std::time::Duration;
 use bytes::Bytes;
 use redis::{PushInfo, PushKind, Value};
 use tokio::sync::{mpsc, oneshot, watch};
-use tokio::task::JoinSet;
 use tokio::time::{Instant, sleep_until, timeout};
 use tracing::{debug, info, warn};
 
 use super::backoff::Backoff;
-use super::channel::{self, Recovery};
 use super::config::{BackplaneConfig, RedisMode};
 use super::connection::{Commands, SubConn};
-use super::cursors::{Cursors, Verdict};
-use super::envelope::{self, LiveMessage, NodeMessage};
+use super::envelope::{self, NodeMessage};
 use super::error::BackplaneError;
+use super::follower::Follower;
 use super::keys::Keys;
 use super::probes;
 use super::{BackplaneState, Delivery};
 
 /// Upper bound for one (un)subscribe round trip before the link is considered broken.
 const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(5);
-/// History reads in flight at once when catching up after a reconnect.
-const CATCH_UP_CONCURRENCY: usize = 64;
 
 pub(crate) enum Request {
     Subscribe {
@@ -62,13 +58,14 @@ enum Phase {
 pub(crate) struct Subscriber {
     config: Arc<BackplaneConfig>,
     keys: Keys,
+    node_channel: String,
     commands: Arc<Commands>,
     requests: mpsc::Receiver<Request>,
     deliveries: mpsc::UnboundedSender<Delivery>,
     state: watch::Sender<BackplaneState>,
     /// Local subscriber count per channel; a channel is subscribed in Redis while present.
     counts: HashMap<String, usize>,
-    cursors: Cursors,
+    follower: Follower,
     /// Unsubscribe confirmations we still expect for topics we left ourselves; any other
     /// unsubscribe push is Redis dropping a wanted subscription (a slot moved in Cluster).
     own_unsubscribes: HashMap<String, usize>,
@@ -88,15 +85,18 @@ impl Subscriber {
         deliveries: mpsc::UnboundedSender<Delivery>,
         state: watch::Sender<BackplaneState>,
     ) -> Self {
+        let keys = Keys::new(&config.key_prefix, &config.node_id);
+        let follower = Follower::new(commands.clone(), keys.clone(), deliveries.clone());
         Self {
-            keys: Keys::new(&config.key_prefix, &config.node_id),
+            node_channel: keys.own_node_channel(),
+            keys,
             config,
             commands,
             requests,
             deliveries,
             state,
             counts: HashMap::new(),
-            cursors: Cursors::default(),
+            follower,
             own_unsubscribes: HashMap::new(),
             link: None,
             probe_topics: Vec::new(),
@@ -172,7 +172,7 @@ impl Subscriber {
             return;
         }
         self.counts.remove(channel);
-        self.cursors.forget(channel);
+        self.follower.forget(channel);
         let topic = self.keys.channel(channel).live;
         if let Some(link) = self.link.as_mut() {
             *self.own_unsubscribes.entry(topic.clone()).or_insert(0) += 1;
@@ -213,8 +213,7 @@ impl Subscriber {
             }
             return;
         }
-        let wanted = topic == self.keys.own_node_channel()
-            || self.probe_topics.iter().any(|t| t == topic)
+        let wanted = self.is_node_topic(topic)
             || self
                 .keys
                 .channel_of_live_topic(topic)
@@ -224,8 +223,13 @@ impl Subscriber {
         }
     }
 
+    /// The node channel or one of the probe topics.
+    fn is_node_topic(&self, topic: &str) -> bool {
+        topic == self.node_channel || self.probe_topics.iter().any(|t| t == topic)
+    }
+
     async fn route(&mut self, topic: &str, payload: Bytes) {
-        if topic == self.keys.own_node_channel() || self.probe_topics.iter().any(|t| t == topic) {
+        if self.is_node_topic(topic) {
             match envelope::decode_node(payload) {
                 Ok(NodeMessage::Direct { to, from, data }) => {
                     let _ = self.deliveries.send(Delivery::Direct { to, from, data });
@@ -239,133 +243,8 @@ impl Subscriber {
                 return;
             }
             match envelope::decode_live(payload) {
-                Ok(message) => self.on_channel_message(channel.to_string(), message).await,
+                Ok(message) => self.follower.on_message(channel.to_string(), message).await,
                 Err(error) => warn!(topic, %error, "dropping malformed channel message"),
-            }
-        }
-    }
-
-    async fn on_channel_message(&mut self, channel: String, message: LiveMessage) {
-        match self.cursors.check(&channel, message.offset, &message.epoch) {
-            Verdict::Duplicate => return,
-            Verdict::Gap { after } => {
-                self.catch_up(&channel, after, &message.epoch, Some(message.offset))
-                    .await;
-            }
-            Verdict::Deliver => {}
-        }
-        self.deliver(channel, message.offset, message.epoch, message.data);
-    }
-
-    fn deliver(&mut self, channel: String, offset: u64, epoch: String, data: Bytes) {
-        self.cursors.advance(&channel, offset, &epoch);
-        let _ = self.deliveries.send(Delivery::Channel {
-            channel,
-            offset,
-            epoch,
-            data,
-        });
-    }
-
-    /// Delivers what history retains of `channel` after offset `after` (and before `before`,
-    /// when a live message is waiting). If the channel's epoch changed meanwhile (Redis lost
-    /// its data), everything in the new epoch is new to this node and is delivered instead.
-    async fn catch_up(&mut self, channel: &str, after: u64, epoch: &str, before: Option<u64>) {
-        let Some(mut recovery) = self.read_history(channel, after, epoch).await else {
-            return;
-        };
-        let mut after = after;
-        if recovery.position.epoch != epoch {
-            let new_epoch = recovery.position.epoch.clone();
-            if new_epoch.is_empty() {
-                // Nothing published since the loss; the next live message starts over.
-                self.cursors.forget(channel);
-                return;
-            }
-            let Some(restarted) = self.read_history(channel, 0, &new_epoch).await else {
-                return;
-            };
-            (after, recovery) = (0, restarted);
-        }
-        self.deliver_recovered(channel, after, before, recovery);
-    }
-
-    /// Catches every followed channel up after a reconnect. The history reads run
-    /// concurrently (they pipeline on the multiplexed connection), so thousands of channels
-    /// cost a few round trips rather than one each.
-    async fn catch_up_all(&mut self) {
-        let mut reads = JoinSet::new();
-        let mut results = Vec::new();
-        for (channel, after, epoch) in self.cursors.snapshot() {
-            if reads.len() >= CATCH_UP_CONCURRENCY
-                && let Some(Ok(done)) = reads.join_next().await
-            {
-                results.push(done);
-            }
-            let (commands, keys) = (self.commands.clone(), self.keys.clone());
-            reads.spawn(async move {
-                let read = async {
-                    let mut conn = commands.get()?;
-                    channel::history(&mut conn, &keys, &channel, after, &epoch).await
-                };
-                let recovery = timeout(SUBSCRIBE_TIMEOUT, read)
-                    .await
-                    .ok()
-                    .and_then(Result::ok);
-                (channel, after, epoch, recovery)
-            });
-        }
-        while let Some(joined) = reads.join_next().await {
-            if let Ok(done) = joined {
-                results.push(done);
-            }
-        }
-        for (channel, after, epoch, recovery) in results {
-            match recovery {
-                Some(recovery) if recovery.position.epoch == epoch => {
-                    self.deliver_recovered(&channel, after, None, recovery);
-                }
-                // Rare: the epoch changed, or the read failed; take the careful path.
-                _ => self.catch_up(&channel, after, &epoch, None).await,
-            }
-        }
-    }
-
-    fn deliver_recovered(
-        &mut self,
-        channel: &str,
-        after: u64,
-        before: Option<u64>,
-        recovery: Recovery,
-    ) {
-        if !recovery.recovered {
-            warn!(
-                channel,
-                after, "history no longer holds every missed message"
-            );
-        }
-        let epoch = recovery.position.epoch;
-        for (offset, data) in recovery.messages {
-            if offset > after && before.is_none_or(|before| offset < before) {
-                self.deliver(channel.to_string(), offset, epoch.clone(), data);
-            }
-        }
-    }
-
-    async fn read_history(&self, channel: &str, after: u64, epoch: &str) -> Option<Recovery> {
-        let read = async {
-            let mut conn = self.commands.get()?;
-            channel::history(&mut conn, &self.keys, channel, after, epoch).await
-        };
-        match timeout(SUBSCRIBE_TIMEOUT, read).await {
-            Ok(Ok(recovery)) => Some(recovery),
-            Ok(Err(error)) => {
-                warn!(channel, %error, "history catch-up failed; offsets will jump");
-                None
-            }
-            Err(_) => {
-                warn!(channel, "history catch-up timed out; offsets will jump");
-                None
             }
         }
     }
@@ -388,7 +267,7 @@ impl Subscriber {
                 self.link = Some(link);
                 // Subscribed again: whatever was published while the link was down is in
                 // history, and live duplicates of it are dropped by the cursors.
-                self.catch_up_all().await;
+                self.follower.catch_up_all().await;
                 // Up only once a probe proves the new link delivers.
                 self.send_probe();
             }
@@ -406,14 +285,14 @@ impl Subscriber {
     async fn establish(&mut self) -> Result<Link, BackplaneError> {
         self.commands.ensure().await?;
         self.probe_topics = match self.commands.mode() {
-            RedisMode::Standalone => vec![self.keys.own_node_channel()],
+            RedisMode::Standalone => vec![self.node_channel.clone()],
             RedisMode::Cluster => {
                 let mut conn = self.commands.get()?;
                 probes::cluster_probe_topics(&mut conn, &self.keys).await?
             }
         };
         let (mut conn, pushes) = SubConn::open(&self.config).await?;
-        let mut topics = vec![self.keys.own_node_channel()];
+        let mut topics = vec![self.node_channel.clone()];
         topics.extend(
             self.probe_topics
                 .iter()
