@@ -548,3 +548,37 @@ async fn after_data_loss_the_new_epoch_is_caught_up_from_its_start() {
         ]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_started_before_redis_comes_up_when_redis_does() {
+    let mut redis = RedisServer::start().expect("redis-server");
+    redis.kill();
+    let (a, _a_deliveries) =
+        wsfleet_gateway::backplane::Backplane::connect(standalone(&redis, "a")).expect("config");
+    assert_eq!(a.state(), BackplaneState::Down);
+    let failed = tokio::time::timeout(SOON, a.publish("news", &raw("1"))).await;
+    assert!(
+        matches!(failed, Ok(Err(_))),
+        "publish fails promptly without Redis"
+    );
+
+    redis.restart().expect("start redis");
+    assert!(wait_state(&a, BackplaneState::Up).await);
+    let data = raw("1");
+    let position = retry(|| a.publish("news", &data)).await;
+    assert_eq!(position.offset, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_configuration_is_a_clear_error() {
+    let bad_url = config("not a url", RedisMode::Standalone, "wsf", "a");
+    let Err(error) = wsfleet_gateway::backplane::Backplane::connect(bad_url) else {
+        panic!("an unparsable url must be rejected");
+    };
+    assert!(
+        error
+            .to_string()
+            .contains("invalid backplane configuration"),
+        "{error}"
+    );
+}
