@@ -275,3 +275,41 @@ async fn a_stalled_master_is_noticed_even_when_it_does_not_hold_the_node_channel
     let received = next_channel_messages(&mut b_deliveries, 1).await;
     assert_eq!((&received[0].0, received[0].1), (&channel, position.offset));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deliveries_resume_after_a_master_fails_over_to_its_replica() {
+    let mut cluster = RedisCluster::start_with_replicas(1).expect("redis cluster");
+    let (a, _a_deliveries) = connect_up(clustered(&cluster, "a")).await;
+    let (b, mut b_deliveries) = connect_up(clustered(&cluster, "b")).await;
+    let (channel, master) = channels_on_each_master(&cluster)
+        .into_iter()
+        .next()
+        .expect("a channel");
+    b.subscribe_channel(&channel).await.expect("subscribe");
+    let before = a.publish(&channel, &raw("1")).await.expect("publish");
+    let received = next_channel_messages(&mut b_deliveries, 1).await;
+    assert_eq!(received[0].1, before.offset);
+
+    cluster.kill_node(master);
+    assert!(
+        wait_state(&b, wsfleet_gateway::backplane::BackplaneState::Down).await,
+        "b noticed its shard's master died"
+    );
+    cluster.wait_until_healthy().expect("replica promoted");
+    let promoted = cluster
+        .master_for_key(&live_topic(&channel))
+        .expect("new owner");
+    assert_ne!(promoted, master);
+    assert!(b.wait_up(SOON).await, "b back up after the failover");
+    assert!(a.wait_up(SOON).await, "a back up after the failover");
+
+    let data = raw(r#""after failover""#);
+    let after = retry(|| a.publish(&channel, &data)).await;
+    // Nothing else was published, so the next delivery is exactly the new message (offset 2
+    // if the replica had the first write, or offset 1 of a new epoch if replication lost it).
+    let next = next_channel_messages(&mut b_deliveries, 1).await.remove(0);
+    assert_eq!(
+        (next.0, next.1, next.2, next.3.as_str()),
+        (channel, after.offset, after.epoch, r#""after failover""#)
+    );
+}
