@@ -471,6 +471,12 @@ async fn messages_missed_while_the_subscription_was_down_are_caught_up_from_hist
     a.publish("feed", &raw("11")).await.expect("publish");
     let live = next_channel_messages(&mut b_deliveries, 1).await;
     assert_eq!(live[0].1, 11);
+    let stats = b.stats();
+    assert_eq!(stats.caught_up_messages, 7);
+    assert!(
+        stats.links_lost >= 1 && stats.links_established >= 2,
+        "{stats:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -581,4 +587,38 @@ async fn invalid_configuration_is_a_clear_error() {
             .contains("invalid backplane configuration"),
         "{error}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_messages_on_backplane_topics_are_dropped_and_counted() {
+    let redis = RedisServer::start().expect("redis-server");
+    let (a, _a_deliveries) = connect_up(standalone(&redis, "a")).await;
+    let (b, mut b_deliveries) = connect_up(standalone(&redis, "b")).await;
+    b.subscribe_channel("news").await.expect("subscribe");
+
+    // Foreign writers on our topics: not JSON, wrong shapes, unknown node message types.
+    for (topic, payload) in [
+        ("wsf:{ch:news}:live", "not json"),
+        (
+            "wsf:{ch:news}:live",
+            r#"{"offset":"x","epoch":"e","data":1}"#,
+        ),
+        ("wsf:{ch:news}:live", r#"{"offset":1,"epoch":"e"}"#),
+        ("wsf:node:b", r#"{"type":"direct","to":"x"}"#),
+        ("wsf:node:b", r#"{"type":"surprise"}"#),
+        ("wsf:node:b", "[1,2"),
+    ] {
+        redis
+            .cli(&["PUBLISH", topic, payload])
+            .expect("publish garbage");
+    }
+    let position = a.publish("news", &raw(r#""fine""#)).await.expect("publish");
+    let received = next_channel_messages(&mut b_deliveries, 1).await;
+    assert_eq!(
+        (received[0].1, received[0].3.as_str()),
+        (position.offset, r#""fine""#)
+    );
+    assert_eq!(b.stats().malformed_messages, 6);
+    assert_eq!(b.state(), BackplaneState::Up);
+    assert!(b.stats().last_probe_rtt > std::time::Duration::ZERO);
 }

@@ -17,6 +17,7 @@ use super::connection::Commands;
 use super::cursors::{Cursors, Verdict};
 use super::envelope::LiveMessage;
 use super::keys::Keys;
+use super::stats::Counters;
 
 /// Upper bound for one history read.
 const READ_TIMEOUT: Duration = Duration::from_secs(5);
@@ -28,6 +29,7 @@ pub(crate) struct Follower {
     commands: Arc<Commands>,
     keys: Keys,
     deliveries: mpsc::UnboundedSender<Delivery>,
+    counters: Arc<Counters>,
 }
 
 impl Follower {
@@ -35,12 +37,14 @@ impl Follower {
         commands: Arc<Commands>,
         keys: Keys,
         deliveries: mpsc::UnboundedSender<Delivery>,
+        counters: Arc<Counters>,
     ) -> Self {
         Self {
             cursors: Cursors::default(),
             commands,
             keys,
             deliveries,
+            counters,
         }
     }
 
@@ -148,6 +152,7 @@ impl Follower {
         let epoch = recovery.position.epoch;
         for (offset, data) in recovery.messages {
             if offset > after && before.is_none_or(|before| offset < before) {
+                self.counters.caught_up(1);
                 self.deliver(channel.to_string(), offset, epoch.clone(), data);
             }
         }

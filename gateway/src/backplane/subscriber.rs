@@ -23,10 +23,13 @@ use super::error::BackplaneError;
 use super::follower::Follower;
 use super::keys::Keys;
 use super::probes;
+use super::stats::Counters;
 use super::{BackplaneState, Delivery};
 
 /// Upper bound for one (un)subscribe round trip before the link is considered broken.
 const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Queued pushes read before an overdue probe counts as failed.
+const MAX_QUEUED_BEFORE_VERDICT: usize = 100_000;
 
 pub(crate) enum Request {
     Subscribe {
@@ -52,7 +55,11 @@ enum Phase {
     Idle,
     /// A probe with this token is on its way to each of `pending`; the deadline is its
     /// timeout.
-    Probing { token: String, pending: Vec<String> },
+    Probing {
+        token: String,
+        pending: Vec<String>,
+        sent_at: Instant,
+    },
 }
 
 pub(crate) struct Subscriber {
@@ -63,6 +70,7 @@ pub(crate) struct Subscriber {
     requests: mpsc::Receiver<Request>,
     deliveries: mpsc::UnboundedSender<Delivery>,
     state: watch::Sender<BackplaneState>,
+    counters: Arc<Counters>,
     /// Local subscriber count per channel; a channel is subscribed in Redis while present.
     counts: HashMap<String, usize>,
     follower: Follower,
@@ -84,9 +92,15 @@ impl Subscriber {
         requests: mpsc::Receiver<Request>,
         deliveries: mpsc::UnboundedSender<Delivery>,
         state: watch::Sender<BackplaneState>,
+        counters: Arc<Counters>,
     ) -> Self {
         let keys = Keys::new(&config.key_prefix, &config.node_id);
-        let follower = Follower::new(commands.clone(), keys.clone(), deliveries.clone());
+        let follower = Follower::new(
+            commands.clone(),
+            keys.clone(),
+            deliveries.clone(),
+            counters.clone(),
+        );
         Self {
             node_channel: keys.own_node_channel(),
             keys,
@@ -95,6 +109,7 @@ impl Subscriber {
             requests,
             deliveries,
             state,
+            counters,
             counts: HashMap::new(),
             follower,
             own_unsubscribes: HashMap::new(),
@@ -235,7 +250,10 @@ impl Subscriber {
                     let _ = self.deliveries.send(Delivery::Direct { to, from, data });
                 }
                 Ok(NodeMessage::Probe { token }) => self.probe_returned(topic, &token),
-                Err(error) => warn!(topic, %error, "dropping malformed node message"),
+                Err(error) => {
+                    self.counters.malformed();
+                    warn!(topic, %error, "dropping malformed node message");
+                }
             }
         } else if let Some(channel) = self.keys.channel_of_live_topic(topic) {
             // Messages still in flight after the last local subscriber left are not wanted.
@@ -244,17 +262,40 @@ impl Subscriber {
             }
             match envelope::decode_live(payload) {
                 Ok(message) => self.follower.on_message(channel.to_string(), message).await,
-                Err(error) => warn!(topic, %error, "dropping malformed channel message"),
+                Err(error) => {
+                    self.counters.malformed();
+                    warn!(topic, %error, "dropping malformed channel message");
+                }
             }
         }
     }
 
     async fn on_deadline(&mut self) {
-        match std::mem::replace(&mut self.phase, Phase::Idle) {
+        match self.phase {
             Phase::Reconnecting => self.reconnect().await,
             Phase::Idle => self.send_probe(),
-            Phase::Probing { .. } => self.lose_link("liveness probe not echoed in time"),
+            Phase::Probing { .. } => self.probe_overdue().await,
         }
+    }
+
+    /// The echo may already be queued behind a burst or a slow catch-up: read what has
+    /// arrived (boundedly) before declaring the link broken.
+    async fn probe_overdue(&mut self) {
+        for _ in 0..MAX_QUEUED_BEFORE_VERDICT {
+            let Some(push) = self
+                .link
+                .as_mut()
+                .and_then(|link| link.pushes.try_recv().ok())
+            else {
+                break;
+            };
+            self.handle_push(push).await;
+            if !matches!(self.phase, Phase::Probing { .. }) {
+                return;
+            }
+        }
+        self.counters.probe_failed();
+        self.lose_link("liveness probe not echoed in time");
     }
 
     async fn reconnect(&mut self) {
@@ -265,6 +306,7 @@ impl Subscriber {
                     "subscription connection established"
                 );
                 self.link = Some(link);
+                self.counters.link_established();
                 // Subscribed again: whatever was published while the link was down is in
                 // history, and live duplicates of it are dropped by the cursors.
                 self.follower.catch_up_all().await;
@@ -333,6 +375,7 @@ impl Subscriber {
         self.phase = Phase::Probing {
             token,
             pending: self.probe_topics.clone(),
+            sent_at: Instant::now(),
         };
         self.deadline = Instant::now() + self.config.probe_timeout;
     }
@@ -341,6 +384,7 @@ impl Subscriber {
         let Phase::Probing {
             token: expected,
             pending,
+            sent_at,
         } = &mut self.phase
         else {
             return;
@@ -353,6 +397,7 @@ impl Subscriber {
         if !pending.is_empty() {
             return;
         }
+        self.counters.probe_returned(sent_at.elapsed());
         self.backoff.reset();
         self.phase = Phase::Idle;
         self.deadline = Instant::now() + self.config.probe_interval;
@@ -369,7 +414,9 @@ impl Subscriber {
     /// Drops the link (and, in cluster mode, the command connection whose routing may be
     /// stale), reports Down and schedules a reconnect.
     fn lose_link(&mut self, reason: &str) {
-        self.link = None;
+        if self.link.take().is_some() {
+            self.counters.link_lost();
+        }
         self.own_unsubscribes.clear();
         if self.commands.mode() == RedisMode::Cluster {
             self.commands.reset();
