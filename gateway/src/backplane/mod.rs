@@ -280,7 +280,8 @@ impl Backplane {
     }
 
     /// Registers clients as connected to this node (one pipelined write) and keeps their
-    /// registry entries refreshed until unregistered.
+    /// registry entries refreshed until unregistered. On error the clients stay registered
+    /// locally and are written by the next refresh.
     pub async fn register_clients(&self, ids: &[String]) -> Result<(), BackplaneError> {
         self.inner.clients.insert(ids);
         registry::write_entries(
