@@ -24,7 +24,8 @@ pub struct BackplaneConfig {
     pub node_id: String,
     /// Channel history keeps about this many messages (trimmed with `MAXLEN ~`).
     pub history_max_len: u64,
-    /// Channel history drops messages older than this (trimmed on publish).
+    /// Channel history drops messages older than this (trimmed on publish); zero disables the
+    /// age bound.
     pub history_max_age: Duration,
     /// Registry entries and presence expire after this unless refreshed; refreshed every third.
     pub registry_ttl: Duration,
