@@ -186,6 +186,11 @@ async fn cluster_subscriptions_come_back_after_their_connections_are_killed() {
     for (channel, _) in &channels {
         b.subscribe_channel(channel).await.expect("subscribe");
     }
+    // Many channels over many slots, so re-subscription sends many SSUBSCRIBE groups.
+    let bulk: Vec<String> = (0..300).map(|i| format!("bulk-{i}")).collect();
+    for channel in &bulk {
+        b.subscribe_channel(channel).await.expect("subscribe");
+    }
 
     let mut killed = 0;
     for port in cluster.ports() {
@@ -206,7 +211,8 @@ async fn cluster_subscriptions_come_back_after_their_connections_are_killed() {
         );
     }
     assert!(b.wait_up(SOON).await);
-    for (channel, _) in &channels {
+    let sample = bulk.iter().step_by(30);
+    for channel in channels.iter().map(|(c, _)| c).chain(sample) {
         let data = raw("1");
         let position = retry(|| a.publish(channel, &data)).await;
         let received = next_channel_messages(&mut b_deliveries, 1).await;
