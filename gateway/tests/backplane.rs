@@ -471,4 +471,154 @@ async fn messages_missed_while_the_subscription_was_down_are_caught_up_from_hist
     a.publish("feed", &raw("11")).await.expect("publish");
     let live = next_channel_messages(&mut b_deliveries, 1).await;
     assert_eq!(live[0].1, 11);
+    let stats = b.stats();
+    assert_eq!(stats.caught_up_messages, 7);
+    assert!(
+        stats.links_lost >= 1 && stats.links_established >= 2,
+        "{stats:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_data_loss_the_new_epoch_is_caught_up_from_its_start() {
+    let redis = RedisServer::start().expect("redis-server");
+    let (a, _a_deliveries) = connect_up(standalone(&redis, "a")).await;
+    let (b, mut b_deliveries) = connect_up(standalone(&redis, "b")).await;
+    b.subscribe_channel("feed").await.expect("subscribe");
+    for i in 1..=3 {
+        a.publish("feed", &raw(&i.to_string()))
+            .await
+            .expect("publish");
+    }
+    let old = next_channel_messages(&mut b_deliveries, 3).await;
+
+    // b's subscription is cut and kept out while Redis loses everything and a new epoch
+    // begins with two messages.
+    let mut admin = redis::Client::open(redis.url())
+        .expect("url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("admin connection");
+    let set_maxclients = |n: u32| {
+        redis::cmd("CONFIG")
+            .arg("SET")
+            .arg("maxclients")
+            .arg(n)
+            .clone()
+    };
+    set_maxclients(3)
+        .query_async::<()>(&mut admin)
+        .await
+        .expect("limit");
+    redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("pubsub")
+        .query_async::<i64>(&mut admin)
+        .await
+        .expect("kill subscriptions");
+    assert!(wait_state(&b, BackplaneState::Down).await);
+    redis::cmd("FLUSHALL")
+        .query_async::<()>(&mut admin)
+        .await
+        .expect("lose data");
+    let mut new_epoch = String::new();
+    for i in 1..=2 {
+        let position = a
+            .publish("feed", &raw(&format!(r#""new-{i}""#)))
+            .await
+            .expect("publish");
+        new_epoch = position.epoch;
+    }
+    assert_ne!(new_epoch, old[0].2);
+    set_maxclients(10_000)
+        .query_async::<()>(&mut admin)
+        .await
+        .expect("lift");
+    assert!(wait_state(&b, BackplaneState::Up).await);
+    a.publish("feed", &raw(r#""new-3""#))
+        .await
+        .expect("publish");
+
+    let new = next_channel_messages(&mut b_deliveries, 3).await;
+    let seen: Vec<(u64, &str, &str)> = new
+        .iter()
+        .map(|(_, offset, epoch, data)| (*offset, epoch.as_str(), data.as_str()))
+        .collect();
+    assert_eq!(
+        seen,
+        vec![
+            (1, new_epoch.as_str(), r#""new-1""#),
+            (2, new_epoch.as_str(), r#""new-2""#),
+            (3, new_epoch.as_str(), r#""new-3""#),
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_started_before_redis_comes_up_when_redis_does() {
+    let mut redis = RedisServer::start().expect("redis-server");
+    redis.kill();
+    let (a, _a_deliveries) =
+        wsfleet_gateway::backplane::Backplane::connect(standalone(&redis, "a")).expect("config");
+    assert_eq!(a.state(), BackplaneState::Down);
+    let failed = tokio::time::timeout(SOON, a.publish("news", &raw("1"))).await;
+    assert!(
+        matches!(failed, Ok(Err(_))),
+        "publish fails promptly without Redis"
+    );
+
+    redis.restart().expect("start redis");
+    assert!(wait_state(&a, BackplaneState::Up).await);
+    let data = raw("1");
+    let position = retry(|| a.publish("news", &data)).await;
+    assert_eq!(position.offset, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_configuration_is_a_clear_error() {
+    let bad_url = config("not a url", RedisMode::Standalone, "wsf", "a");
+    let Err(error) = wsfleet_gateway::backplane::Backplane::connect(bad_url) else {
+        panic!("an unparsable url must be rejected");
+    };
+    assert!(
+        error
+            .to_string()
+            .contains("invalid backplane configuration"),
+        "{error}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_messages_on_backplane_topics_are_dropped_and_counted() {
+    let redis = RedisServer::start().expect("redis-server");
+    let (a, _a_deliveries) = connect_up(standalone(&redis, "a")).await;
+    let (b, mut b_deliveries) = connect_up(standalone(&redis, "b")).await;
+    b.subscribe_channel("news").await.expect("subscribe");
+
+    // Foreign writers on our topics: not JSON, wrong shapes, unknown node message types.
+    for (topic, payload) in [
+        ("wsf:{ch:news}:live", "not json"),
+        (
+            "wsf:{ch:news}:live",
+            r#"{"offset":"x","epoch":"e","data":1}"#,
+        ),
+        ("wsf:{ch:news}:live", r#"{"offset":1,"epoch":"e"}"#),
+        ("wsf:node:b", r#"{"type":"direct","to":"x"}"#),
+        ("wsf:node:b", r#"{"type":"surprise"}"#),
+        ("wsf:node:b", "[1,2"),
+    ] {
+        redis
+            .cli(&["PUBLISH", topic, payload])
+            .expect("publish garbage");
+    }
+    let position = a.publish("news", &raw(r#""fine""#)).await.expect("publish");
+    let received = next_channel_messages(&mut b_deliveries, 1).await;
+    assert_eq!(
+        (received[0].1, received[0].3.as_str()),
+        (position.offset, r#""fine""#)
+    );
+    assert_eq!(b.stats().malformed_messages, 6);
+    assert_eq!(b.state(), BackplaneState::Up);
+    assert!(b.stats().last_probe_rtt > std::time::Duration::ZERO);
 }

@@ -186,6 +186,11 @@ async fn cluster_subscriptions_come_back_after_their_connections_are_killed() {
     for (channel, _) in &channels {
         b.subscribe_channel(channel).await.expect("subscribe");
     }
+    // Many channels over many slots, so re-subscription sends many SSUBSCRIBE groups.
+    let bulk: Vec<String> = (0..300).map(|i| format!("bulk-{i}")).collect();
+    for channel in &bulk {
+        b.subscribe_channel(channel).await.expect("subscribe");
+    }
 
     let mut killed = 0;
     for port in cluster.ports() {
@@ -206,7 +211,8 @@ async fn cluster_subscriptions_come_back_after_their_connections_are_killed() {
         );
     }
     assert!(b.wait_up(SOON).await);
-    for (channel, _) in &channels {
+    let sample = bulk.iter().step_by(30);
+    for channel in channels.iter().map(|(c, _)| c).chain(sample) {
         let data = raw("1");
         let position = retry(|| a.publish(channel, &data)).await;
         let received = next_channel_messages(&mut b_deliveries, 1).await;
@@ -244,5 +250,72 @@ async fn a_shard_channel_follows_its_slot_to_another_master() {
     assert_eq!(
         (received[0].1, received[0].3.as_str()),
         (position.offset, r#""moved""#)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_master_is_noticed_even_when_it_does_not_hold_the_node_channel() {
+    let cluster = RedisCluster::start().expect("redis cluster");
+    let (a, _a_deliveries) = connect_up(clustered(&cluster, "a")).await;
+    let mut b_config = clustered(&cluster, "b");
+    b_config.probe_timeout = std::time::Duration::from_secs(1);
+    let (b, mut b_deliveries) = connect_up(b_config).await;
+    let node_master = cluster.master_for_key("wsf:node:b").expect("owner");
+    let (channel, stalled) = channels_on_each_master(&cluster)
+        .into_iter()
+        .find(|(_, port)| *port != node_master)
+        .expect("a channel on another master");
+    b.subscribe_channel(&channel).await.expect("subscribe");
+
+    // Only one shard stalls; b's node channel lives on another one.
+    cluster
+        .cli(stalled, &["CLIENT", "PAUSE", "4000", "ALL"])
+        .expect("pause");
+    assert!(
+        wait_state(&b, wsfleet_gateway::backplane::BackplaneState::Down).await,
+        "the per-master probe noticed the stalled shard"
+    );
+    assert!(b.wait_up(SOON).await, "recovered after the pause");
+    let data = raw("1");
+    let position = retry(|| a.publish(&channel, &data)).await;
+    let received = next_channel_messages(&mut b_deliveries, 1).await;
+    assert_eq!((&received[0].0, received[0].1), (&channel, position.offset));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deliveries_resume_after_a_master_fails_over_to_its_replica() {
+    let mut cluster = RedisCluster::start_with_replicas(1).expect("redis cluster");
+    let (a, _a_deliveries) = connect_up(clustered(&cluster, "a")).await;
+    let (b, mut b_deliveries) = connect_up(clustered(&cluster, "b")).await;
+    let (channel, master) = channels_on_each_master(&cluster)
+        .into_iter()
+        .next()
+        .expect("a channel");
+    b.subscribe_channel(&channel).await.expect("subscribe");
+    let before = a.publish(&channel, &raw("1")).await.expect("publish");
+    let received = next_channel_messages(&mut b_deliveries, 1).await;
+    assert_eq!(received[0].1, before.offset);
+
+    cluster.kill_node(master);
+    assert!(
+        wait_state(&b, wsfleet_gateway::backplane::BackplaneState::Down).await,
+        "b noticed its shard's master died"
+    );
+    cluster.wait_until_healthy().expect("replica promoted");
+    let promoted = cluster
+        .master_for_key(&live_topic(&channel))
+        .expect("new owner");
+    assert_ne!(promoted, master);
+    assert!(b.wait_up(SOON).await, "b back up after the failover");
+    assert!(a.wait_up(SOON).await, "a back up after the failover");
+
+    let data = raw(r#""after failover""#);
+    let after = retry(|| a.publish(&channel, &data)).await;
+    // Nothing else was published, so the next delivery is exactly the new message (offset 2
+    // if the replica had the first write, or offset 1 of a new epoch if replication lost it).
+    let next = next_channel_messages(&mut b_deliveries, 1).await.remove(0);
+    assert_eq!(
+        (next.0, next.1, next.2, next.3.as_str()),
+        (channel, after.offset, after.epoch, r#""after failover""#)
     );
 }

@@ -82,10 +82,12 @@ impl Drop for RedisServer {
     }
 }
 
-/// A Redis Cluster of three masters (no replicas) on random free loopback ports.
+/// A Redis Cluster of three masters (optionally with one replica each) on random free
+/// loopback ports.
 pub struct RedisCluster {
     ports: Vec<u16>,
-    children: Vec<Child>,
+    children: Vec<Option<Child>>,
+    replicas: usize,
     _dir: TempDir,
 }
 
@@ -93,28 +95,67 @@ impl RedisCluster {
     /// Starts three cluster-enabled servers, joins them with `redis-cli --cluster create` and
     /// waits until every node reports `cluster_state:ok`.
     pub fn start() -> io::Result<Self> {
+        Self::start_with_replicas(0)
+    }
+
+    /// Like [`RedisCluster::start`] with `replicas` replicas per master (3 × (1 + replicas)
+    /// processes); waits until every replica's link to its master is up, so a failover can
+    /// promote it.
+    pub fn start_with_replicas(replicas: usize) -> io::Result<Self> {
         let dir = TempDir::new("redis-cluster")?;
         let mut cluster = Self {
             ports: Vec::new(),
             children: Vec::new(),
+            replicas,
             _dir: dir,
         };
-        for _ in 0..3 {
+        for _ in 0..3 * (1 + replicas) {
             let (port, child) = cluster.spawn_node()?;
             cluster.ports.push(port);
-            cluster.children.push(child);
+            cluster.children.push(Some(child));
         }
         cluster.create()?;
         cluster.wait_until_ok()?;
         Ok(cluster)
     }
 
-    /// The master ports.
+    /// The ports of all nodes (masters and replicas) that were started.
     pub fn ports(&self) -> &[u16] {
         &self.ports
     }
 
-    /// Seed URLs of all masters.
+    /// The ports of the current masters, per the first live node.
+    pub fn masters(&self) -> io::Result<Vec<u16>> {
+        let nodes = self.live_cli(&["CLUSTER", "NODES"])?;
+        Ok(nodes
+            .lines()
+            .filter(|line| {
+                let flags = line.split_whitespace().nth(2).unwrap_or("");
+                flags.contains("master") && !flags.contains("fail")
+            })
+            .filter_map(|line| {
+                let address = line.split_whitespace().nth(1)?.split('@').next()?;
+                address.rsplit(':').next()?.parse().ok()
+            })
+            .collect())
+    }
+
+    /// Kills one node (SIGKILL), e.g. a master to force a failover.
+    pub fn kill_node(&mut self, port: u16) {
+        if let Some(index) = self.ports.iter().position(|&p| p == port)
+            && let Some(mut child) = self.children[index].take()
+        {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Waits until the surviving nodes agree on `cluster_state:ok` again (after a failover).
+    pub fn wait_until_healthy(&self) -> io::Result<()> {
+        self.wait_until_ok()
+    }
+
+    /// Seed URLs of all nodes that were started.
     pub fn urls(&self) -> Vec<String> {
         self.ports
             .iter()
@@ -129,15 +170,15 @@ impl RedisCluster {
 
     /// The hash slot of `key`.
     pub fn key_slot(&self, key: &str) -> io::Result<u16> {
-        cli(self.ports[0], &["CLUSTER", "KEYSLOT", key])?
+        self.live_cli(&["CLUSTER", "KEYSLOT", key])?
             .trim()
             .parse()
             .map_err(|_| io::Error::other("CLUSTER KEYSLOT did not answer a number"))
     }
 
-    /// The port of the master that owns `slot`, as seen by the first node.
+    /// The port of the master that owns `slot`, as seen by the first live node.
     pub fn master_for_slot(&self, slot: u16) -> io::Result<u16> {
-        let nodes = cli(self.ports[0], &["CLUSTER", "NODES"])?;
+        let nodes = self.live_cli(&["CLUSTER", "NODES"])?;
         nodes
             .lines()
             .find_map(|line| owner_in_nodes_line(line, slot))
@@ -168,10 +209,25 @@ impl RedisCluster {
         for port in [to, from] {
             expect_ok(cli(port, &["CLUSTER", "SETSLOT", &slot, "NODE", &to_id])?)?;
         }
-        for &port in self.ports.iter().filter(|&&p| p != to && p != from) {
+        for port in self
+            .masters()?
+            .into_iter()
+            .filter(|&p| p != to && p != from)
+        {
             expect_ok(cli(port, &["CLUSTER", "SETSLOT", &slot, "NODE", &to_id])?)?;
         }
         Ok(())
+    }
+
+    /// Runs a command on the first node that is still running.
+    fn live_cli(&self, args: &[&str]) -> io::Result<String> {
+        let port = self
+            .ports
+            .iter()
+            .zip(&self.children)
+            .find_map(|(port, child)| child.as_ref().map(|_| *port))
+            .ok_or_else(|| io::Error::other("no cluster node is running"))?;
+        cli(port, args)
     }
 
     fn spawn_node(&self) -> io::Result<(u16, Child)> {
@@ -188,7 +244,7 @@ impl RedisCluster {
                 "--cluster-port".to_string(),
                 bus_port.to_string(),
                 "--cluster-node-timeout".to_string(),
-                "5000".to_string(),
+                "2000".to_string(),
             ];
             match spawn_ready(port, self._dir.path(), &extra) {
                 Ok(child) => return Ok((port, child)),
@@ -201,7 +257,8 @@ impl RedisCluster {
     fn create(&self) -> io::Result<()> {
         let mut args = vec!["--cluster".to_string(), "create".to_string()];
         args.extend(self.ports.iter().map(|port| format!("127.0.0.1:{port}")));
-        args.extend(["--cluster-replicas", "0", "--cluster-yes"].map(String::from));
+        args.extend(["--cluster-replicas".to_string(), self.replicas.to_string()]);
+        args.push("--cluster-yes".to_string());
         let output = Command::new(REDIS_CLI)
             .args(&args)
             .stdin(Stdio::null())
@@ -217,11 +274,24 @@ impl RedisCluster {
 
     fn wait_until_ok(&self) -> io::Result<()> {
         let deadline = Instant::now() + CLUSTER_TIMEOUT;
+        let live: Vec<u16> = self
+            .ports
+            .iter()
+            .zip(&self.children)
+            .filter_map(|(port, child)| child.as_ref().map(|_| *port))
+            .collect();
         while Instant::now() < deadline {
-            let all_ok = self.ports.iter().all(|&port| {
-                cli(port, &["CLUSTER", "INFO"])
+            let all_ok = live.iter().all(|&port| {
+                let state_ok = cli(port, &["CLUSTER", "INFO"])
                     .map(|info| info.contains("cluster_state:ok"))
-                    .unwrap_or(false)
+                    .unwrap_or(false);
+                // A replica must be linked to its master before it can take over.
+                let replica_linked = cli(port, &["INFO", "replication"])
+                    .map(|info| {
+                        !info.contains("role:slave") || info.contains("master_link_status:up")
+                    })
+                    .unwrap_or(false);
+                state_ok && replica_linked
             });
             if all_ok {
                 return Ok(());
@@ -234,7 +304,7 @@ impl RedisCluster {
 
 impl Drop for RedisCluster {
     fn drop(&mut self) {
-        for child in &mut self.children {
+        for mut child in self.children.iter_mut().filter_map(Option::take) {
             let _ = child.kill();
             let _ = child.wait();
         }

@@ -24,7 +24,8 @@ pub struct BackplaneConfig {
     pub node_id: String,
     /// Channel history keeps about this many messages (trimmed with `MAXLEN ~`).
     pub history_max_len: u64,
-    /// Channel history drops messages older than this (trimmed on publish).
+    /// Channel history drops messages older than this (trimmed on publish); zero disables the
+    /// age bound.
     pub history_max_age: Duration,
     /// Registry entries and presence expire after this unless refreshed; refreshed every third.
     pub registry_ttl: Duration,
@@ -61,8 +62,12 @@ impl BackplaneConfig {
     }
 
     pub(crate) fn validate(&self) -> Result<(), String> {
-        if self.urls().is_empty() {
-            return Err("redis url is empty".into());
+        match (self.mode, self.urls().len()) {
+            (_, 0) => return Err("redis url is empty".into()),
+            (RedisMode::Standalone, n) if n > 1 => {
+                return Err("standalone mode takes one redis url (a list is for cluster)".into());
+            }
+            _ => {}
         }
         if self.key_prefix.contains(['{', '}']) {
             return Err("key_prefix must not contain '{' or '}'".into());
@@ -80,5 +85,54 @@ impl BackplaneConfig {
             return Err("probe_interval and probe_timeout must be positive".into());
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn valid() -> BackplaneConfig {
+        BackplaneConfig::new(
+            "redis://127.0.0.1:6379/",
+            RedisMode::Standalone,
+            "wsfleet",
+            "n1",
+        )
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        assert_eq!(valid().validate(), Ok(()));
+    }
+
+    #[test]
+    fn bad_settings_are_rejected_with_a_reason() {
+        type Breakage = Box<dyn Fn(&mut BackplaneConfig)>;
+        let cases: Vec<(&str, Breakage)> = vec![
+            ("empty url", Box::new(|c| c.url = " , ".into())),
+            (
+                "url list in standalone",
+                Box::new(|c| c.url = "redis://a/,redis://b/".into()),
+            ),
+            ("brace in prefix", Box::new(|c| c.key_prefix = "a{b".into())),
+            ("empty node id", Box::new(|c| c.node_id.clear())),
+            ("zero history", Box::new(|c| c.history_max_len = 0)),
+            (
+                "tiny ttl",
+                Box::new(|c| c.registry_ttl = Duration::from_millis(10)),
+            ),
+            ("zero probe", Box::new(|c| c.probe_timeout = Duration::ZERO)),
+        ];
+        for (name, break_it) in cases {
+            let mut config = valid();
+            break_it(&mut config);
+            assert!(config.validate().is_err(), "{name}");
+        }
+        let mut cluster = valid();
+        cluster.mode = RedisMode::Cluster;
+        cluster.url = "redis://a:1/, redis://b:2/".into();
+        assert_eq!(cluster.validate(), Ok(()));
+        assert_eq!(cluster.urls(), vec!["redis://a:1/", "redis://b:2/"]);
     }
 }

@@ -13,16 +13,19 @@ use redis::cluster::{ClusterClient, ClusterClientBuilder};
 use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::Slot;
 use redis::{
-    AsyncConnectionConfig, Client, Cmd, IntoConnectionInfo, Pipeline, ProtocolVersion, PushInfo,
-    RedisFuture, RedisResult, Value,
+    AsyncConnectionConfig, Client, Cmd, ErrorKind, IntoConnectionInfo, Pipeline, ProtocolVersion,
+    PushInfo, RedisError, RedisFuture, RedisResult, Value,
 };
 use tokio::sync::mpsc;
+use tokio::task::{JoinError, JoinSet};
 
 use super::config::{BackplaneConfig, RedisMode};
 use super::error::BackplaneError;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(3);
+/// Sharded subscribe commands (one per hash slot) in flight at once.
+const SUBSCRIBE_CONCURRENCY: usize = 64;
 
 /// A command connection of either mode; cheap to clone, usable from many tasks at once.
 #[derive(Clone)]
@@ -192,8 +195,21 @@ impl SubConn {
                 Ok(())
             }
             Self::Cluster(conn) => {
+                // Clones share the cluster's per-node connections, so groups go out
+                // concurrently instead of one round trip after another.
+                let mut in_flight = JoinSet::new();
                 for group in group_by_slot(topics) {
-                    conn.ssubscribe(group).await?;
+                    if in_flight.len() >= SUBSCRIBE_CONCURRENCY
+                        && let Some(done) = in_flight.join_next().await
+                    {
+                        joined(done)?;
+                    }
+                    let mut conn = conn.clone();
+                    let group: Vec<String> = group.into_iter().map(String::from).collect();
+                    in_flight.spawn(async move { conn.ssubscribe(group).await });
+                }
+                while let Some(done) = in_flight.join_next().await {
+                    joined(done)?;
                 }
                 Ok(())
             }
@@ -206,6 +222,10 @@ impl SubConn {
             Self::Cluster(conn) => conn.sunsubscribe(topic).await,
         }
     }
+}
+
+fn joined(done: Result<RedisResult<()>, JoinError>) -> RedisResult<()> {
+    done.map_err(|e| RedisError::from((ErrorKind::Client, "subscribe task failed", e.to_string())))?
 }
 
 /// Groups keys (or sharded topics) so that each group lies in one hash slot.

@@ -7,11 +7,12 @@ use std::collections::HashMap;
 
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Verdict {
-    /// The next message in order, or the first one seen (or a new epoch): deliver it.
+    /// The next message in order, or the first one seen: deliver it.
     Deliver,
     /// Already delivered.
     Duplicate,
     /// Offsets after `after` and before this message are missing: fill from history first.
+    /// After an epoch change `after` is 0: the whole new epoch is new to this node.
     Gap { after: u64 },
 }
 
@@ -32,6 +33,7 @@ impl Cursors {
                     Verdict::Gap { after: *last }
                 }
             }
+            Some(_) if offset > 1 => Verdict::Gap { after: 0 },
             _ => Verdict::Deliver,
         }
     }
@@ -72,6 +74,11 @@ mod tests {
         assert_eq!(cursors.check("c", 7, "e"), Verdict::Duplicate);
         assert_eq!(cursors.check("c", 11, "e"), Verdict::Gap { after: 7 });
         assert_eq!(cursors.check("c", 1, "new"), Verdict::Deliver, "new epoch");
+        assert_eq!(
+            cursors.check("c", 3, "new"),
+            Verdict::Gap { after: 0 },
+            "new epoch, its first messages missed"
+        );
         cursors.advance("c", 1, "new");
         assert_eq!(cursors.snapshot(), vec![("c".into(), 1, "new".into())]);
         cursors.forget("c");

@@ -11,9 +11,12 @@ mod connection;
 mod cursors;
 mod envelope;
 mod error;
+mod follower;
 mod keys;
 mod presence;
+mod probes;
 mod registry;
+mod stats;
 mod subscriber;
 
 use std::sync::{Arc, Mutex};
@@ -29,10 +32,12 @@ pub use channel::{Position, Recovery};
 pub use config::{BackplaneConfig, RedisMode};
 pub use error::BackplaneError;
 pub use presence::Presence;
+pub use stats::BackplaneStats;
 
 use connection::Commands;
 use keys::Keys;
 use registry::LocalClients;
+use stats::Counters;
 use subscriber::{Request, Subscriber};
 
 /// Something that arrived from Redis for this node.
@@ -81,6 +86,7 @@ struct Inner {
     state: watch::Receiver<BackplaneState>,
     clients: Arc<LocalClients>,
     presence: Arc<Mutex<Option<Presence>>>,
+    counters: Arc<Counters>,
     tasks: Vec<AbortHandle>,
 }
 
@@ -108,6 +114,7 @@ impl Backplane {
         let (state_tx, state_rx) = watch::channel(BackplaneState::Down);
         let clients = Arc::new(LocalClients::default());
         let presence = Arc::new(Mutex::new(None));
+        let counters = Arc::new(Counters::default());
 
         let subscriber = Subscriber::new(
             config.clone(),
@@ -115,6 +122,7 @@ impl Backplane {
             requests_rx,
             deliveries_tx,
             state_tx,
+            counters.clone(),
         );
         let subscriber_task = runtime.spawn(subscriber.run());
         let maintenance_task = runtime.spawn(maintain(
@@ -132,6 +140,7 @@ impl Backplane {
             state: state_rx,
             clients,
             presence,
+            counters,
             tasks: vec![
                 subscriber_task.abort_handle(),
                 maintenance_task.abort_handle(),
@@ -151,6 +160,11 @@ impl Backplane {
 
     pub fn state(&self) -> BackplaneState {
         *self.inner.state.borrow()
+    }
+
+    /// Health counters for metrics.
+    pub fn stats(&self) -> BackplaneStats {
+        self.inner.counters.snapshot()
     }
 
     /// A receiver of state changes (cheap to read from /readyz).
@@ -266,7 +280,8 @@ impl Backplane {
     }
 
     /// Registers clients as connected to this node (one pipelined write) and keeps their
-    /// registry entries refreshed until unregistered.
+    /// registry entries refreshed until unregistered. On error the clients stay registered
+    /// locally and are written by the next refresh.
     pub async fn register_clients(&self, ids: &[String]) -> Result<(), BackplaneError> {
         self.inner.clients.insert(ids);
         registry::write_entries(

@@ -1,9 +1,9 @@
 //! The subscriber task: owns the subscription connection, the per-channel reference counts,
 //! the liveness probe and reconnection. It is the only place that decides whether the
-//! backplane is Up: Up means a probe published on this node's own channel came back over the
+//! backplane is Up: Up means a probe published on every probe topic came back over the
 //! current subscription connection within the deadline. Any loss or failed probe tears the
-//! connection down and rebuilds it (with capped, jittered backoff), re-subscribing everything
-//! and catching up from history on what each subscribed channel missed meanwhile.
+//! connection down and rebuilds it (with capped, jittered backoff), re-subscribing everything;
+//! the follower then catches each channel up from history.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -16,17 +16,20 @@ use tokio::time::{Instant, sleep_until, timeout};
 use tracing::{debug, info, warn};
 
 use super::backoff::Backoff;
-use super::channel;
 use super::config::{BackplaneConfig, RedisMode};
 use super::connection::{Commands, SubConn};
-use super::cursors::{Cursors, Verdict};
-use super::envelope::{self, LiveMessage, NodeMessage};
+use super::envelope::{self, NodeMessage};
 use super::error::BackplaneError;
+use super::follower::Follower;
 use super::keys::Keys;
+use super::probes;
+use super::stats::Counters;
 use super::{BackplaneState, Delivery};
 
 /// Upper bound for one (un)subscribe round trip before the link is considered broken.
 const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Queued pushes read before an overdue probe counts as failed.
+const MAX_QUEUED_BEFORE_VERDICT: usize = 100_000;
 
 pub(crate) enum Request {
     Subscribe {
@@ -50,24 +53,33 @@ enum Phase {
     Reconnecting,
     /// Linked and verified: send the next probe.
     Idle,
-    /// A probe with this token is on its way; the deadline is its timeout.
-    Probing { token: String },
+    /// A probe with this token is on its way to each of `pending`; the deadline is its
+    /// timeout.
+    Probing {
+        token: String,
+        pending: Vec<String>,
+        sent_at: Instant,
+    },
 }
 
 pub(crate) struct Subscriber {
     config: Arc<BackplaneConfig>,
     keys: Keys,
+    node_channel: String,
     commands: Arc<Commands>,
     requests: mpsc::Receiver<Request>,
     deliveries: mpsc::UnboundedSender<Delivery>,
     state: watch::Sender<BackplaneState>,
+    counters: Arc<Counters>,
     /// Local subscriber count per channel; a channel is subscribed in Redis while present.
     counts: HashMap<String, usize>,
-    cursors: Cursors,
+    follower: Follower,
     /// Unsubscribe confirmations we still expect for topics we left ourselves; any other
     /// unsubscribe push is Redis dropping a wanted subscription (a slot moved in Cluster).
     own_unsubscribes: HashMap<String, usize>,
     link: Option<Link>,
+    /// Topics the probe goes through (node channel; one per master in Cluster).
+    probe_topics: Vec<String>,
     phase: Phase,
     deadline: Instant,
     backoff: Backoff,
@@ -80,18 +92,29 @@ impl Subscriber {
         requests: mpsc::Receiver<Request>,
         deliveries: mpsc::UnboundedSender<Delivery>,
         state: watch::Sender<BackplaneState>,
+        counters: Arc<Counters>,
     ) -> Self {
+        let keys = Keys::new(&config.key_prefix, &config.node_id);
+        let follower = Follower::new(
+            commands.clone(),
+            keys.clone(),
+            deliveries.clone(),
+            counters.clone(),
+        );
         Self {
-            keys: Keys::new(&config.key_prefix, &config.node_id),
+            node_channel: keys.own_node_channel(),
+            keys,
             config,
             commands,
             requests,
             deliveries,
             state,
+            counters,
             counts: HashMap::new(),
-            cursors: Cursors::default(),
+            follower,
             own_unsubscribes: HashMap::new(),
             link: None,
+            probe_topics: Vec::new(),
             phase: Phase::Reconnecting,
             deadline: Instant::now(),
             backoff: Backoff::new(Duration::from_millis(100), Duration::from_secs(5)),
@@ -164,7 +187,7 @@ impl Subscriber {
             return;
         }
         self.counts.remove(channel);
-        self.cursors.forget(channel);
+        self.follower.forget(channel);
         let topic = self.keys.channel(channel).live;
         if let Some(link) = self.link.as_mut() {
             *self.own_unsubscribes.entry(topic.clone()).or_insert(0) += 1;
@@ -205,7 +228,7 @@ impl Subscriber {
             }
             return;
         }
-        let wanted = topic == self.keys.own_node_channel()
+        let wanted = self.is_node_topic(topic)
             || self
                 .keys
                 .channel_of_live_topic(topic)
@@ -215,14 +238,22 @@ impl Subscriber {
         }
     }
 
+    /// The node channel or one of the probe topics.
+    fn is_node_topic(&self, topic: &str) -> bool {
+        topic == self.node_channel || self.probe_topics.iter().any(|t| t == topic)
+    }
+
     async fn route(&mut self, topic: &str, payload: Bytes) {
-        if topic == self.keys.own_node_channel() {
+        if self.is_node_topic(topic) {
             match envelope::decode_node(payload) {
                 Ok(NodeMessage::Direct { to, from, data }) => {
                     let _ = self.deliveries.send(Delivery::Direct { to, from, data });
                 }
-                Ok(NodeMessage::Probe { token }) => self.probe_returned(&token),
-                Err(error) => warn!(topic, %error, "dropping malformed node message"),
+                Ok(NodeMessage::Probe { token }) => self.probe_returned(topic, &token),
+                Err(error) => {
+                    self.counters.malformed();
+                    warn!(topic, %error, "dropping malformed node message");
+                }
             }
         } else if let Some(channel) = self.keys.channel_of_live_topic(topic) {
             // Messages still in flight after the last local subscriber left are not wanted.
@@ -230,76 +261,41 @@ impl Subscriber {
                 return;
             }
             match envelope::decode_live(payload) {
-                Ok(message) => self.on_channel_message(channel.to_string(), message).await,
-                Err(error) => warn!(topic, %error, "dropping malformed channel message"),
-            }
-        }
-    }
-
-    async fn on_channel_message(&mut self, channel: String, message: LiveMessage) {
-        match self.cursors.check(&channel, message.offset, &message.epoch) {
-            Verdict::Duplicate => return,
-            Verdict::Gap { after } => {
-                self.catch_up(&channel, after, &message.epoch, Some(message.offset))
-                    .await;
-            }
-            Verdict::Deliver => {}
-        }
-        self.deliver(channel, message.offset, message.epoch, message.data);
-    }
-
-    fn deliver(&mut self, channel: String, offset: u64, epoch: String, data: Bytes) {
-        self.cursors.advance(&channel, offset, &epoch);
-        let _ = self.deliveries.send(Delivery::Channel {
-            channel,
-            offset,
-            epoch,
-            data,
-        });
-    }
-
-    /// Delivers what history retains of `channel` after offset `after` (and before `before`,
-    /// when a live message is waiting). A changed epoch means the old offsets are meaningless:
-    /// the cursor is dropped and the next live message starts the new epoch.
-    async fn catch_up(&mut self, channel: &str, after: u64, epoch: &str, before: Option<u64>) {
-        let read = async {
-            let mut conn = self.commands.get()?;
-            channel::history(&mut conn, &self.keys, channel, after, epoch).await
-        };
-        let recovery = match timeout(SUBSCRIBE_TIMEOUT, read).await {
-            Ok(Ok(recovery)) => recovery,
-            Ok(Err(error)) => {
-                warn!(channel, %error, "history catch-up failed; offsets will jump");
-                return;
-            }
-            Err(_) => {
-                warn!(channel, "history catch-up timed out; offsets will jump");
-                return;
-            }
-        };
-        if recovery.position.epoch != epoch {
-            self.cursors.forget(channel);
-            return;
-        }
-        if !recovery.recovered {
-            warn!(
-                channel,
-                after, "history no longer holds every missed message"
-            );
-        }
-        for (offset, data) in recovery.messages {
-            if offset > after && before.is_none_or(|before| offset < before) {
-                self.deliver(channel.to_string(), offset, epoch.to_string(), data);
+                Ok(message) => self.follower.on_message(channel.to_string(), message).await,
+                Err(error) => {
+                    self.counters.malformed();
+                    warn!(topic, %error, "dropping malformed channel message");
+                }
             }
         }
     }
 
     async fn on_deadline(&mut self) {
-        match std::mem::replace(&mut self.phase, Phase::Idle) {
+        match self.phase {
             Phase::Reconnecting => self.reconnect().await,
             Phase::Idle => self.send_probe(),
-            Phase::Probing { .. } => self.lose_link("liveness probe not echoed in time"),
+            Phase::Probing { .. } => self.probe_overdue().await,
         }
+    }
+
+    /// The echo may already be queued behind a burst or a slow catch-up: read what has
+    /// arrived (boundedly) before declaring the link broken.
+    async fn probe_overdue(&mut self) {
+        for _ in 0..MAX_QUEUED_BEFORE_VERDICT {
+            let Some(push) = self
+                .link
+                .as_mut()
+                .and_then(|link| link.pushes.try_recv().ok())
+            else {
+                break;
+            };
+            self.handle_push(push).await;
+            if !matches!(self.phase, Phase::Probing { .. }) {
+                return;
+            }
+        }
+        self.counters.probe_failed();
+        self.lose_link("liveness probe not echoed in time");
     }
 
     async fn reconnect(&mut self) {
@@ -310,11 +306,10 @@ impl Subscriber {
                     "subscription connection established"
                 );
                 self.link = Some(link);
+                self.counters.link_established();
                 // Subscribed again: whatever was published while the link was down is in
                 // history, and live duplicates of it are dropped by the cursors.
-                for (channel, after, epoch) in self.cursors.snapshot() {
-                    self.catch_up(&channel, after, &epoch, None).await;
-                }
+                self.follower.catch_up_all().await;
                 // Up only once a probe proves the new link delivers.
                 self.send_probe();
             }
@@ -327,11 +322,26 @@ impl Subscriber {
         }
     }
 
-    /// Connects and subscribes the node channel plus every channel with local subscribers.
+    /// Connects and subscribes the node channel, the probe topics and every channel with local
+    /// subscribers.
     async fn establish(&mut self) -> Result<Link, BackplaneError> {
         self.commands.ensure().await?;
+        self.probe_topics = match self.commands.mode() {
+            RedisMode::Standalone => vec![self.node_channel.clone()],
+            RedisMode::Cluster => {
+                let mut conn = self.commands.get()?;
+                probes::cluster_probe_topics(&mut conn, &self.keys).await?
+            }
+        };
         let (mut conn, pushes) = SubConn::open(&self.config).await?;
-        let mut topics = vec![self.keys.own_node_channel()];
+        let mut topics = vec![self.node_channel.clone()];
+        topics.extend(
+            self.probe_topics
+                .iter()
+                .filter(|t| **t != topics[0])
+                .cloned()
+                .collect::<Vec<_>>(),
+        );
         topics.extend(self.counts.keys().map(|c| self.keys.channel(c).live));
         let subscribe_all = SUBSCRIBE_TIMEOUT * (1 + topics.len() as u32 / 1000);
         timeout(subscribe_all, conn.subscribe(&topics))
@@ -340,34 +350,54 @@ impl Subscriber {
         Ok(Link { conn, pushes })
     }
 
-    /// Publishes a probe on this node's channel through the command connection; its echo on
-    /// the subscription connection (see `probe_returned`) proves the whole path works.
+    /// Publishes a probe on every probe topic through the command connection; their echoes on
+    /// the subscription connection (see `probe_returned`) prove the whole path works.
     fn send_probe(&mut self) {
         let token = format!("{:016x}", rand::random::<u64>());
         let payload = envelope::encode_probe(&token);
-        let topic = self.keys.own_node_channel();
-        let sharded = self.commands.mode() == RedisMode::Cluster;
-        if let Ok(mut conn) = self.commands.get() {
-            // A failed publish simply never echoes; the probe deadline handles it.
-            tokio::spawn(async move {
-                let command = if sharded { "SPUBLISH" } else { "PUBLISH" };
-                let _ = redis::cmd(command)
-                    .arg(topic)
-                    .arg(payload)
-                    .query_async::<i64>(&mut conn)
-                    .await;
-            });
+        let command = match self.commands.mode() {
+            RedisMode::Standalone => "PUBLISH",
+            RedisMode::Cluster => "SPUBLISH",
+        };
+        if let Ok(conn) = self.commands.get() {
+            for topic in self.probe_topics.clone() {
+                let (mut conn, payload) = (conn.clone(), payload.clone());
+                // A failed publish simply never echoes; the probe deadline handles it.
+                tokio::spawn(async move {
+                    let _ = redis::cmd(command)
+                        .arg(topic)
+                        .arg(payload)
+                        .query_async::<i64>(&mut conn)
+                        .await;
+                });
+            }
         }
-        self.phase = Phase::Probing { token };
+        self.phase = Phase::Probing {
+            token,
+            pending: self.probe_topics.clone(),
+            sent_at: Instant::now(),
+        };
         self.deadline = Instant::now() + self.config.probe_timeout;
     }
 
-    fn probe_returned(&mut self, token: &str) {
-        let expected = matches!(&self.phase, Phase::Probing { token: t } if t == token);
-        if !expected {
-            // A late echo of an earlier probe proves nothing about the current link.
+    fn probe_returned(&mut self, topic: &str, token: &str) {
+        let Phase::Probing {
+            token: expected,
+            pending,
+            sent_at,
+        } = &mut self.phase
+        else {
+            return;
+        };
+        // A late echo of an earlier probe proves nothing about the current link.
+        if expected != token {
             return;
         }
+        pending.retain(|t| t != topic);
+        if !pending.is_empty() {
+            return;
+        }
+        self.counters.probe_returned(sent_at.elapsed());
         self.backoff.reset();
         self.phase = Phase::Idle;
         self.deadline = Instant::now() + self.config.probe_interval;
@@ -384,7 +414,9 @@ impl Subscriber {
     /// Drops the link (and, in cluster mode, the command connection whose routing may be
     /// stale), reports Down and schedules a reconnect.
     fn lose_link(&mut self, reason: &str) {
-        self.link = None;
+        if self.link.take().is_some() {
+            self.counters.link_lost();
+        }
         self.own_unsubscribes.clear();
         if self.commands.mode() == RedisMode::Cluster {
             self.commands.reset();
