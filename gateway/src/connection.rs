@@ -289,10 +289,7 @@ impl Connection<'_> {
                 }
                 Ok(Err(_)) => return Some(End::Gone),
                 Err(_) => {
-                    metrics()
-                        .dropped
-                        .with_label_values(&["slow_consumer"])
-                        .inc();
+                    metrics().dropped_slow_consumer.inc();
                     return Some(slow_consumer());
                 }
             }

@@ -148,7 +148,6 @@ async fn handle(node: Arc<Node>, stream: TcpStream) {
         Some(config),
     ));
     let result = tokio::time::timeout(node.config.handshake_timeout, handshake).await;
-    let handshakes = &metrics().handshakes;
     let mut ws = match result {
         Ok(Ok(ws)) => ws,
         Ok(Err(_)) => {
@@ -156,23 +155,23 @@ async fn handle(node: Arc<Node>, stream: TcpStream) {
                 Some(Admission::Refused(refusal)) => refusal.label(),
                 _ => "failed",
             };
-            handshakes.with_label_values(&[label]).inc();
+            metrics().handshake(label);
             return;
         }
         Err(_) => {
-            handshakes.with_label_values(&["timeout"]).inc();
+            metrics().handshake("timeout");
             return;
         }
     };
     match admission {
         Some(Admission::Admitted(slot, identity)) => {
-            handshakes.with_label_values(&["accepted"]).inc();
+            metrics().handshake("accepted");
             // A task of its own, sized for the connection only: this one (with the
             // handshake's state) ends here.
             tokio::spawn(connection::run(slot, ws, identity));
         }
         Some(Admission::Refused(refusal)) => {
-            handshakes.with_label_values(&[refusal.label()]).inc();
+            metrics().handshake(refusal.label());
             let reason = format!(
                 "{}; retry after {}s",
                 refusal.reason(),
@@ -184,7 +183,7 @@ async fn handle(node: Arc<Node>, stream: TcpStream) {
             };
             let _ = tokio::time::timeout(Duration::from_secs(2), ws.close(Some(frame))).await;
         }
-        None => handshakes.with_label_values(&["failed"]).inc(),
+        None => metrics().handshake("failed"),
     }
 }
 
