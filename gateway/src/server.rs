@@ -93,11 +93,13 @@ enum Admission {
 }
 
 /// The WebSocket settings of every connection: small buffers keep idle connections lean
-/// (tungstenite's default read buffer is 128 KiB, allocated eagerly).
+/// (tungstenite's default read buffer is 128 KiB, allocated eagerly). Frames fed in one batch
+/// are written together up to 2 KiB per syscall; the write buffer is allocated on first use
+/// and keeps its largest size, so a small one bounds what a connection holds after a burst.
 pub fn websocket_config(max_message_bytes: usize) -> WebSocketConfig {
     WebSocketConfig::default()
         .read_buffer_size(512)
-        .write_buffer_size(0)
+        .write_buffer_size(2048)
         .max_write_buffer_size(4 * max_message_bytes.max(64 * 1024))
         .max_message_size(Some(max_message_bytes))
         .max_frame_size(Some(max_message_bytes))
