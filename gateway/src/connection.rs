@@ -169,7 +169,11 @@ impl Connection<'_> {
                 }
             }
             Message::Pong(_) | Message::Frame(_) => None,
-            Message::Close(_) => Some(End::Gone),
+            // tungstenite queued the close reply; send it so the client sees a clean close.
+            Message::Close(_) => {
+                let _ = tokio::time::timeout(Duration::from_secs(1), ws.flush()).await;
+                Some(End::Gone)
+            }
         }
     }
 
