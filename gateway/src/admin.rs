@@ -66,16 +66,18 @@ async fn status(State(node): State<Arc<Node>>) -> Response {
     .into_response()
 }
 
-#[derive(Deserialize)]
-struct PublishBody {
-    channel: String,
-    data: Box<RawValue>,
+/// Body of `POST /api/v1/publish`.
+#[derive(Debug, Deserialize)]
+pub struct PublishBody {
+    pub channel: String,
+    pub data: Box<RawValue>,
 }
 
-#[derive(Deserialize)]
-struct SendBody {
-    to: String,
-    data: Box<RawValue>,
+/// Body of `POST /api/v1/send`.
+#[derive(Debug, Deserialize)]
+pub struct SendBody {
+    pub to: String,
+    pub data: Box<RawValue>,
 }
 
 async fn publish(State(node): State<Arc<Node>>, headers: HeaderMap, body: Bytes) -> Response {

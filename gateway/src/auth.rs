@@ -91,6 +91,14 @@ impl Authenticator {
         })
     }
 
+    /// An HS256 authenticator with the given secret (tests and fuzzing).
+    pub fn hs256(secret: &[u8]) -> Self {
+        Authenticator::Jwt {
+            key: Box::new(DecodingKey::from_secret(secret)),
+            validation: Box::new(Validation::new(Algorithm::HS256)),
+        }
+    }
+
     /// Authenticates an upgrade request from its `Authorization` header and query string.
     pub fn authenticate(
         &self,
@@ -140,10 +148,7 @@ mod tests {
     use jsonwebtoken::{EncodingKey, Header, encode};
 
     fn hs256(secret: &str) -> Authenticator {
-        Authenticator::Jwt {
-            key: Box::new(DecodingKey::from_secret(secret.as_bytes())),
-            validation: Box::new(Validation::new(Algorithm::HS256)),
-        }
+        Authenticator::hs256(secret.as_bytes())
     }
 
     fn token(secret: &str, claims: serde_json::Value) -> String {

@@ -169,7 +169,11 @@ impl Connection<'_> {
                 }
             }
             Message::Pong(_) | Message::Frame(_) => None,
-            Message::Close(_) => Some(End::Gone),
+            // tungstenite queued the close reply; send it so the client sees a clean close.
+            Message::Close(_) => {
+                let _ = tokio::time::timeout(Duration::from_secs(1), ws.flush()).await;
+                Some(End::Gone)
+            }
         }
     }
 
@@ -289,10 +293,7 @@ impl Connection<'_> {
                 }
                 Ok(Err(_)) => return Some(End::Gone),
                 Err(_) => {
-                    metrics()
-                        .dropped
-                        .with_label_values(&["slow_consumer"])
-                        .inc();
+                    metrics().dropped_slow_consumer.inc();
                     return Some(slow_consumer());
                 }
             }

@@ -21,10 +21,7 @@ async fn main() -> anyhow::Result<()> {
         .init();
     let config = Config::load()?;
     raise_open_file_limit(config.max_connections);
-    if !config.redis_url.is_empty() {
-        anyhow::bail!("redis_url is set, but this build has only the in-process engine");
-    }
-    let engine = Engine::memory(Arc::new(Subscriptions::new()));
+    let engine = Engine::connect(&config, Arc::new(Subscriptions::new())).await?;
     let auth = Authenticator::from_config(&config).context("setting up client authentication")?;
     if config.anonymous {
         tracing::warn!("anonymous mode: clients connect without a token (development only)");

@@ -26,6 +26,10 @@ pub struct Metrics {
     pub dropped: IntCounterVec,
     /// Connections closed because they stopped answering heartbeats.
     pub heartbeat_timeouts: IntCounter,
+    /// `dropped{reason="drop_oldest"}`, resolved once: it is bumped on the delivery path.
+    pub dropped_oldest: IntCounter,
+    /// `dropped{reason="slow_consumer"}`, resolved once.
+    pub dropped_slow_consumer: IntCounter,
     /// 1 for the backplane's current state (`memory`, `up`, `down`), 0 for the others.
     pub backplane: IntGaugeVec,
 }
@@ -72,7 +76,11 @@ impl Metrics {
         registry.register(Box::new(dropped.clone()))?;
         registry.register(Box::new(heartbeat_timeouts.clone()))?;
         registry.register(Box::new(backplane.clone()))?;
+        let dropped_oldest = dropped.with_label_values(&["drop_oldest"]);
+        let dropped_slow_consumer = dropped.with_label_values(&["slow_consumer"]);
         Ok(Metrics {
+            dropped_oldest,
+            dropped_slow_consumer,
             registry,
             connections,
             handshakes,
@@ -83,6 +91,11 @@ impl Metrics {
             heartbeat_timeouts,
             backplane,
         })
+    }
+
+    /// Counts one upgrade attempt by result.
+    pub fn handshake(&self, result: &str) {
+        self.handshakes.with_label_values(&[result]).inc();
     }
 
     /// Records the backplane's state as a one-hot gauge.

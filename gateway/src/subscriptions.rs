@@ -89,12 +89,6 @@ impl Index {
         members.len()
     }
 
-    fn contains(&self, key: &str, conn: ConnId) -> bool {
-        self.read(key)
-            .get(key)
-            .is_some_and(|m| m.contains_key(&conn))
-    }
-
     fn len(&self) -> usize {
         self.shards
             .iter()
@@ -132,10 +126,6 @@ impl Subscriptions {
     /// Unsubscribes a connection; true when the channel has no local subscriber left.
     pub fn unsubscribe(&self, channel: &str, conn: ConnId) -> bool {
         self.channels.remove(channel, conn)
-    }
-
-    pub fn is_subscribed(&self, channel: &str, conn: ConnId) -> bool {
-        self.channels.contains(channel, conn)
     }
 
     /// Queues a frame for every local subscriber of `channel`.

@@ -99,7 +99,7 @@ async fn close_code(client: &mut Client) -> Option<CloseCode> {
 #[tokio::test]
 async fn welcome_names_client_node_and_heartbeat() {
     let gateway = anonymous(&["--heartbeat-interval-secs", "7"]);
-    let (_client, welcome) = connect(&gateway.ws_url("")).await;
+    let (mut client, welcome) = connect(&gateway.ws_url("")).await;
     assert_eq!(welcome["node"], "test-node");
     assert_eq!(welcome["heartbeat_ms"], 7000);
     assert!(
@@ -108,6 +108,13 @@ async fn welcome_names_client_node_and_heartbeat() {
             .is_some_and(|id| !id.is_empty())
     );
     assert_eq!(gateway.connections(), 1);
+    // A client-initiated close is answered with a close frame and releases the slot.
+    client.close(None).await.expect("sending close");
+    let reply = tokio::time::timeout(WAIT, client.next())
+        .await
+        .expect("a reply in time");
+    assert!(matches!(reply, Some(Ok(Message::Close(_)))), "{reply:?}");
+    assert!(wait_until(WAIT, || gateway.connections() == 0));
 }
 
 #[tokio::test]

@@ -6,6 +6,7 @@
 
 pub mod memory;
 
+use crate::config::Config;
 use crate::outbox::Outbox;
 use crate::protocol::{ErrorCode, Since};
 use crate::subscriptions::{ConnId, Subscriptions};
@@ -79,6 +80,14 @@ pub enum Engine {
 }
 
 impl Engine {
+    /// The engine the config asks for: in-process when `redis_url` is empty.
+    pub async fn connect(config: &Config, local: Arc<Subscriptions>) -> anyhow::Result<Engine> {
+        if config.redis_url.is_empty() {
+            return Ok(Engine::memory(local));
+        }
+        anyhow::bail!("redis_url is set, but this build has only the in-process engine")
+    }
+
     /// The in-process single-node engine.
     pub fn memory(local: Arc<Subscriptions>) -> Self {
         Engine::Memory(memory::MemoryEngine::new(local))
