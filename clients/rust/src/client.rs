@@ -159,32 +159,36 @@ impl Client {
         );
         tokio::spawn(driver.run());
 
-        let mut last_failure = String::from("timed out");
-        let wait = async {
-            loop {
-                tokio::select! {
-                    changed = session.changed() => {
-                        if changed.is_err() {
-                            return Err(Error::Connect(last_failure.clone()));
-                        }
-                        if session.borrow().is_some() {
-                            return Ok(());
-                        }
+        let deadline = tokio::time::Instant::now() + first_round;
+        let mut last_failure = None::<String>;
+        let failed = |last: &Option<String>| {
+            Error::Connect(
+                last.clone()
+                    .unwrap_or_else(|| "the connection task ended".into()),
+            )
+        };
+        loop {
+            tokio::select! {
+                changed = session.changed() => {
+                    if changed.is_err() {
+                        return Err(failed(&last_failure));
                     }
-                    event = event_rx.recv() => match event {
-                        Ok(Event::Disconnected { reason, .. }) => last_failure = reason,
-                        Ok(Event::GaveUp) | Err(broadcast::error::RecvError::Closed) => {
-                            return Err(Error::Connect(last_failure.clone()));
-                        }
-                        _ => {}
-                    },
+                    if session.borrow().is_some() {
+                        return Ok(client);
+                    }
+                }
+                event = event_rx.recv() => match event {
+                    Ok(Event::Disconnected { reason, .. }) => last_failure = Some(reason),
+                    Ok(Event::GaveUp) | Err(broadcast::error::RecvError::Closed) => {
+                        return Err(failed(&last_failure));
+                    }
+                    _ => {}
+                },
+                () = tokio::time::sleep_until(deadline) => {
+                    let last = last_failure.map(|r| format!("; last attempt: {r}")).unwrap_or_default();
+                    return Err(Error::Connect(format!("no session within {first_round:?}{last}")));
                 }
             }
-        };
-        match tokio::time::timeout(first_round, wait).await {
-            Ok(Ok(())) => Ok(client),
-            Ok(Err(err)) => Err(err),
-            Err(_) => Err(Error::Connect(format!("no session within {first_round:?}"))),
         }
     }
 
