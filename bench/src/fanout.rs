@@ -11,8 +11,8 @@ use futures::FutureExt;
 use futures::stream::{FuturesUnordered, StreamExt};
 use serde::Serialize;
 use serde_json::{Value, json};
-use tokio::sync::watch;
-use wsfleet_client::{Client, ClientConfig, Subscription};
+use tokio::sync::{broadcast, watch};
+use wsfleet_client::{Client, ClientConfig, Event, Subscription};
 
 use crate::latency::{self, Latency, Summary};
 use crate::procstat;
@@ -68,6 +68,8 @@ pub struct SubscriberReport {
     pub out_of_order: u64,
     /// Messages whose `data` was not ours (no `seq`/`ts_us`).
     pub foreign: u64,
+    /// Times this subscriber's connection was lost (e.g. closed as a slow consumer).
+    pub disconnects: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -101,6 +103,14 @@ pub struct FanoutReport {
     pub duplicated: u64,
     pub out_of_order: u64,
     pub subscribers_with_loss: usize,
+    /// True when `--settle-secs` ran out before every subscriber had every message: "lost"
+    /// then includes messages still in flight.
+    pub settle_expired: bool,
+    pub disconnects: u64,
+    /// CPU time of this load process over the publish + settle phase, and as a share of one
+    /// core: near the machine's core count, the load generator is the bottleneck.
+    pub load_cpu_us: u64,
+    pub load_cpu_share: f64,
     pub gateway: Option<CpuCost>,
     pub per_subscriber: Vec<SubscriberReport>,
 }
@@ -164,6 +174,7 @@ struct Subscriber {
     _client: Client,
     node: String,
     subscription: Subscription,
+    events: broadcast::Receiver<Event>,
 }
 
 async fn connect_subscriber(
@@ -178,6 +189,7 @@ async fn connect_subscriber(
     let client = Client::connect_with(config)
         .await
         .with_context(|| format!("connecting to {url}"))?;
+    let events = client.events();
     let node = client.session().map(|s| s.node).unwrap_or_default();
     let subscription = client
         .subscribe(&channel)
@@ -187,6 +199,7 @@ async fn connect_subscriber(
         _client: client,
         node,
         subscription,
+        events,
     })
 }
 
@@ -228,6 +241,13 @@ async fn consume(
             }
             _ = done.changed() => {}
             _ = stop.changed() => break,
+        }
+    }
+    loop {
+        match sub.events.try_recv() {
+            Ok(Event::Disconnected { .. }) => report.disconnects += 1,
+            Ok(_) | Err(broadcast::error::TryRecvError::Lagged(_)) => {}
+            Err(_) => break,
         }
     }
     Consumed {
@@ -288,6 +308,7 @@ pub async fn run(args: FanoutArgs) -> Result<FanoutReport> {
     let subscribers_connected = consumers.len();
 
     let before = procstat::sample_all(&args.gateway_pids)?;
+    let load_before = procstat::sample(std::process::id())?;
     let started = Instant::now();
     let acked = publish(&publisher, &args.channel, args.rate, total).await;
     let publish_secs = started.elapsed().as_secs_f64();
@@ -306,20 +327,36 @@ pub async fn run(args: FanoutArgs) -> Result<FanoutReport> {
         }
     }
     stopper.abort();
+    let settle_expired = *stop_rx.borrow();
     let after = procstat::sample_all(&args.gateway_pids)?;
-    Ok(summarize(
-        &args,
+    let load_after = procstat::sample(std::process::id())?;
+    let outcome = Outcome {
         subscribe_failures,
         publisher_node,
         subscribers_connected,
         published,
         total,
         publish_secs,
-        &acked,
-        consumed,
-        &before,
-        &after,
-    ))
+        acked,
+        settle_expired,
+        load_cpu_us: load_after.cpu_us.saturating_sub(load_before.cpu_us),
+        elapsed_secs: started.elapsed().as_secs_f64(),
+    };
+    Ok(summarize(&args, outcome, consumed, &before, &after))
+}
+
+/// What a run produced, before per-subscriber results are folded in.
+struct Outcome {
+    subscribe_failures: Vec<String>,
+    publisher_node: String,
+    subscribers_connected: usize,
+    published: u64,
+    total: u64,
+    publish_secs: f64,
+    acked: Vec<bool>,
+    settle_expired: bool,
+    load_cpu_us: u64,
+    elapsed_secs: f64,
 }
 
 /// Publishes `total` stamped messages at `rate`, in order; returns which were acknowledged.
@@ -344,16 +381,9 @@ async fn publish(publisher: &Client, channel: &str, rate: f64, total: u64) -> Ve
     acked
 }
 
-#[allow(clippy::too_many_arguments)]
 fn summarize(
     args: &FanoutArgs,
-    subscribe_failures: Vec<String>,
-    publisher_node: String,
-    subscribers_connected: usize,
-    published: u64,
-    total: u64,
-    publish_secs: f64,
-    acked: &[bool],
+    run: Outcome,
     consumed: Vec<Consumed>,
     before: &[procstat::Sample],
     after: &[procstat::Sample],
@@ -362,12 +392,12 @@ fn summarize(
     let mut per_subscriber = Vec::with_capacity(consumed.len());
     for mut c in consumed {
         all.merge(&c.latency);
-        if c.report.node == publisher_node {
+        if c.report.node == run.publisher_node {
             same.merge(&c.latency)
         } else {
             cross.merge(&c.latency)
         }
-        c.report.lost = c.tracker.lost(acked);
+        c.report.lost = c.tracker.lost(&run.acked);
         c.report.duplicated = c.tracker.duplicated;
         c.report.out_of_order = c.tracker.out_of_order;
         per_subscriber.push(c.report);
@@ -397,20 +427,24 @@ fn summarize(
         urls: args.urls.clone(),
         channel: args.channel.clone(),
         subscribers: args.subscribers,
-        subscribers_connected,
-        subscribe_failures,
-        publisher_node,
+        subscribers_connected: run.subscribers_connected,
+        subscribe_failures: run.subscribe_failures,
+        publisher_node: run.publisher_node,
         rate: args.rate,
-        published,
-        publish_failed: total - published,
-        publish_secs,
+        published: run.published,
+        publish_failed: run.total - run.published,
+        publish_secs: run.publish_secs,
         deliveries,
-        expected_deliveries: published * subscribers_connected as u64,
-        deliveries_per_sec: if publish_secs > 0.0 {
-            deliveries as f64 / publish_secs
+        expected_deliveries: run.published * run.subscribers_connected as u64,
+        deliveries_per_sec: if run.publish_secs > 0.0 {
+            deliveries as f64 / run.publish_secs
         } else {
             0.0
         },
+        settle_expired: run.settle_expired,
+        disconnects: per_subscriber.iter().map(|s| s.disconnects).sum(),
+        load_cpu_us: run.load_cpu_us,
+        load_cpu_share: run.load_cpu_us as f64 / 1e6 / run.elapsed_secs.max(1e-9),
         latency: all.summary(),
         cross_node_latency: cross.summary(),
         same_node_latency: same.summary(),
@@ -459,9 +493,19 @@ pub fn print_human(r: &FanoutReport) {
     println!("  latency all:        {}", show(&r.latency));
     println!("  latency cross-node: {}", show(&r.cross_node_latency));
     println!("  latency same node:  {}", show(&r.same_node_latency));
+    let in_flight = if r.settle_expired {
+        " (settle time ran out: includes messages still in flight)"
+    } else {
+        ""
+    };
     println!(
-        "  lost {} ({} subscribers with loss), duplicated {}, out of order {}",
-        r.lost, r.subscribers_with_loss, r.duplicated, r.out_of_order
+        "  lost {}{in_flight} ({} subscribers with loss), duplicated {}, out of order {}, disconnects {}",
+        r.lost, r.subscribers_with_loss, r.duplicated, r.out_of_order, r.disconnects
+    );
+    println!(
+        "  load generator: {:.2} CPU s ({:.0}% of one core)",
+        r.load_cpu_us as f64 / 1e6,
+        r.load_cpu_share * 100.0
     );
     if let Some(g) = &r.gateway {
         println!(

@@ -66,6 +66,9 @@ pub struct OpenReport {
     /// Wall time of the opening phase.
     pub open_secs: f64,
     pub handshake_latency: Summary,
+    /// CPU time the load process(es) spent opening the connections.
+    #[serde(default)]
+    pub load_cpu_us: u64,
     /// Histogram buckets, for merging child reports.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub latency_buckets: Vec<(u64, u64)>,
@@ -232,6 +235,7 @@ async fn open_connections(
     let closed = Arc::new(AtomicU64::new(0));
     let (stop, stop_rx) = watch::channel(false);
     let started = Instant::now();
+    let load_before = procstat::sample(std::process::id()).ok();
     let deadline = started + Duration::from_secs(args.max_secs);
     let timeout = Duration::from_secs(args.handshake_timeout_secs);
     let total = args.connections;
@@ -286,6 +290,9 @@ async fn open_connections(
         tasks.extend(result.holders);
     }
     report.open_secs = started.elapsed().as_secs_f64();
+    if let (Some(before), Ok(after)) = (load_before, procstat::sample(std::process::id())) {
+        report.load_cpu_us = after.cpu_us.saturating_sub(before.cpu_us);
+    }
     report.connected = latency.summary().count;
     report.handshake_latency = latency.summary();
     report.latency_buckets = latency.to_buckets();
@@ -424,6 +431,7 @@ async fn collect_children(
         merged.attempted += report.attempted;
         merged.connected += report.connected;
         merged.open_secs = merged.open_secs.max(report.open_secs);
+        merged.load_cpu_us += report.load_cpu_us;
         for (cause, n) in report.failures {
             *merged.failures.entry(cause).or_default() += n;
         }
@@ -492,6 +500,11 @@ pub fn print_human(report: &IdleReport) {
         latency::human(l.p50_us),
         latency::human(l.p99_us),
         latency::human(l.max_us)
+    );
+    println!(
+        "  load generator: {:.2} CPU s to open them ({:.1} µs per connection)",
+        o.load_cpu_us as f64 / 1e6,
+        o.load_cpu_us as f64 / o.connected.max(1) as f64
     );
     if o.failures.is_empty() {
         println!("  failures: none");
