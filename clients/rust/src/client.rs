@@ -83,9 +83,10 @@ pub struct Direct {
     pub data: Value,
 }
 
-/// The gateway's answer to a (first) subscribe.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SubscribeAck {
+/// What an `ack` reported: for a subscribe, the channel's last offset and its epoch; for a
+/// publish, the offset and epoch assigned to the message; nothing for other requests.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Ack {
     pub offset: Option<u64>,
     pub epoch: Option<String>,
 }
@@ -95,7 +96,7 @@ pub struct SubscribeAck {
 #[derive(Debug)]
 pub struct Subscription {
     pub channel: String,
-    pub ack: SubscribeAck,
+    pub ack: Ack,
     messages: mpsc::UnboundedReceiver<Message>,
 }
 
@@ -240,16 +241,17 @@ impl Client {
             channel: channel.to_owned(),
             reply,
         })?;
-        self.answer(ack).await
+        self.answer(ack).await.map(drop)
     }
 
     /// Publishes `data` on `channel`. The frame is queued before this returns, so publishes
-    /// made one after another are sent in order; the future resolves with the gateway's ack.
+    /// made one after another are sent in order; the future resolves with the gateway's ack,
+    /// which carries the message's offset and epoch.
     pub fn publish(
         &self,
         channel: &str,
         data: Value,
-    ) -> impl Future<Output = Result<(), Error>> + use<> {
+    ) -> impl Future<Output = Result<Ack, Error>> + use<> {
         let queued = if valid_channel(channel) {
             let (reply, ack) = oneshot::channel();
             self.command(Command::Publish {
@@ -274,7 +276,8 @@ impl Client {
                 reply,
             })
             .map(|()| ack);
-        self.answer_queued(queued)
+        let answer = self.answer_queued(queued);
+        async move { answer.await.map(drop) }
     }
 
     /// Closes the connection; every subscription ends.

@@ -20,7 +20,7 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{self, Message as WsMessage};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use crate::client::{ClientConfig, Direct, Message, Session, SubscribeAck};
+use crate::client::{Ack, ClientConfig, Direct, Message, Session};
 use crate::cursor::{AckOutcome, Cursor};
 use crate::error::{Error, ErrorCode};
 use crate::event::Event;
@@ -44,21 +44,21 @@ pub(crate) enum Command {
     Subscribe {
         channel: String,
         messages: mpsc::UnboundedSender<Message>,
-        reply: Reply<SubscribeAck>,
+        reply: Reply<Ack>,
     },
     Unsubscribe {
         channel: String,
-        reply: Reply<()>,
+        reply: Reply<Ack>,
     },
     Publish {
         channel: String,
         data: Value,
-        reply: Reply<()>,
+        reply: Reply<Ack>,
     },
     Send {
         to: String,
         data: Value,
-        reply: Reply<()>,
+        reply: Reply<Ack>,
     },
     Close,
 }
@@ -68,13 +68,13 @@ struct Subscribed {
     cursor: Cursor,
     messages: mpsc::UnboundedSender<Message>,
     /// The application's `subscribe` call, answered by the first ack.
-    waiting: Option<Reply<SubscribeAck>>,
+    waiting: Option<Reply<Ack>>,
 }
 
 /// A request sent on the current connection and not yet answered.
 enum InFlight {
     Subscribe { channel: String },
-    Done(Reply<()>),
+    Done(Reply<Ack>),
 }
 
 /// A failed connection attempt.
@@ -497,14 +497,14 @@ impl Driver {
                 };
                 let outcome = sub.cursor.on_ack(offset, epoch.clone(), recovered);
                 if let Some(reply) = sub.waiting.take() {
-                    let _ = reply.send(Ok(SubscribeAck { offset, epoch }));
+                    let _ = reply.send(Ok(Ack { offset, epoch }));
                 }
                 if outcome == AckOutcome::RecoveryFailed {
                     self.emit(Event::RecoveryFailed { channel });
                 }
             }
             Some(InFlight::Done(reply)) => {
-                let _ = reply.send(Ok(()));
+                let _ = reply.send(Ok(Ack { offset, epoch }));
             }
             None => {}
         }
@@ -605,7 +605,7 @@ impl Driver {
                     }
                     Some(Command::Unsubscribe { channel, reply }) => {
                         self.subscriptions.remove(&channel);
-                        let _ = reply.send(Ok(()));
+                        let _ = reply.send(Ok(Ack::default()));
                     }
                     Some(Command::Publish { reply, .. } | Command::Send { reply, .. }) => {
                         let _ = reply.send(Err(Error::NotConnected));
@@ -620,7 +620,7 @@ impl Driver {
         &mut self,
         channel: &str,
         messages: mpsc::UnboundedSender<Message>,
-        reply: Reply<SubscribeAck>,
+        reply: Reply<Ack>,
     ) -> bool {
         if let Some(existing) = self.subscriptions.get(channel)
             && !existing.messages.is_closed()

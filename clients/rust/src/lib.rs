@@ -39,7 +39,7 @@ mod event;
 pub mod protocol;
 
 pub use backoff::Backoff;
-pub use client::{Client, ClientConfig, Direct, Message, Session, SubscribeAck, Subscription};
+pub use client::{Ack, Client, ClientConfig, Direct, Message, Session, Subscription};
 pub use cursor::{AckOutcome, Cursor};
 pub use error::{Error, ErrorCode};
 pub use event::Event;

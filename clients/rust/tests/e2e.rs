@@ -36,18 +36,21 @@ async fn publish_reaches_subscriber_and_acks() {
     assert_eq!(subscriber.session().expect("session").node, "n1");
 
     let mut sub = subscriber.subscribe("news").await.expect("subscribe");
+    let mut acked = Vec::new();
     for i in 0..5 {
-        publisher
+        let ack = publisher
             .publish("news", json!({ "i": i }))
             .await
             .expect("publish acked");
+        acked.push(ack.offset.expect("publish ack carries the offset"));
     }
-    let mut last = None;
-    for i in 0..5 {
+    for (i, offset) in acked.into_iter().enumerate() {
         let message = next_message(&mut sub).await;
         assert_eq!(message.data, json!({ "i": i }));
-        assert!(last.is_none_or(|l| message.offset > l), "offsets grow");
-        last = Some(message.offset);
+        assert_eq!(
+            message.offset, offset,
+            "delivered at the offset the publish was acked with"
+        );
     }
     assert!(matches!(
         publisher.publish("bad name", json!(1)).await,
