@@ -70,6 +70,8 @@ pub struct SubscriberReport {
     pub foreign: u64,
     /// Times this subscriber's connection was lost (e.g. closed as a slow consumer).
     pub disconnects: u64,
+    /// Messages the client reported as skipped by a jump in offsets.
+    pub gap_missed: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -246,6 +248,7 @@ async fn consume(
     loop {
         match sub.events.try_recv() {
             Ok(Event::Disconnected { .. }) => report.disconnects += 1,
+            Ok(Event::Gap { missed, .. }) => report.gap_missed += missed,
             Ok(_) | Err(broadcast::error::TryRecvError::Lagged(_)) => {}
             Err(_) => break,
         }

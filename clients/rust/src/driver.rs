@@ -464,23 +464,24 @@ impl Driver {
         let Some(sub) = self.subscriptions.get_mut(&channel) else {
             return Vec::new();
         };
+        let missed = sub.cursor.missed_before(offset);
         if !sub.cursor.accept(offset) {
             return Vec::new();
         }
-        if sub
-            .messages
-            .send(Message {
-                channel: channel.clone(),
-                offset,
-                data,
-            })
-            .is_ok()
-        {
-            return Vec::new();
+        let message = Message {
+            channel: channel.clone(),
+            offset,
+            data,
+        };
+        if sub.messages.send(message).is_err() {
+            // The application dropped its Subscription: stop receiving the channel.
+            self.subscriptions.remove(&channel);
+            return vec![ClientFrame::Unsubscribe { channel, id: None }];
         }
-        // The application dropped its Subscription: stop receiving the channel.
-        self.subscriptions.remove(&channel);
-        vec![ClientFrame::Unsubscribe { channel, id: None }]
+        if missed > 0 {
+            self.emit(Event::Gap { channel, missed });
+        }
+        Vec::new()
     }
 
     fn on_ack(
