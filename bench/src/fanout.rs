@@ -109,6 +109,8 @@ pub struct FanoutReport {
     /// then includes messages still in flight.
     pub settle_expired: bool,
     pub disconnects: u64,
+    /// Messages the clients saw skipped (offset jumps), summed over subscribers.
+    pub gap_missed: u64,
     /// CPU time of this load process over the publish + settle phase, and as a share of one
     /// core: near the machine's core count, the load generator is the bottleneck.
     pub load_cpu_us: u64,
@@ -446,6 +448,7 @@ fn summarize(
         },
         settle_expired: run.settle_expired,
         disconnects: per_subscriber.iter().map(|s| s.disconnects).sum(),
+        gap_missed: per_subscriber.iter().map(|s| s.gap_missed).sum(),
         load_cpu_us: run.load_cpu_us,
         load_cpu_share: run.load_cpu_us as f64 / 1e6 / run.elapsed_secs.max(1e-9),
         latency: all.summary(),
@@ -502,8 +505,8 @@ pub fn print_human(r: &FanoutReport) {
         ""
     };
     println!(
-        "  lost {}{in_flight} ({} subscribers with loss), duplicated {}, out of order {}, disconnects {}",
-        r.lost, r.subscribers_with_loss, r.duplicated, r.out_of_order, r.disconnects
+        "  lost {}{in_flight} ({} subscribers with loss), duplicated {}, out of order {}, disconnects {}, offset gaps {}",
+        r.lost, r.subscribers_with_loss, r.duplicated, r.out_of_order, r.disconnects, r.gap_missed
     );
     println!(
         "  load generator: {:.2} CPU s ({:.0}% of one core)",
