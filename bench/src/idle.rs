@@ -112,6 +112,7 @@ pub async fn run(args: IdleArgs) -> Result<Option<IdleReport>> {
     if args.procs == 0 || args.connections == 0 || args.concurrency == 0 {
         bail!("-n, -c and --procs must be at least 1");
     }
+    check_fd_budget(args.connections.div_ceil(args.procs))?;
     let before = procstat::sample_all(&args.gateway_pids)?;
     let hold = Duration::from_secs(args.hold_secs);
     let (open, closed_while_held, after) = if args.procs == 1 {
@@ -151,6 +152,31 @@ pub async fn run(args: IdleArgs) -> Result<Option<IdleReport>> {
         closed_while_held,
         gateway,
     }))
+}
+
+/// Files a load process needs besides its sockets (stdio, epoll, pipes, the runtime).
+const FD_RESERVE: u64 = 200;
+
+/// Refuses a per-process share that cannot fit under the open-file limit, up front, instead of
+/// reporting thousands of `too_many_open_files` failures.
+fn check_fd_budget(per_process: usize) -> Result<()> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct we pass and has no other effects.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return Ok(());
+    }
+    let usable = limit.rlim_cur.saturating_sub(FD_RESERVE);
+    if per_process as u64 > usable {
+        bail!(
+            "{per_process} connections per process exceed the open-file limit ({} minus {FD_RESERVE} \
+             reserved): raise --procs",
+            limit.rlim_cur
+        );
+    }
+    Ok(())
 }
 
 fn gateway_cost(
