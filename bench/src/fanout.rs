@@ -11,6 +11,8 @@ use futures::FutureExt;
 use futures::stream::{FuturesUnordered, StreamExt};
 use serde::Serialize;
 use serde_json::{Value, json};
+use std::sync::{Arc, Mutex, MutexGuard};
+
 use tokio::sync::{broadcast, watch};
 use wsfleet_client::{Client, ClientConfig, Event, Subscription};
 
@@ -211,17 +213,20 @@ async fn connect_subscriber(
 struct Consumed {
     report: SubscriberReport,
     tracker: SeqTracker,
-    latency: Latency,
 }
+
+/// Latency of one group of subscribers (same node as the publisher, or another node). Shared
+/// by the group's tasks: one histogram per subscriber would cost ~140 KiB each.
+type Group = Arc<Mutex<Latency>>;
 
 /// Reads one subscription until it has every acknowledged message, or until `stop`.
 async fn consume(
     mut sub: Subscriber,
+    group: Group,
     mut done: watch::Receiver<Option<u64>>,
     mut stop: watch::Receiver<bool>,
 ) -> Consumed {
     let mut tracker = SeqTracker::default();
-    let mut latency = Latency::new();
     let mut report = SubscriberReport {
         node: sub.node.clone(),
         ..SubscriberReport::default()
@@ -237,7 +242,9 @@ async fn consume(
                 report.received += 1;
                 match stamp(&message.data) {
                     Some((seq, sent_at)) => {
-                        latency.record(received_at.saturating_sub(sent_at));
+                        if let Ok(mut group) = group.lock() {
+                            group.record(received_at.saturating_sub(sent_at));
+                        }
                         tracker.record(seq);
                     }
                     None => report.foreign += 1,
@@ -255,11 +262,7 @@ async fn consume(
             Err(_) => break,
         }
     }
-    Consumed {
-        report,
-        tracker,
-        latency,
-    }
+    Consumed { report, tracker }
 }
 
 pub async fn run(args: FanoutArgs) -> Result<FanoutReport> {
@@ -306,9 +309,18 @@ pub async fn run(args: FanoutArgs) -> Result<FanoutReport> {
 
     let (done_tx, done_rx) = watch::channel(None);
     let (stop_tx, stop_rx) = watch::channel(false);
+    let same: Group = Arc::default();
+    let cross: Group = Arc::default();
     let consumers: Vec<_> = subscribers
         .into_iter()
-        .map(|sub| tokio::spawn(consume(sub, done_rx.clone(), stop_rx.clone())))
+        .map(|sub| {
+            let group = if sub.node == publisher_node {
+                same.clone()
+            } else {
+                cross.clone()
+            };
+            tokio::spawn(consume(sub, group, done_rx.clone(), stop_rx.clone()))
+        })
         .collect();
     let subscribers_connected = consumers.len();
 
@@ -347,7 +359,15 @@ pub async fn run(args: FanoutArgs) -> Result<FanoutReport> {
         load_cpu_us: load_after.cpu_us.saturating_sub(load_before.cpu_us),
         elapsed_secs: started.elapsed().as_secs_f64(),
     };
-    Ok(summarize(&args, outcome, consumed, &before, &after))
+    let (same, cross) = (lock(&same), lock(&cross));
+    Ok(summarize(
+        &args,
+        outcome,
+        consumed,
+        [&same, &cross],
+        &before,
+        &after,
+    ))
 }
 
 /// What a run produced, before per-subscriber results are folded in.
@@ -362,6 +382,13 @@ struct Outcome {
     settle_expired: bool,
     load_cpu_us: u64,
     elapsed_secs: f64,
+}
+
+/// The group's histogram; a poisoned lock (a panicked task) still holds valid counts.
+fn lock(group: &Group) -> MutexGuard<'_, Latency> {
+    group
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Publishes `total` stamped messages at `rate`, in order; returns which were acknowledged.
@@ -390,18 +417,15 @@ fn summarize(
     args: &FanoutArgs,
     run: Outcome,
     consumed: Vec<Consumed>,
+    [same, cross]: [&Latency; 2],
     before: &[procstat::Sample],
     after: &[procstat::Sample],
 ) -> FanoutReport {
-    let (mut all, mut cross, mut same) = (Latency::new(), Latency::new(), Latency::new());
+    let mut all = Latency::new();
+    all.merge(same);
+    all.merge(cross);
     let mut per_subscriber = Vec::with_capacity(consumed.len());
     for mut c in consumed {
-        all.merge(&c.latency);
-        if c.report.node == run.publisher_node {
-            same.merge(&c.latency)
-        } else {
-            cross.merge(&c.latency)
-        }
         c.report.lost = c.tracker.lost(&run.acked);
         c.report.duplicated = c.tracker.duplicated;
         c.report.out_of_order = c.tracker.out_of_order;

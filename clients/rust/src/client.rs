@@ -15,6 +15,10 @@ use crate::error::Error;
 use crate::event::Event;
 use crate::protocol::valid_channel;
 
+/// Events kept for slow receivers. `broadcast` allocates every slot up front, and a load
+/// tool holds thousands of clients: 1024 slots cost ~100 KiB per client, 64 cost ~6 KiB.
+const EVENT_BUFFER: usize = 64;
+
 /// How to reach the fleet and how to behave when a connection is lost.
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
@@ -135,7 +139,7 @@ impl Client {
             return Err(Error::NoEndpoints);
         }
         let (commands, command_rx) = mpsc::unbounded_channel();
-        let (events, mut event_rx) = broadcast::channel(1024);
+        let (events, mut event_rx) = broadcast::channel(EVENT_BUFFER);
         let (session_tx, mut session) = watch::channel(None);
         let (directs_tx, directs_rx) = mpsc::unbounded_channel();
         let directs_taken = Arc::new(AtomicBool::new(false));
@@ -193,8 +197,8 @@ impl Client {
         }
     }
 
-    /// Lifecycle events from now on. A receiver that falls more than 1024 events behind
-    /// loses the oldest ones (and is told so by `broadcast`).
+    /// Lifecycle events from now on. A receiver that falls more than 64 events behind loses
+    /// the oldest ones (and is told so by `broadcast`).
     pub fn events(&self) -> broadcast::Receiver<Event> {
         self.events.subscribe()
     }
