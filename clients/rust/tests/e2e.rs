@@ -36,18 +36,21 @@ async fn publish_reaches_subscriber_and_acks() {
     assert_eq!(subscriber.session().expect("session").node, "n1");
 
     let mut sub = subscriber.subscribe("news").await.expect("subscribe");
+    let mut acked = Vec::new();
     for i in 0..5 {
-        publisher
+        let ack = publisher
             .publish("news", json!({ "i": i }))
             .await
             .expect("publish acked");
+        acked.push(ack.offset.expect("publish ack carries the offset"));
     }
-    let mut last = None;
-    for i in 0..5 {
+    for (i, offset) in acked.into_iter().enumerate() {
         let message = next_message(&mut sub).await;
         assert_eq!(message.data, json!({ "i": i }));
-        assert!(last.is_none_or(|l| message.offset > l), "offsets grow");
-        last = Some(message.offset);
+        assert_eq!(
+            message.offset, offset,
+            "delivered at the offset the publish was acked with"
+        );
     }
     assert!(matches!(
         publisher.publish("bad name", json!(1)).await,
@@ -70,6 +73,44 @@ async fn direct_send_reaches_the_client_by_id() {
         .expect("open");
     assert_eq!(direct.data, json!("hi"));
     assert_eq!(direct.from, alice.session().expect("session").client_id);
+}
+
+/// A full node refuses the upgrade (503 + Retry-After): the first connect fails with the
+/// refusal in its error, and a client that keeps trying gets in once a slot frees up.
+#[tokio::test]
+#[ignore = "needs a serving wsfleet-gateway binary (WSFLEET_GATEWAY_BIN or target/*/wsfleet-gateway)"]
+async fn full_node_refusal_is_reported_then_retried() {
+    let node = Gateway::start_with("n1", "", &["--max-connections", "1"]);
+    let holder = Client::connect(&node.url(), None)
+        .await
+        .expect("first client takes the slot");
+
+    let mut quick = fast_backoff(vec![node.url()]);
+    quick.connect_timeout = Duration::from_secs(1);
+    match Client::connect_with(quick).await {
+        Err(Error::Connect(reason)) => assert!(reason.contains("503"), "{reason}"),
+        Err(other) => panic!("expected a refused connect, got {other:?}"),
+        Ok(_) => panic!("a second client got past a cap of one"),
+    }
+
+    let mut patient = fast_backoff(vec![node.url()]);
+    patient.connect_timeout = Duration::from_secs(15);
+    let waiting = tokio::spawn(Client::connect_with(patient));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    holder.close();
+    drop(holder);
+    let second = timeout(WAIT, waiting)
+        .await
+        .expect("connect in time")
+        .expect("task");
+    assert_eq!(
+        second
+            .expect("connects once the slot is free")
+            .session()
+            .expect("session")
+            .node,
+        "n1"
+    );
 }
 
 /// A node restarted in place (in-process engine: its history is gone): the client reconnects

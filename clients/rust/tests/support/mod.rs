@@ -114,13 +114,23 @@ impl Gateway {
         Gateway::start_on(node, redis_url, free_port(), free_port())
     }
 
+    /// Starts with extra command-line settings, e.g. `["--max-connections", "1"]`.
+    pub fn start_with(node: &str, redis_url: &str, extra: &[&str]) -> Gateway {
+        Gateway::spawn(node, redis_url, free_port(), free_port(), extra)
+    }
+
     /// Starts on given ports, e.g. to restart a node where it was.
     pub fn start_on(node: &str, redis_url: &str, port: u16, admin_port: u16) -> Gateway {
+        Gateway::spawn(node, redis_url, port, admin_port, &[])
+    }
+
+    fn spawn(node: &str, redis_url: &str, port: u16, admin_port: u16, extra: &[&str]) -> Gateway {
         let mut child = Command::new(gateway_bin())
             .args(["--node-id", node, "--anonymous"])
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .args(["--admin-listen", &format!("127.0.0.1:{admin_port}")])
             .args(["--redis-url", redis_url])
+            .args(extra)
             .env("WSFLEET_ADMIN_TOKEN", ADMIN_TOKEN)
             .stdout(Stdio::null())
             .stderr(gateway_logs())
