@@ -21,6 +21,10 @@ fn wait_for_port(port: u16, limit: Duration, what: &str, child: &mut Child) {
     let deadline = Instant::now() + limit;
     while Instant::now() < deadline {
         if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            // Someone else may have taken the port between free_port() and our bind.
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("{what} exited with {status}; port {port} is held by another process");
+            }
             return;
         }
         if let Ok(Some(status)) = child.try_wait() {
