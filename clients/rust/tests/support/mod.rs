@@ -171,6 +171,16 @@ impl Gateway {
         );
     }
 
+    /// Freezes (`SIGSTOP`) or thaws (`SIGCONT`) the process: a node that stops answering
+    /// without closing anything, like a hung host.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill {signal} failed");
+    }
+
     /// Kills the process at once, like a node lost without a drain.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
@@ -180,6 +190,10 @@ impl Gateway {
 
 impl Drop for Gateway {
     fn drop(&mut self) {
+        // A stopped process still dies of SIGKILL; SIGCONT first keeps its exit clean.
+        let _ = Command::new("kill")
+            .args(["-CONT", &self.child.id().to_string()])
+            .status();
         self.kill();
     }
 }
