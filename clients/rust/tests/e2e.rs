@@ -113,6 +113,32 @@ async fn full_node_refusal_is_reported_then_retried() {
     );
 }
 
+/// A node that hangs without closing the socket stops pinging: the client gives up on the
+/// connection after two heartbeat intervals and reconnects elsewhere.
+#[tokio::test]
+#[ignore = "needs a serving wsfleet-gateway binary (WSFLEET_GATEWAY_BIN or target/*/wsfleet-gateway)"]
+async fn silent_node_is_detected_by_missing_heartbeats() {
+    let a = Gateway::start_with("a", "", &["--heartbeat-interval-secs", "1"]);
+    let b = Gateway::start("b", "");
+    let client = Client::connect_with(fast_backoff(vec![a.url(), b.url()]))
+        .await
+        .expect("client");
+    let mut events = client.events();
+    a.signal("-STOP");
+    // 2 x 1 s + 5 s of slack; the wait allows 30 s.
+    wait_for_event(
+        &mut events,
+        |e| matches!(e, Event::Disconnected { reason, .. } if reason.contains("heartbeat")),
+    )
+    .await;
+    wait_for_event(
+        &mut events,
+        |e| matches!(e, Event::Connected { node, .. } if node == "b"),
+    )
+    .await;
+    a.signal("-CONT");
+}
+
 /// A node restarted in place (in-process engine: its history is gone): the client reconnects
 /// on its own, reports that recovery failed, and delivery goes on.
 #[tokio::test]

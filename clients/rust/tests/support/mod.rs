@@ -21,6 +21,10 @@ fn wait_for_port(port: u16, limit: Duration, what: &str, child: &mut Child) {
     let deadline = Instant::now() + limit;
     while Instant::now() < deadline {
         if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            // Someone else may have taken the port between free_port() and our bind.
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("{what} exited with {status}; port {port} is held by another process");
+            }
             return;
         }
         if let Ok(Some(status)) = child.try_wait() {
@@ -167,6 +171,16 @@ impl Gateway {
         );
     }
 
+    /// Freezes (`SIGSTOP`) or thaws (`SIGCONT`) the process: a node that stops answering
+    /// without closing anything, like a hung host.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill {signal} failed");
+    }
+
     /// Kills the process at once, like a node lost without a drain.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
@@ -176,6 +190,10 @@ impl Gateway {
 
 impl Drop for Gateway {
     fn drop(&mut self) {
+        // A stopped process still dies of SIGKILL; SIGCONT first keeps its exit clean.
+        let _ = Command::new("kill")
+            .args(["-CONT", &self.child.id().to_string()])
+            .status();
         self.kill();
     }
 }
