@@ -24,7 +24,6 @@ fn fast_backoff(endpoints: Vec<String>) -> ClientConfig {
 }
 
 #[tokio::test]
-#[ignore = "needs a serving wsfleet-gateway binary (WSFLEET_GATEWAY_BIN or target/*/wsfleet-gateway)"]
 async fn publish_reaches_subscriber_and_acks() {
     let node = Gateway::start("n1", "");
     let subscriber = Client::connect(&node.url(), None)
@@ -59,7 +58,6 @@ async fn publish_reaches_subscriber_and_acks() {
 }
 
 #[tokio::test]
-#[ignore = "needs a serving wsfleet-gateway binary (WSFLEET_GATEWAY_BIN or target/*/wsfleet-gateway)"]
 async fn direct_send_reaches_the_client_by_id() {
     let node = Gateway::start("n1", "");
     let alice = Client::connect(&node.url(), None).await.expect("connect");
@@ -78,7 +76,6 @@ async fn direct_send_reaches_the_client_by_id() {
 /// A full node refuses the upgrade (503 + Retry-After): the first connect fails with the
 /// refusal in its error, and a client that keeps trying gets in once a slot frees up.
 #[tokio::test]
-#[ignore = "needs a serving wsfleet-gateway binary (WSFLEET_GATEWAY_BIN or target/*/wsfleet-gateway)"]
 async fn full_node_refusal_is_reported_then_retried() {
     let node = Gateway::start_with("n1", "", &["--max-connections", "1"]);
     let holder = Client::connect(&node.url(), None)
@@ -116,7 +113,6 @@ async fn full_node_refusal_is_reported_then_retried() {
 /// A node that hangs without closing the socket stops pinging: the client gives up on the
 /// connection after two heartbeat intervals and reconnects elsewhere.
 #[tokio::test]
-#[ignore = "needs a serving wsfleet-gateway binary (WSFLEET_GATEWAY_BIN or target/*/wsfleet-gateway)"]
 async fn silent_node_is_detected_by_missing_heartbeats() {
     let a = Gateway::start_with("a", "", &["--heartbeat-interval-secs", "1"]);
     let b = Gateway::start("b", "");
@@ -142,7 +138,6 @@ async fn silent_node_is_detected_by_missing_heartbeats() {
 /// A node restarted in place (in-process engine: its history is gone): the client reconnects
 /// on its own, reports that recovery failed, and delivery goes on.
 #[tokio::test]
-#[ignore = "needs a serving wsfleet-gateway binary (WSFLEET_GATEWAY_BIN or target/*/wsfleet-gateway)"]
 async fn restarted_node_reports_lost_history_and_delivery_resumes() {
     let mut node = Gateway::start("n1", "");
     let (port, admin_port) = (node.port, node.admin_port);
@@ -179,7 +174,6 @@ async fn restarted_node_reports_lost_history_and_delivery_resumes() {
 /// subscription is resumed (reported as not recovered: separate in-process engines share no
 /// history) and receives that node's messages.
 #[tokio::test]
-#[ignore = "needs a serving wsfleet-gateway binary (WSFLEET_GATEWAY_BIN or target/*/wsfleet-gateway)"]
 async fn lost_node_fails_over_to_the_next_endpoint() {
     let mut a = Gateway::start("a", "");
     let b = Gateway::start("b", "");
@@ -225,7 +219,7 @@ async fn wait_for_event(
 /// Subscribers on node A, A killed while a publisher on node B keeps publishing: every
 /// subscriber moves to B and sees every message exactly once, in order.
 #[tokio::test]
-#[ignore = "needs a serving wsfleet-gateway binary (WSFLEET_GATEWAY_BIN or target/*/wsfleet-gateway)"]
+#[ignore = "needs the Redis engine in the gateway (branch engine)"]
 async fn killed_node_resume_loses_nothing() {
     let redis = Redis::start();
     let mut a = Gateway::start("a", &redis.url());
@@ -268,7 +262,7 @@ async fn killed_node_resume_loses_nothing() {
 /// A drained node's `reconnect` hint moves the client to the other node, and the resumed
 /// subscription continues without a gap.
 #[tokio::test]
-#[ignore = "needs a serving wsfleet-gateway binary (WSFLEET_GATEWAY_BIN or target/*/wsfleet-gateway)"]
+#[ignore = "needs the gateway drain (branch drain)"]
 async fn drain_hint_moves_client_without_loss() {
     let redis = Redis::start();
     let a = Gateway::start("a", &redis.url());
@@ -307,7 +301,7 @@ async fn drain_hint_moves_client_without_loss() {
 /// History lost (Redis restarted without persistence): the resumed subscription is reported
 /// as not recovered, and delivery goes on.
 #[tokio::test]
-#[ignore = "needs a serving wsfleet-gateway binary (WSFLEET_GATEWAY_BIN or target/*/wsfleet-gateway)"]
+#[ignore = "needs the Redis engine in the gateway (branch engine)"]
 async fn lost_history_is_reported() {
     let redis = Redis::start();
     let port = redis.port;
