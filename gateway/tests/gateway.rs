@@ -648,3 +648,15 @@ async fn handshake_that_stalls_is_timed_out() {
         >= 1.0));
     drop(stalled);
 }
+
+#[test]
+fn bad_config_stops_the_node_with_a_clear_message() {
+    let started = std::panic::catch_unwind(|| {
+        Gateway::start(BIN, &["--anonymous", "--max-connections", "0"], &[])
+    });
+    let panic = started
+        .err()
+        .expect("the gateway must refuse max_connections = 0");
+    let message = panic.downcast_ref::<String>().cloned().unwrap_or_default();
+    assert!(message.contains("max_connections"), "{message}");
+}
