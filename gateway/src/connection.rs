@@ -21,6 +21,9 @@ use tokio_tungstenite::tungstenite::protocol::frame::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{self, Message};
 
+/// How long writing our close frame may take before the socket is just dropped.
+const CLOSE_WRITE_TIMEOUT: Duration = Duration::from_millis(250);
+
 /// Write batches per wake-up before the task lets reads and heartbeats run.
 const MAX_BATCHES_PER_WAKE: usize = 8;
 
@@ -70,11 +73,14 @@ pub async fn run(slot: ConnSlot, mut ws: Socket, identity: Identity) {
     };
     let end = conn.serve(&mut ws).await;
     if let End::Close(code, reason) = end {
+        tracing::debug!(client = %conn.identity.client_id, code = u16::from(code), reason, "closing");
         let frame = CloseFrame {
             code,
             reason: reason.into(),
         };
-        let close = tokio::time::timeout(Duration::from_secs(1), ws.close(Some(frame)));
+        // The close frame only has to reach the kernel; a client whose socket is full (a
+        // zombie, a slow consumer) is not worth waiting for.
+        let close = tokio::time::timeout(CLOSE_WRITE_TIMEOUT, ws.close(Some(frame)));
         let _ = Box::pin(close).await;
     }
     Box::pin(conn.release()).await;
