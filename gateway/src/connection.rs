@@ -103,8 +103,15 @@ impl Connection<'_> {
         let timeout = self.node.config.heartbeat_timeout;
         let mut next_ping = Instant::now() + interval;
         let mut batch = Vec::new();
+        // One timer for the connection's life, moved only when its deadline changes, so that
+        // delivering messages does not re-register a timer each time.
+        let heartbeat = sleep_until(next_ping.min(self.last_seen + timeout));
+        tokio::pin!(heartbeat);
         loop {
             let deadline = next_ping.min(self.last_seen + timeout);
+            if heartbeat.deadline() != deadline {
+                heartbeat.as_mut().reset(deadline);
+            }
             let outbox = Arc::clone(&self.outbox);
             tokio::select! {
                 frame = ws.next() => {
@@ -124,17 +131,17 @@ impl Connection<'_> {
                         return end;
                     }
                 }
-                () = sleep_until(deadline) => {
+                () = &mut heartbeat => {
                     let now = Instant::now();
                     if now >= self.last_seen + timeout {
                         metrics().heartbeat_timeouts.inc();
                         return End::Close(CloseCode::Away, "heartbeat timeout");
                     }
-                    if now >= next_ping {
-                        next_ping = now + interval;
-                        if Box::pin(self.write(ws, Message::Ping(Default::default()))).await.is_err() {
-                            return End::Gone;
-                        }
+                    // Not timed out, so this is `next_ping` (the timer is re-armed whenever
+                    // `last_seen` moves); moving `next_ping` re-arms it again.
+                    next_ping = now + interval;
+                    if Box::pin(self.write(ws, Message::Ping(Default::default()))).await.is_err() {
+                        return End::Gone;
                     }
                 }
             }
