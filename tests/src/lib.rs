@@ -97,12 +97,15 @@ impl Gateway {
         ));
         let log_file = std::fs::File::create(&log).expect("creating the gateway log file");
         let mut command = Command::new(bin);
+        // Settings from the developer's environment must not leak into a test's node.
+        for (name, _) in std::env::vars_os() {
+            if name.to_string_lossy().starts_with("WSFLEET_") || name == "NODE_ID" {
+                command.env_remove(&name);
+            }
+        }
         command
             .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
             .args(args)
-            .env_remove("WSFLEET_CONFIG")
-            .env_remove("WSFLEET_ADMIN_TOKEN")
-            .env_remove("WSFLEET_REDIS_URL")
             .env(
                 "RUST_LOG",
                 std::env::var("WSFLEET_TEST_LOG").unwrap_or("warn".into()),
