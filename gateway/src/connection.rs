@@ -21,6 +21,9 @@ use tokio_tungstenite::tungstenite::protocol::frame::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{self, Message};
 
+/// How long writing our close frame may take before the socket is just dropped.
+const CLOSE_WRITE_TIMEOUT: Duration = Duration::from_millis(250);
+
 /// Write batches per wake-up before the task lets reads and heartbeats run.
 const MAX_BATCHES_PER_WAKE: usize = 8;
 
@@ -70,11 +73,14 @@ pub async fn run(slot: ConnSlot, mut ws: Socket, identity: Identity) {
     };
     let end = conn.serve(&mut ws).await;
     if let End::Close(code, reason) = end {
+        tracing::debug!(client = %conn.identity.client_id, code = u16::from(code), reason, "closing");
         let frame = CloseFrame {
             code,
             reason: reason.into(),
         };
-        let close = tokio::time::timeout(Duration::from_secs(1), ws.close(Some(frame)));
+        // The close frame only has to reach the kernel; a client whose socket is full (a
+        // zombie, a slow consumer) is not worth waiting for.
+        let close = tokio::time::timeout(CLOSE_WRITE_TIMEOUT, ws.close(Some(frame)));
         let _ = Box::pin(close).await;
     }
     Box::pin(conn.release()).await;
@@ -97,8 +103,15 @@ impl Connection<'_> {
         let timeout = self.node.config.heartbeat_timeout;
         let mut next_ping = Instant::now() + interval;
         let mut batch = Vec::new();
+        // One timer for the connection's life, moved only when its deadline changes, so that
+        // delivering messages does not re-register a timer each time.
+        let heartbeat = sleep_until(next_ping.min(self.last_seen + timeout));
+        tokio::pin!(heartbeat);
         loop {
             let deadline = next_ping.min(self.last_seen + timeout);
+            if heartbeat.deadline() != deadline {
+                heartbeat.as_mut().reset(deadline);
+            }
             let outbox = Arc::clone(&self.outbox);
             tokio::select! {
                 frame = ws.next() => {
@@ -118,17 +131,17 @@ impl Connection<'_> {
                         return end;
                     }
                 }
-                () = sleep_until(deadline) => {
+                () = &mut heartbeat => {
                     let now = Instant::now();
                     if now >= self.last_seen + timeout {
                         metrics().heartbeat_timeouts.inc();
                         return End::Close(CloseCode::Away, "heartbeat timeout");
                     }
-                    if now >= next_ping {
-                        next_ping = now + interval;
-                        if Box::pin(self.write(ws, Message::Ping(Default::default()))).await.is_err() {
-                            return End::Gone;
-                        }
+                    // Not timed out, so this is `next_ping` (the timer is re-armed whenever
+                    // `last_seen` moves); moving `next_ping` re-arms it again.
+                    next_ping = now + interval;
+                    if Box::pin(self.write(ws, Message::Ping(Default::default()))).await.is_err() {
+                        return End::Gone;
                     }
                 }
             }

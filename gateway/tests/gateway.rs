@@ -648,3 +648,70 @@ async fn handshake_that_stalls_is_timed_out() {
         >= 1.0));
     drop(stalled);
 }
+
+#[test]
+fn bad_config_stops_the_node_with_a_clear_message() {
+    let started = std::panic::catch_unwind(|| {
+        Gateway::start(BIN, &["--anonymous", "--max-connections", "0"], &[])
+    });
+    let panic = started
+        .err()
+        .expect("the gateway must refuse max_connections = 0");
+    let message = panic.downcast_ref::<String>().cloned().unwrap_or_default();
+    assert!(message.contains("max_connections"), "{message}");
+}
+
+#[tokio::test]
+async fn admin_reports_health_status_and_every_metric() {
+    let gateway = anonymous(&["--max-connections", "50"]);
+    let (mut client, _) = connect(&gateway.ws_url("")).await;
+    send(
+        &mut client,
+        json!({"op": "subscribe", "channel": "m", "id": "s"}),
+    )
+    .await;
+    next_json(&mut client).await;
+    send(
+        &mut client,
+        json!({"op": "publish", "channel": "m", "data": 1}),
+    )
+    .await;
+    next_json(&mut client).await;
+
+    assert_eq!(gateway.admin("GET", "/healthz", None, "").status, 200);
+    let status: Value =
+        serde_json::from_str(&gateway.admin("GET", "/status", None, "").body).unwrap();
+    assert_eq!(status["node"], "test-node");
+    assert_eq!(status["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(status["state"], "serving");
+    assert_eq!(status["ready"], true);
+    assert_eq!(status["connections"], 1);
+    assert_eq!(status["max_connections"], 50);
+    assert_eq!(status["backplane"], "memory");
+    assert!(status["drain"].is_null());
+
+    let metrics = gateway.admin("GET", "/metrics", None, "");
+    assert_eq!(metrics.status, 200);
+    for family in [
+        "wsfleet_connections",
+        "wsfleet_handshakes_total",
+        "wsfleet_messages_in_total",
+        "wsfleet_messages_out_total",
+        "wsfleet_delivery_latency_seconds",
+        "wsfleet_dropped_messages_total",
+        "wsfleet_heartbeat_timeouts_total",
+        "wsfleet_backplane_state",
+    ] {
+        assert!(
+            metrics.body.contains(&format!("# TYPE {family} ")),
+            "{family} missing"
+        );
+    }
+    assert_eq!(gateway.metric("wsfleet_connections"), 1.0);
+    assert!(gateway.metric("wsfleet_messages_in_total") >= 2.0);
+    assert!(gateway.metric("wsfleet_delivery_latency_seconds_count") >= 1.0);
+    assert_eq!(
+        gateway.metric("wsfleet_backplane_state{state=\"memory\"}"),
+        1.0
+    );
+}

@@ -90,15 +90,24 @@ pub struct Gateway {
 impl Gateway {
     /// Starts the gateway binary at `bin` on ephemeral loopback ports with extra `args` and
     /// environment `envs`, and waits for it to report its listeners. Set `WSFLEET_TEST_LOG`
-    /// to see its logs.
+    /// to see its logs; without it, a gateway that fails to start has its log in the panic.
     pub fn start(bin: &str, args: &[&str], envs: &[(&str, &str)]) -> Gateway {
+        let log = std::env::temp_dir().join(format!(
+            "wsfleet-gateway-{}-{}.log",
+            std::process::id(),
+            free_port()
+        ));
+        let log_file = std::fs::File::create(&log).expect("creating the gateway log file");
         let mut command = Command::new(bin);
+        // Settings from the developer's environment must not leak into a test's node.
+        for (name, _) in std::env::vars_os() {
+            if name.to_string_lossy().starts_with("WSFLEET_") || name == "NODE_ID" {
+                command.env_remove(&name);
+            }
+        }
         command
             .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
             .args(args)
-            .env_remove("WSFLEET_CONFIG")
-            .env_remove("WSFLEET_ADMIN_TOKEN")
-            .env_remove("WSFLEET_REDIS_URL")
             .env(
                 "RUST_LOG",
                 std::env::var("WSFLEET_TEST_LOG").unwrap_or("warn".into()),
@@ -109,7 +118,7 @@ impl Gateway {
             .stderr(if std::env::var_os("WSFLEET_TEST_LOG").is_some() {
                 Stdio::inherit()
             } else {
-                Stdio::null()
+                Stdio::from(log_file)
             });
         let mut child = command.spawn().expect("spawning the gateway");
         let stdout = child.stdout.take().expect("gateway stdout is piped");
@@ -122,9 +131,13 @@ impl Gateway {
                 }
             }
         });
-        let line = rx
-            .recv_timeout(START_TIMEOUT)
-            .expect("gateway did not report its listeners in time");
+        // The reader thread drops `tx` when stdout closes, so an early exit ends the wait.
+        let line = rx.recv_timeout(START_TIMEOUT).unwrap_or_else(|_| {
+            let output = std::fs::read_to_string(&log).unwrap_or_default();
+            let _ = std::fs::remove_file(&log);
+            panic!("gateway did not report its listeners; its log:\n{output}")
+        });
+        let _ = std::fs::remove_file(&log);
         let addr = |key: &str| -> SocketAddr {
             line.split_whitespace()
                 .find_map(|word| word.strip_prefix(key))

@@ -3,6 +3,13 @@
 //! engine shares the node's local [`Subscriptions`] index: this module keeps that index and
 //! tells the engine when a channel gains its first or loses its last local subscriber, so a
 //! backplane listens on a channel's topic only while the node has ≥ 1 local subscriber.
+//!
+//! Adding an engine: add a variant, build it in [`Engine::connect`], and fill in each
+//! method's arm. A backplane engine subscribes its topic when `first_here` is true and drops
+//! it when `last_here` is true, keeps its registry entry while a client has local
+//! connections (same flags in `register`/`unregister`), and delivers what arrives from the
+//! backplane with [`Subscriptions::deliver_channel`] / [`Subscriptions::deliver_client`],
+//! encoding each frame once with [`crate::protocol::encode`].
 
 pub mod memory;
 
@@ -122,6 +129,7 @@ impl Engine {
     pub async fn unsubscribe(&self, conn: ConnId, channel: &str) -> Result<(), EngineError> {
         let last_here = self.local().unsubscribe(channel, conn);
         match self {
+            // Nothing to stop listening to without a backplane.
             Engine::Memory(_) => {
                 let _ = last_here;
                 Ok(())
@@ -147,6 +155,7 @@ impl Engine {
     pub async fn register(&self, client_id: &str, conn: ConnId, outbox: &Arc<Outbox>) {
         let first_here = self.local().add_client(client_id, conn, outbox);
         match self {
+            // The local index is the whole registry of a single node.
             Engine::Memory(_) => {
                 let _ = first_here;
             }
