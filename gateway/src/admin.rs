@@ -45,6 +45,9 @@ async fn readyz(State(node): State<Arc<Node>>) -> Response {
 
 async fn metrics_text(State(node): State<Arc<Node>>) -> Response {
     metrics().set_backplane(node.engine.backplane().as_str());
+    if let Some(stats) = node.engine.backplane_stats() {
+        metrics().set_backplane_stats(&stats);
+    }
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         metrics().render(),

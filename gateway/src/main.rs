@@ -46,9 +46,22 @@ async fn main() -> anyhow::Result<()> {
         }
     });
     tokio::spawn(server::serve(Arc::clone(&node), listener));
+    tokio::spawn(report_presence(Arc::clone(&node)));
     shutdown_signal().await;
     tracing::info!("shutting down");
     Ok(())
+}
+
+/// Keeps the node's presence in the backplane current (connections, cap, lifecycle state).
+async fn report_presence(node: Arc<Node>) {
+    let mut ticks = tokio::time::interval(std::time::Duration::from_secs(5));
+    loop {
+        ticks.tick().await;
+        let state = node.state().as_str();
+        node.engine
+            .report_presence(node.connections(), node.config.max_connections, state)
+            .await;
+    }
 }
 
 /// Raises the soft open-file limit to the hard limit; warns when the cap cannot fit.
