@@ -32,6 +32,14 @@ pub struct Metrics {
     pub dropped_slow_consumer: IntCounter,
     /// 1 for the backplane's current state (`memory`, `up`, `down`), 0 for the others.
     pub backplane: IntGaugeVec,
+    /// 1 while the node is draining or drained, 0 while serving.
+    pub draining: IntGauge,
+    /// Connections still on the node while it drains (0 while serving).
+    pub drain_remaining: IntGauge,
+    /// `reconnect` hints written to clients by drains.
+    pub drain_reconnects: IntCounter,
+    /// Connections closed with 1012 by drains (at their time or at the deadline).
+    pub drain_closes: IntCounter,
 }
 
 impl Metrics {
@@ -75,7 +83,24 @@ impl Metrics {
         registry.register(Box::new(delivery_latency.clone()))?;
         registry.register(Box::new(dropped.clone()))?;
         registry.register(Box::new(heartbeat_timeouts.clone()))?;
+        let draining = IntGauge::new("draining", "1 while the node is draining or drained")?;
+        let drain_remaining = IntGauge::new(
+            "drain_remaining_connections",
+            "Connections still on the node while it drains",
+        )?;
+        let drain_reconnects = IntCounter::new(
+            "drain_reconnects_sent_total",
+            "Reconnect hints sent to clients by drains",
+        )?;
+        let drain_closes = IntCounter::new(
+            "drain_closes_total",
+            "Connections closed with 1012 (service restart) by drains",
+        )?;
         registry.register(Box::new(backplane.clone()))?;
+        registry.register(Box::new(draining.clone()))?;
+        registry.register(Box::new(drain_remaining.clone()))?;
+        registry.register(Box::new(drain_reconnects.clone()))?;
+        registry.register(Box::new(drain_closes.clone()))?;
         let dropped_oldest = dropped.with_label_values(&["drop_oldest"]);
         let dropped_slow_consumer = dropped.with_label_values(&["slow_consumer"]);
         Ok(Metrics {
@@ -90,6 +115,10 @@ impl Metrics {
             dropped,
             heartbeat_timeouts,
             backplane,
+            draining,
+            drain_remaining,
+            drain_reconnects,
+            drain_closes,
         })
     }
 
