@@ -293,6 +293,10 @@ pub async fn supervise(lifecycle: &Lifecycle, drain: &Arc<Drain>, connections: i
             break;
         }
         if Instant::now() >= drain.deadline {
+            tracing::warn!(
+                remaining = connections(),
+                "drain deadline reached; closing the remaining connections"
+            );
             lifecycle.advance(drain, Phase::Closing);
             let gone_by = Instant::now() + CLOSE_GRACE;
             while connections() > 0 && Instant::now() < gone_by {
