@@ -6,16 +6,27 @@
 //! receive every message exactly once, in order.
 
 use serde_json::json;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 use wsfleet_client::{Client, ClientConfig, Event, Subscription};
 use wsfleet_tests::{Gateway, Redis, wait_until};
 
 const BIN: &str = env!("CARGO_BIN_EXE_wsfleet-gateway");
 const TOKEN: &str = "fleet-admin-token";
-const CLIENTS: usize = 1_000;
-const WINDOW_SECS: u64 = 5;
+/// Clients and window of the tests; `WSFLEET_DRAIN_CLIENTS` / `WSFLEET_DRAIN_WINDOW_SECS`
+/// override them to measure larger drains (e.g. 15,000 over 30 s) with the same checks.
+fn scale() -> (usize, u64) {
+    let read = |name: &str, default: u64| {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    (
+        read("WSFLEET_DRAIN_CLIENTS", 1_000) as usize,
+        read("WSFLEET_DRAIN_WINDOW_SECS", 5),
+    )
+}
 const CHANNEL: &str = "fleet:drain";
 /// Generous: 1,000 clients and two nodes share a possibly loaded 2-core machine.
 const WAIT: Duration = Duration::from_secs(60);
@@ -26,8 +37,8 @@ enum Trigger {
     Sigterm,
 }
 
-fn node(id: &str, redis_url: &str) -> Gateway {
-    let window = WINDOW_SECS.to_string();
+fn node(id: &str, redis_url: &str, window_secs: u64) -> Gateway {
+    let window = window_secs.to_string();
     let mut args = vec![
         "--anonymous",
         "--node-id",
@@ -54,15 +65,23 @@ struct Moved {
     seqs: Vec<u64>,
 }
 
-/// Waits for the client's session on node B, then (with `messages`) reads until `messages`
-/// messages arrived.
+/// Waits for the drain to start, then for the client's session on node B (within the window
+/// plus a margin), then (with `messages`) reads until `messages` messages arrived.
 async fn follow(
     client: Client,
     mut events: broadcast::Receiver<Event>,
     mut sub: Option<Subscription>,
-    started_at: Arc<std::sync::OnceLock<Instant>>,
+    mut started: watch::Receiver<Option<Instant>>,
+    window: Duration,
     messages: usize,
 ) -> Moved {
+    // Setting up thousands of clients takes a while on a loaded machine; bounded all the same.
+    let drained_at =
+        tokio::time::timeout(Duration::from_secs(600), started.wait_for(Option::is_some))
+            .await
+            .expect("the drain starts")
+            .expect("the test holds the sender")
+            .unwrap_or_else(Instant::now);
     let on_b = async {
         loop {
             match events.recv().await {
@@ -74,7 +93,7 @@ async fn follow(
             }
         }
     };
-    let reconnected_at = tokio::time::timeout(WAIT, on_b)
+    let reconnected_at = tokio::time::timeout(window + WAIT, on_b)
         .await
         .expect("the client reaches node B in time");
     let mut seqs = Vec::with_capacity(messages);
@@ -87,7 +106,6 @@ async fn follow(
             seqs.push(message.data["seq"].as_u64().expect("seq is a number"));
         }
     }
-    let drained_at = *started_at.get().expect("the drain started");
     Moved {
         client,
         reconnected_after: reconnected_at.saturating_duration_since(drained_at),
@@ -98,16 +116,17 @@ async fn follow(
 /// Runs the whole scenario; `messages` > 0 needs the Redis engine (shared channels and
 /// history across nodes).
 async fn drain_one_of_two(trigger: Trigger, messages: usize) {
+    let (clients_n, window_secs) = scale();
     let redis = (messages > 0).then(Redis::start);
     let redis_url = redis.as_ref().map(Redis::url).unwrap_or_default();
-    let mut a = node("a", &redis_url);
-    let b = node("b", &redis_url);
+    let mut a = node("a", &redis_url, window_secs);
+    let b = node("b", &redis_url, window_secs);
     let config = ClientConfig::new([a.ws_url(""), b.ws_url("")])
         .backoff(Duration::from_millis(100), Duration::from_secs(2));
 
-    let started_at = Arc::new(std::sync::OnceLock::new());
-    let mut followers = Vec::with_capacity(CLIENTS);
-    for _ in 0..CLIENTS {
+    let (started_tx, started) = watch::channel(None);
+    let mut followers = Vec::with_capacity(clients_n);
+    for _ in 0..clients_n {
         let client = Client::connect_with(config.clone())
             .await
             .expect("the client connects");
@@ -123,18 +142,19 @@ async fn drain_one_of_two(trigger: Trigger, messages: usize) {
             client,
             events,
             sub,
-            Arc::clone(&started_at),
+            started.clone(),
+            Duration::from_secs(window_secs),
             messages,
         )));
     }
-    assert!(wait_until(WAIT, || a.connections() == CLIENTS as u64));
+    assert!(wait_until(WAIT, || a.connections() == clients_n as u64));
 
     // The publisher lives on B and sends at a steady rate across the whole drain.
     let publisher = if messages > 0 {
         let client = Client::connect(&b.ws_url(""), None)
             .await
             .expect("publisher connects");
-        let period = Duration::from_secs(WINDOW_SECS + 3) / messages as u32;
+        let period = Duration::from_secs(window_secs + 3) / messages as u32;
         Some(tokio::spawn(async move {
             for seq in 0..messages as u64 {
                 client
@@ -149,18 +169,18 @@ async fn drain_one_of_two(trigger: Trigger, messages: usize) {
         None
     };
 
-    started_at.set(Instant::now()).expect("set once");
+    started_tx.send_replace(Some(Instant::now()));
     match trigger {
         Trigger::AdminApi => {
-            let body = json!({"window_seconds": WINDOW_SECS, "deadline_seconds": 120, "reason": "fleet test"});
+            let body = json!({"window_seconds": window_secs, "deadline_seconds": 120, "reason": "fleet test"});
             let reply = a.admin("POST", "/drain", Some(TOKEN), &body.to_string());
             assert_eq!(reply.status, 202, "{}", reply.body);
         }
         Trigger::Sigterm => a.signal("TERM"),
     }
 
-    let mut per_second = vec![0usize; WINDOW_SECS as usize + 30];
-    let mut clients = Vec::with_capacity(CLIENTS);
+    let mut per_second = vec![0usize; window_secs as usize + 30];
+    let mut clients = Vec::with_capacity(clients_n);
     for follower in followers {
         let moved = follower.await.expect("follower ran");
         let second = moved.reconnected_after.as_secs() as usize;
@@ -177,7 +197,7 @@ async fn drain_one_of_two(trigger: Trigger, messages: usize) {
     }
     let exit = a.wait_exit(WAIT).expect("drained node A exits");
     assert!(exit.success(), "{exit}");
-    assert!(wait_until(WAIT, || b.connections() >= CLIENTS as u64));
+    assert!(wait_until(WAIT, || b.connections() >= clients_n as u64));
     assert!(
         clients
             .iter()
@@ -187,7 +207,7 @@ async fn drain_one_of_two(trigger: Trigger, messages: usize) {
     while per_second.len() > 1 && per_second.last() == Some(&0) {
         per_second.pop();
     }
-    let even = CLIENTS as f64 / WINDOW_SECS as f64;
+    let even = clients_n as f64 / window_secs as f64;
     let peak = per_second.iter().copied().max().unwrap_or(0);
     eprintln!("reconnects to B per second: {per_second:?} (even rate {even})");
     assert!(
