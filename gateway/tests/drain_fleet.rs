@@ -9,7 +9,8 @@ use serde_json::json;
 use std::time::{Duration, Instant};
 use tokio::sync::{broadcast, watch};
 use wsfleet_client::{Client, ClientConfig, Event, Subscription};
-use wsfleet_tests::{Gateway, Redis, wait_until};
+use wsfleet_tests::redis::RedisServer;
+use wsfleet_tests::{Gateway, wait_until};
 
 const BIN: &str = env!("CARGO_BIN_EXE_wsfleet-gateway");
 const TOKEN: &str = "fleet-admin-token";
@@ -117,8 +118,8 @@ async fn follow(
 /// history across nodes).
 async fn drain_one_of_two(trigger: Trigger, messages: usize) {
     let (clients_n, window_secs) = scale();
-    let redis = (messages > 0).then(Redis::start);
-    let redis_url = redis.as_ref().map(Redis::url).unwrap_or_default();
+    let redis = (messages > 0).then(|| RedisServer::start().expect("redis-server starts"));
+    let redis_url = redis.as_ref().map(RedisServer::url).unwrap_or_default();
     let mut a = node("a", &redis_url, window_secs);
     let b = node("b", &redis_url, window_secs);
     let config = ClientConfig::new([a.ws_url(""), b.ws_url("")])
