@@ -65,7 +65,7 @@ async fn status(State(node): State<Arc<Node>>) -> Response {
     axum::Json(json!({
         "node": node.config.node_id,
         "version": env!("CARGO_PKG_VERSION"),
-        "state": phase.state(),
+        "state": phase.state().as_str(),
         "ready": node.ready(),
         "connections": node.connections(),
         "max_connections": node.config.max_connections,
@@ -103,7 +103,7 @@ async fn start_drain(State(node): State<Arc<Node>>, headers: HeaderMap, body: By
         StatusCode::OK
     };
     let body = json!({
-        "state": node.lifecycle.phase().state(),
+        "state": node.state().as_str(),
         "started": begun.started,
         "drain": drain_json(&node, &begun.drain),
     });
@@ -119,8 +119,7 @@ async fn cancel_drain(State(node): State<Arc<Node>>, headers: HeaderMap) -> Resp
     match node.lifecycle.cancel() {
         Ok(()) => {
             tracing::info!("drain cancelled");
-            axum::Json(json!({ "state": node.lifecycle.phase().state(), "drain": null }))
-                .into_response()
+            axum::Json(json!({ "state": node.state().as_str(), "drain": null })).into_response()
         }
         Err(err) => error(StatusCode::CONFLICT, "conflict", &err.to_string()),
     }

@@ -143,7 +143,25 @@ pub fn stratified(n: usize, window_ms: u64, rng: &mut impl Rng) -> Vec<u64> {
     delays
 }
 
-/// Where the node is in its life.
+/// The node's state as reported in `/status` and to the backplane.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeState {
+    Serving,
+    Draining,
+    Drained,
+}
+
+impl NodeState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeState::Serving => "serving",
+            NodeState::Draining => "draining",
+            NodeState::Drained => "drained",
+        }
+    }
+}
+
+/// Where the node is in its life, with the drain it is in.
 #[derive(Debug, Clone)]
 pub enum Phase {
     Serving,
@@ -156,12 +174,11 @@ pub enum Phase {
 }
 
 impl Phase {
-    /// The `state` of `/status`.
-    pub fn state(&self) -> &'static str {
+    pub fn state(&self) -> NodeState {
         match self {
-            Phase::Serving => "serving",
-            Phase::Draining(_) | Phase::Closing(_) => "draining",
-            Phase::Drained(_) => "drained",
+            Phase::Serving => NodeState::Serving,
+            Phase::Draining(_) | Phase::Closing(_) => NodeState::Draining,
+            Phase::Drained(_) => NodeState::Drained,
         }
     }
 
@@ -408,9 +425,9 @@ mod tests {
         assert!(first.started);
         let again = lifecycle.begin(&DrainRequest::new(1, 1, None).unwrap(), 9);
         assert!(!again.started && Arc::ptr_eq(&first.drain, &again.drain));
-        assert_eq!(lifecycle.phase().state(), "draining");
+        assert_eq!(lifecycle.phase().state().as_str(), "draining");
         assert_eq!(lifecycle.cancel(), Ok(()));
-        assert_eq!(lifecycle.phase().state(), "serving");
+        assert_eq!(lifecycle.phase().state().as_str(), "serving");
         assert_eq!(lifecycle.cancel(), Ok(()));
     }
 
@@ -420,7 +437,7 @@ mod tests {
         let request = DrainRequest::new(1, 1, None).unwrap();
         let drain = lifecycle.begin(&request, 0).drain;
         supervise(&lifecycle, &drain, || 0).await;
-        assert_eq!(lifecycle.phase().state(), "drained");
+        assert_eq!(lifecycle.phase().state().as_str(), "drained");
         assert_eq!(lifecycle.cancel(), Err(CancelError::Drained));
 
         // Connections that never leave: closed at the deadline, drained after the grace.
@@ -437,6 +454,6 @@ mod tests {
         let drain = lifecycle.begin(&request, 3).drain;
         lifecycle.cancel().unwrap();
         supervise(&lifecycle, &drain, || 3).await;
-        assert_eq!(lifecycle.phase().state(), "serving");
+        assert_eq!(lifecycle.phase().state().as_str(), "serving");
     }
 }

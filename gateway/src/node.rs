@@ -3,6 +3,7 @@
 
 use crate::auth::Authenticator;
 use crate::config::Config;
+pub use crate::drain::NodeState;
 use crate::drain::{self, Begun, DrainRequest, Lifecycle};
 use crate::engine::{BackplaneState, Engine};
 use crate::metrics::metrics;
@@ -35,6 +36,10 @@ impl Node {
             lifecycle: Lifecycle::default(),
             budget,
         }
+    }
+
+    pub fn state(&self) -> NodeState {
+        self.lifecycle.phase().state()
     }
 
     /// True while the node takes new clients (not draining or drained).
