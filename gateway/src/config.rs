@@ -346,6 +346,9 @@ impl Config {
         if self.handshake_timeout.is_zero() {
             bail!("handshake_timeout_secs must be at least 1");
         }
+        if self.drain_window.is_zero() {
+            bail!("drain_window_secs must be at least 1");
+        }
         if self.drain_timeout < self.drain_window {
             bail!("drain_timeout_secs must be at least drain_window_secs");
         }

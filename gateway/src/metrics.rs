@@ -40,6 +40,14 @@ pub struct Metrics {
     pub backplane_probe_failures: IntGauge,
     pub backplane_probe_rtt: Gauge,
     pub backplane_caught_up: IntGauge,
+    /// 1 while the node is draining or drained, 0 while serving.
+    pub draining: IntGauge,
+    /// Connections still on the node while it drains (0 while serving).
+    pub drain_remaining: IntGauge,
+    /// `reconnect` hints written to clients by drains.
+    pub drain_reconnects: IntCounter,
+    /// Connections closed with 1012 by drains (at their time or at the deadline).
+    pub drain_closes: IntCounter,
 }
 
 impl Metrics {
@@ -109,6 +117,23 @@ impl Metrics {
         registry.register(Box::new(backplane_probe_failures.clone()))?;
         registry.register(Box::new(backplane_probe_rtt.clone()))?;
         registry.register(Box::new(backplane_caught_up.clone()))?;
+        let draining = IntGauge::new("draining", "1 while the node is draining or drained")?;
+        let drain_remaining = IntGauge::new(
+            "drain_remaining_connections",
+            "Connections still on the node while it drains",
+        )?;
+        let drain_reconnects = IntCounter::new(
+            "drain_reconnects_sent_total",
+            "Reconnect hints sent to clients by drains",
+        )?;
+        let drain_closes = IntCounter::new(
+            "drain_closes_total",
+            "Connections closed with 1012 (service restart) by drains",
+        )?;
+        registry.register(Box::new(draining.clone()))?;
+        registry.register(Box::new(drain_remaining.clone()))?;
+        registry.register(Box::new(drain_reconnects.clone()))?;
+        registry.register(Box::new(drain_closes.clone()))?;
         let dropped_oldest = dropped.with_label_values(&["drop_oldest"]);
         let dropped_slow_consumer = dropped.with_label_values(&["slow_consumer"]);
         Ok(Metrics {
@@ -128,6 +153,10 @@ impl Metrics {
             backplane_probe_failures,
             backplane_probe_rtt,
             backplane_caught_up,
+            draining,
+            drain_remaining,
+            drain_reconnects,
+            drain_closes,
         })
     }
 
