@@ -38,6 +38,16 @@ async fn direct_messages_reach_a_client_on_another_node() {
     let b = node("b", &redis.url(), "standalone", &[]);
     wait_ready(&[&a, &b]);
     support::direct_across_nodes(&a, &b).await;
+    // Each node publishes its presence (connections, cap, state) for the fleet.
+    let presence = || {
+        redis
+            .cli(&["HGET", "wsfleet:presence:b", "state"])
+            .unwrap_or_default()
+    };
+    assert!(
+        wait_until(WAIT, || presence().trim() == "serving"),
+        "presence of b"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

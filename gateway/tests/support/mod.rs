@@ -247,6 +247,18 @@ pub async fn direct_across_nodes(from: &Gateway, to: &Gateway) {
         receiver.next().await,
         json!({"op": "direct", "from": "server", "data": 2})
     );
+    // Once the receiver is gone its registry entry is too.
+    let gone = json!({"op": "send", "to": receiver.id, "data": 3});
+    drop(receiver);
+    let mut code = Value::Null;
+    for _ in 0..100 {
+        code = sender.request(gone.clone(), "g", &mut Vec::new()).await["code"].clone();
+        if code == "not_found" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(code, "not_found");
     let missing = json!({"op": "send", "to": "nobody-here", "data": 1});
     let error = sender.request(missing, "m", &mut Vec::new()).await;
     assert_eq!(
