@@ -135,34 +135,5 @@ async fn concurrent_resumes_during_publishing_are_exactly_once_in_order() {
     let a = node("a", &redis.url(), "standalone", &[]);
     let b = node("b", &redis.url(), "standalone", &[]);
     wait_ready(&[&a, &b]);
-    let mut epoch = String::new();
-    for seq in 1..=10 {
-        epoch = admin_publish(&a, "busy", json!({"seq": seq}))["epoch"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned();
-    }
-    let live = support::publish_in_background(a.admin_addr, "busy", 11..61);
-    // Ten clients resume from different offsets while messages keep coming.
-    let resumes = (0..10u64).map(|since| {
-        let (b, epoch) = (&b, epoch.as_str());
-        async move {
-            let mut client = Client::connect(b).await;
-            let ack = client.subscribe("busy", Some((since, epoch))).await;
-            assert_eq!(ack["recovered"], true, "{ack}");
-            let count = 60 - since as usize;
-            let got = client.messages("busy", count).await;
-            assert_eq!(
-                got,
-                expected(since + 1, since + 1, count as u64),
-                "since {since}"
-            );
-            assert!(
-                client.silent_for(Duration::from_millis(300)).await,
-                "no duplicates after since {since}"
-            );
-        }
-    });
-    futures::future::join_all(resumes).await;
-    assert_eq!(live.await.expect("publisher thread").len(), 50);
+    support::concurrent_resumes(&a, &b, "busy").await;
 }
