@@ -1,0 +1,224 @@
+// The client against real wsfleet-gateway processes: publish/subscribe with acks, direct
+// sends, typed errors, reconnects with backoff after a node restart, and resume with `since`
+// after a lost connection.
+
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { WebSocket } from 'ws';
+
+import { Backoff, WsfleetError } from '../src/index.js';
+import { Gateway, Proxy, freePort, hs256Token, recordedClient, tempFile, waitFor } from './support.js';
+
+const ADMIN_TOKEN = 'js-test-admin-token';
+
+/** A client that remembers every frame it sent, to check what it asked for on resume. */
+function recordingWebSocket(sent) {
+  return class extends WebSocket {
+    send(data) {
+      sent.push(JSON.parse(data));
+      super.send(data);
+    }
+  };
+}
+
+/** A round trip on the client's connection: the gateway has handled the frames sent before. */
+const afterResubscribe = (client) => client.publish('sync', null);
+
+const named = (events, name) => events.filter((e) => e.name === name).map((e) => e.payload);
+
+test('publish and subscribe are acknowledged and delivered once, in order', async (t) => {
+  const gateway = await Gateway.start();
+  t.after(() => gateway.kill());
+  const { client: subscriber, events } = recordedClient({ urls: [gateway.url] });
+  const { client: publisher } = recordedClient({ urls: gateway.url });
+  t.after(() => subscriber.close());
+  t.after(() => publisher.close());
+  const session = await subscriber.ready;
+  assert.match(session.clientId, /^anon-/);
+  assert.equal(typeof session.node, 'string');
+  assert.ok(session.heartbeatMs > 0);
+  assert.deepEqual(named(events, 'connect'), [session]);
+
+  const received = [];
+  const sub = subscriber.subscribe('room:1', (m) => received.push(m));
+  const ack = await sub.ready;
+  assert.equal(ack.offset, 0);
+  assert.equal(typeof ack.epoch, 'string');
+  assert.equal(sub.epoch, ack.epoch);
+
+  await publisher.ready;
+  const acks = [];
+  for (let i = 1; i <= 20; i++) acks.push(await publisher.publish('room:1', { n: i }));
+  assert.deepEqual(acks.map((a) => a.offset), Array.from({ length: 20 }, (_, i) => i + 1));
+  assert.ok(acks.every((a) => a.epoch === ack.epoch));
+
+  await waitFor('20 messages', () => received.length >= 20);
+  assert.deepEqual(received.map((m) => m.data.n), Array.from({ length: 20 }, (_, i) => i + 1));
+  assert.deepEqual(received.map((m) => m.offset), acks.map((a) => a.offset));
+  assert.ok(received.every((m) => m.channel === 'room:1'));
+  assert.equal(sub.offset, 20);
+
+  // Unsubscribed: later messages are not delivered.
+  await sub.unsubscribe();
+  await publisher.publish('room:1', { n: 21 });
+  await subscriber.subscribe('room:2', () => {}).ready; // a round trip after the publish
+  assert.equal(received.length, 20);
+  assert.deepEqual(named(events, 'error'), []);
+});
+
+test('send reaches a client by id; an unknown id is a not_found error', async (t) => {
+  const gateway = await Gateway.start({ args: ['--anonymous'], env: { WSFLEET_ADMIN_TOKEN: ADMIN_TOKEN } });
+  t.after(() => gateway.kill());
+  const { client: alice } = recordedClient({ urls: [gateway.url] });
+  const { client: bob, events } = recordedClient({ urls: [gateway.url] });
+  t.after(() => alice.close());
+  t.after(() => bob.close());
+  const [a, b] = await Promise.all([alice.ready, bob.ready]);
+
+  assert.deepEqual(await alice.send(b.clientId, { text: 'psst' }), {});
+  const viaAdmin = await gateway.admin('POST', '/api/v1/send', { token: ADMIN_TOKEN, body: { to: b.clientId, data: 'hi' } });
+  assert.equal(viaAdmin.status, 200);
+  await waitFor('two directs', () => named(events, 'direct').length >= 2);
+  assert.deepEqual(named(events, 'direct'), [
+    { from: a.clientId, data: { text: 'psst' } },
+    { from: 'server', data: 'hi' },
+  ]);
+
+  const error = await alice.send('nobody-here', 1).then(
+    () => assert.fail('send to an unknown id succeeded'),
+    (e) => e,
+  );
+  assert.ok(error instanceof WsfleetError);
+  assert.equal(error.code, 'not_found');
+  assert.ok(error.fromServer);
+});
+
+test('errors are typed: forbidden channels from the token, and bad input refused locally', async (t) => {
+  const secret = 'js-test-secret-0123456789abcdef';
+  const keyFile = tempFile('jwt.key', secret);
+  const gateway = await Gateway.start({ args: ['--jwt-algorithm', 'HS256', '--jwt-key-file', keyFile] });
+  t.after(() => gateway.kill());
+  const exp = Math.floor(Date.now() / 1000) + 3600;
+  const token = hs256Token(secret, { sub: 'carol', exp, channels: ['room:*'] });
+  const { client, events } = recordedClient({ urls: [gateway.url], token });
+  t.after(() => client.close());
+  assert.equal((await client.ready).clientId, 'carol', 'the token went in ?token=');
+
+  await client.subscribe('room:7', () => {}).ready;
+  const forbidden = await client.subscribe('secret', () => {}).ready.catch((e) => e);
+  assert.equal(forbidden.code, 'forbidden');
+  assert.match(forbidden.message, /secret/);
+  assert.equal((await client.publish('secret', 1).catch((e) => e)).code, 'forbidden');
+  // The refused subscription is gone: subscribing again is allowed (and refused again).
+  assert.equal((await client.subscribe('secret', () => {}).ready.catch((e) => e)).code, 'forbidden');
+
+  assert.throws(() => client.subscribe('bad name', () => {}), { code: 'invalid_channel' });
+  assert.throws(() => client.subscribe('room:7', () => {}), { code: 'already_subscribed' });
+  assert.equal((await client.publish('room:7', undefined).catch((e) => e)).code, 'invalid_data');
+  const cyclic = {};
+  cyclic.self = cyclic;
+  assert.equal((await client.publish('room:7', cyclic).catch((e) => e)).code, 'invalid_data');
+  assert.equal((await client.publish('', 1).catch((e) => e)).code, 'invalid_channel');
+  assert.deepEqual(named(events, 'error'), []);
+
+  client.close();
+  assert.equal((await client.publish('room:7', 1).catch((e) => e)).code, 'closed');
+  assert.throws(() => client.subscribe('room:8', () => {}), { code: 'closed' });
+});
+
+test('a refused token is retried with growing, fully jittered backoff', async (t) => {
+  const keyFile = tempFile('jwt.key', 'another-secret-0123456789abcdef');
+  const gateway = await Gateway.start({ args: ['--jwt-key-file', keyFile] });
+  t.after(() => gateway.kill());
+  const expired = hs256Token('another-secret-0123456789abcdef', { sub: 'dave', exp: 1000 });
+  const backoff = { baseMs: 20, capMs: 400 };
+  const { client, events } = recordedClient({ urls: [gateway.url], token: expired, backoff });
+  t.after(() => client.close());
+  await waitFor('four reconnect attempts', () => named(events, 'reconnecting').length >= 4);
+  const reconnecting = named(events, 'reconnecting').slice(0, 4);
+  assert.deepEqual(reconnecting.map((r) => r.attempt), [1, 2, 3, 4]);
+  const bounds = new Backoff(backoff);
+  for (const { delayMs, attempt } of reconnecting) {
+    assert.ok(delayMs >= 0 && delayMs <= bounds.ceiling(attempt - 1), `${delayMs} ms at attempt ${attempt}`);
+  }
+  assert.equal(named(events, 'connect').length, 0);
+  assert.ok(named(events, 'disconnect').every((d) => d.code === 1006 || d.code === undefined));
+});
+
+test('after a node restart the client reconnects with backoff and reports the lost history', async (t) => {
+  const port = await freePort();
+  const listen = `127.0.0.1:${port}`;
+  let gateway = await Gateway.start({ listen });
+  t.after(() => gateway.kill());
+  const { client, events } = recordedClient({ urls: [`ws://${listen}/ws`], backoff: { baseMs: 50, capMs: 400 } });
+  t.after(() => client.close());
+  await client.ready;
+  const received = [];
+  const first = await client.subscribe('news', (m) => received.push(m)).ready;
+  await client.publish('news', 'before');
+  await waitFor('the first message', () => received.length === 1);
+
+  await gateway.kill();
+  await waitFor('three failed reconnects', () => named(events, 'reconnecting').length >= 3);
+  assert.equal(named(events, 'disconnect')[0].code, 1006);
+  assert.deepEqual(named(events, 'reconnecting').slice(0, 3).map((r) => r.attempt), [1, 2, 3]);
+  assert.equal(client.connected, false);
+  assert.equal((await client.publish('news', 'offline').catch((e) => e)).code, 'not_connected');
+
+  gateway = await Gateway.start({ listen });
+  await waitFor('a second session', () => named(events, 'connect').length === 2);
+  // A new process is a new history epoch: the client says that messages may be missing.
+  await waitFor('recoveryfailed', () => named(events, 'recoveryfailed').length === 1);
+  assert.deepEqual(named(events, 'recoveryfailed'), [{ channel: 'news' }]);
+
+  const after = await client.publish('news', 'after');
+  assert.notEqual(after.epoch, first.epoch);
+  await waitFor('the message after the restart', () => received.length === 2);
+  assert.deepEqual(received.map((m) => m.data), ['before', 'after']);
+});
+
+test('a lost connection resumes each subscription with since; a gap is reported, never hidden', async (t) => {
+  const gateway = await Gateway.start();
+  t.after(() => gateway.kill());
+  const proxy = await Proxy.start(gateway.port);
+  t.after(() => proxy.close());
+  const sent = [];
+  const { client, events } = recordedClient({ urls: [proxy.url], WebSocket: recordingWebSocket(sent) });
+  const { client: publisher } = recordedClient({ urls: [gateway.url] });
+  t.after(() => client.close());
+  t.after(() => publisher.close());
+  await Promise.all([client.ready, publisher.ready]);
+  const received = [];
+  const sub = client.subscribe('feed', (m) => received.push(m.offset));
+  const { epoch } = await sub.ready;
+  for (let i = 0; i < 3; i++) await publisher.publish('feed', i);
+  await waitFor('3 messages', () => received.length === 3);
+
+  // Cut the TCP connection: nothing was missed, so the gateway can resume it.
+  proxy.cut();
+  await waitFor('a second session', () => named(events, 'connect').length === 2);
+  await waitFor('the resubscribe', () => sent.filter((f) => f.op === 'subscribe').length === 2);
+  const resubscribe = sent.filter((f) => f.op === 'subscribe')[1];
+  assert.deepEqual(resubscribe.since, { offset: 3, epoch });
+  await afterResubscribe(client);
+  await publisher.publish('feed', 3);
+  await waitFor('4 messages', () => received.length === 4);
+  assert.deepEqual(named(events, 'recoveryfailed'), []);
+
+  // Cut again and publish while the client is away: the in-process engine keeps no history,
+  // so it answers recovered:false and the jump in offsets shows as a gap.
+  proxy.refuse = true;
+  proxy.cut();
+  await waitFor('the disconnect', () => named(events, 'disconnect').length >= 2);
+  await publisher.publish('feed', 4);
+  await publisher.publish('feed', 5);
+  proxy.refuse = false;
+  await waitFor('a third session', () => named(events, 'connect').length === 3);
+  await waitFor('recoveryfailed', () => named(events, 'recoveryfailed').length === 1);
+  assert.deepEqual(sent.filter((f) => f.op === 'subscribe')[2].since, { offset: 4, epoch });
+  await afterResubscribe(client);
+  await publisher.publish('feed', 6);
+  await waitFor('the message after the gap', () => received.length === 5);
+  assert.deepEqual(received, [1, 2, 3, 4, 7]);
+  assert.deepEqual(named(events, 'gap'), [{ channel: 'feed', missed: 2 }]);
+});
