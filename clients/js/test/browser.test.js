@@ -59,7 +59,9 @@ function startPublisher(gateway, channel) {
     // Bounded: at most 10 minutes' worth even if nobody stops it.
     for (let seq = 1; !state.stopped && seq <= 15_000; seq++) {
       const next = Date.now() + PUBLISH_EVERY_MS;
-      const reply = await gateway.admin('POST', '/api/v1/publish', { token: ADMIN_TOKEN, body: { channel, data: { seq } } });
+      const reply = await gateway
+        .admin('POST', '/api/v1/publish', { token: ADMIN_TOKEN, body: { channel, data: { seq } } })
+        .catch((error) => ({ status: 0, body: error.message }));
       if (reply.status !== 200) {
         state.failures.push({ seq, status: reply.status, body: reply.body });
         break;
