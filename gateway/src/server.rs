@@ -7,7 +7,7 @@ use crate::auth::{AuthError, Identity};
 use crate::config::RefusalMode;
 use crate::connection;
 use crate::metrics::metrics;
-use crate::node::{ConnSlot, Node, NodeState};
+use crate::node::{ConnSlot, Node};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
@@ -194,7 +194,7 @@ fn admit(node: &Arc<Node>, request: &Request) -> Admission {
     if request.uri().path() != "/ws" {
         return Admission::Refused(Refusal::NotFound);
     }
-    if node.state() != NodeState::Serving {
+    if !node.serving() {
         return Admission::Refused(Refusal::Draining);
     }
     if node.connections() >= node.config.max_connections {

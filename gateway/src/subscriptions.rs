@@ -77,6 +77,12 @@ impl Index {
         false
     }
 
+    fn contains(&self, key: &str, conn: ConnId) -> bool {
+        self.read(key)
+            .get(key)
+            .is_some_and(|members| members.contains_key(&conn))
+    }
+
     /// Queues one shared frame for every member of `key`; returns how many got it.
     fn deliver(&self, key: &str, frame: &Utf8Bytes, at: Instant) -> usize {
         let shard = self.read(key);
@@ -126,6 +132,11 @@ impl Subscriptions {
     /// Unsubscribes a connection; true when the channel has no local subscriber left.
     pub fn unsubscribe(&self, channel: &str, conn: ConnId) -> bool {
         self.channels.remove(channel, conn)
+    }
+
+    /// Whether a connection is subscribed to `channel`.
+    pub fn is_subscribed(&self, channel: &str, conn: ConnId) -> bool {
+        self.channels.contains(channel, conn)
     }
 
     /// Queues a frame for every local subscriber of `channel`.
