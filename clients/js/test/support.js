@@ -229,14 +229,14 @@ export function tempFile(name, contents) {
 }
 
 /**
- * A client on Node 20 (the `ws` package as its WebSocket), with every event recorded in
- * `events` for assertions. Closed by the caller (`t.after`).
+ * A client on Node 20 (the `ws` package as its WebSocket), with every event and its time
+ * recorded in `events` for assertions. Closed by the caller (`t.after`).
  */
 export function recordedClient(options) {
   const client = connect({ WebSocket, backoff: { baseMs: 50, capMs: 1000 }, ...options });
   const events = [];
   for (const name of ['connect', 'disconnect', 'reconnecting', 'draining', 'recoveryfailed', 'gap', 'subscriptionlost', 'direct', 'error']) {
-    client.on(name, (payload) => events.push({ name, payload }));
+    client.on(name, (payload) => events.push({ name, payload, at: Date.now() }));
   }
   return { client, events };
 }
