@@ -299,9 +299,10 @@ export class Client {
     clearTimeout(this.#connectTimer);
     this.#attempt = 0;
     this.#session = { clientId: frame.client_id, node: frame.node, heartbeatMs: frame.heartbeat_ms ?? null };
+    // Resume before telling the application, so a subscribe from a `connect` listener is sent once.
+    for (const [channel, state] of this.#subscriptions) this.#subscribeOn(channel, state);
     this.#emit('connect', { ...this.#session });
     this.#ready.resolve({ ...this.#session });
-    for (const [channel, state] of this.#subscriptions) this.#subscribeOn(channel, state);
   }
 
   /** The node drains: keep reading until `after_ms`, then move to the next URL. */

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { WebSocket } from 'ws';
 
-import { Backoff, WsfleetError } from '../src/index.js';
+import { Backoff, WsfleetError, retryHintMs } from '../src/index.js';
 import { Gateway, Proxy, freePort, hs256Token, recordedClient, tempFile, waitFor } from './support.js';
 
 const ADMIN_TOKEN = 'js-test-admin-token';
@@ -278,4 +278,27 @@ test('a drain moves the client to the next URL at the hinted time and resumes th
   assert.ok(named(events, 'reconnecting').every((r) => r.delayMs <= afterMs), JSON.stringify(named(events, 'reconnecting')));
   await client.publish('news', 'on b');
   await waitFor('the message on gw-b', () => received.at(-1) === 'on b');
+});
+
+test('a 1013 refusal backs off at least the close reason\'s retry hint', async (t) => {
+  const gateway = await Gateway.start({ args: ['--anonymous', '--max-connections', '1', '--refusal-mode', 'close-1013'] });
+  t.after(() => gateway.kill());
+  const { client: holder } = recordedClient({ urls: [gateway.url] });
+  t.after(() => holder.close());
+  await holder.ready;
+  const backoff = { baseMs: 50, capMs: 400 };
+  const { client, events } = recordedClient({ urls: [gateway.url], backoff });
+  t.after(() => client.close());
+  await waitFor('the refusal', () => named(events, 'reconnecting').length >= 1);
+  const [refused] = named(events, 'disconnect');
+  assert.equal(refused.code, 1013);
+  const hint = retryHintMs(refused.reason);
+  assert.ok(hint >= 1000, `a retry hint in ${JSON.stringify(refused.reason)}`);
+  const [{ delayMs, attempt }] = named(events, 'reconnecting');
+  assert.equal(attempt, 1);
+  // The hint is a floor; on top of it, at least one jittered backoff step (never an instant retry).
+  assert.ok(delayMs >= hint && delayMs <= hint + new Backoff(backoff).ceiling(1), `${delayMs} ms after a ${hint} ms hint`);
+  // Once the slot is free, the client gets in.
+  holder.close();
+  await waitFor('a session after the hint', () => client.connected, hint + 20_000);
 });
