@@ -104,7 +104,7 @@ export class Client {
   /** When the gateway asked us to move (epoch ms), and the timer that moves us then. */
   #hintAt = null;
   #hintTimer = null;
-  /** channel -> {cursor, onMessage, waiting, acked} */
+  /** channel -> {cursor, onMessage, waiting, acked, subscribing, wireLast (last offset on this connection)} */
   #subscriptions = new Map();
   /** request id -> {channel, state} for subscribes, {resolve, reject, timer} otherwise */
   #inFlight = new Map();
@@ -180,7 +180,7 @@ export class Client {
     if (this.#subscriptions.has(channel)) {
       throw new WsfleetError('already_subscribed', `already subscribed to ${JSON.stringify(channel)}`);
     }
-    const state = { cursor: new Cursor(), onMessage, waiting: deferred(), acked: false };
+    const state = { cursor: new Cursor(), onMessage, waiting: deferred(), acked: false, subscribing: false, wireLast: null };
     this.#subscriptions.set(channel, state);
     if (this.#session) this.#subscribeOn(channel, state);
     return new Subscription(this, channel, state);
@@ -300,7 +300,10 @@ export class Client {
     this.#attempt = 0;
     this.#session = { clientId: frame.client_id, node: frame.node, heartbeatMs: frame.heartbeat_ms ?? null };
     // Resume before telling the application, so a subscribe from a `connect` listener is sent once.
-    for (const [channel, state] of this.#subscriptions) this.#subscribeOn(channel, state);
+    for (const [channel, state] of this.#subscriptions) {
+      state.wireLast = null;
+      this.#subscribeOn(channel, state);
+    }
     this.#emit('connect', { ...this.#session });
     this.#ready.resolve({ ...this.#session });
   }
@@ -392,6 +395,7 @@ export class Client {
   // --- frames -------------------------------------------------------------------------------
 
   #subscribeOn(channel, state) {
+    state.subscribing = true;
     const id = this.#requestId();
     this.#inFlight.set(id, { channel, state });
     this.#write(encodeSubscribe(channel, state.cursor.since(), id));
@@ -400,6 +404,13 @@ export class Client {
   #deliver(frame) {
     const state = this.#subscriptions.get(frame.channel);
     if (!state) return;
+    // Within a connection the gateway sends a channel's offsets in increasing order (replays
+    // included). One lower than the previous means the channel's history was lost and a new
+    // epoch restarted its offsets (docs/protocol.md, "Known limit"): resubscribing with
+    // `since` learns the new position from the ack, which reports the failed recovery.
+    const backwards = state.wireLast !== null && frame.offset < state.wireLast;
+    state.wireLast = frame.offset;
+    if (backwards && !state.subscribing) this.#subscribeOn(frame.channel, state);
     const missed = state.cursor.missedBefore(frame.offset);
     if (!state.cursor.accept(frame.offset)) return;
     try {
@@ -420,6 +431,7 @@ export class Client {
       return;
     }
     // Ignore acks for a subscription that was dropped (or replaced) since.
+    entry.state.subscribing = false;
     if (this.#subscriptions.get(entry.channel) !== entry.state) return;
     const outcome = entry.state.cursor.onAck(frame.offset, frame.epoch, frame.recovered);
     entry.state.acked = true;
@@ -440,6 +452,7 @@ export class Client {
       entry.reject(error);
       return;
     }
+    entry.state.subscribing = false;
     if (this.#subscriptions.get(entry.channel) !== entry.state) return;
     this.#subscriptions.delete(entry.channel);
     // Before the first ack the application's `ready` hears of it; later (a refused resume) an event.
@@ -493,7 +506,9 @@ export class Client {
   /** Requests sent on a lost connection get no answer: fail them now. Subscriptions stay. */
   #failInFlight(code, message) {
     for (const entry of this.#inFlight.values()) {
-      if (!entry.state) {
+      if (entry.state) {
+        entry.state.subscribing = false;
+      } else {
         clearTimeout(entry.timer);
         entry.reject(new WsfleetError(code, message));
       }

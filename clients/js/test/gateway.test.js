@@ -7,7 +7,7 @@ import { test } from 'node:test';
 import { WebSocket } from 'ws';
 
 import { Backoff, WsfleetError, retryHintMs } from '../src/index.js';
-import { Gateway, Proxy, freePort, hs256Token, recordedClient, tempFile, waitFor } from './support.js';
+import { Gateway, Proxy, Redis, freePort, hs256Token, recordedClient, tempFile, waitFor } from './support.js';
 
 const ADMIN_TOKEN = 'js-test-admin-token';
 
@@ -301,4 +301,38 @@ test('a 1013 refusal backs off at least the close reason\'s retry hint', async (
   // Once the slot is free, the client gets in.
   holder.close();
   await waitFor('a session after the hint', () => client.connected, hint + 20_000);
+});
+
+test('offsets going backwards on a live connection (Redis lost its data) resync the subscription', async (t) => {
+  const redis = await Redis.start();
+  t.after(() => redis.kill());
+  const env = { WSFLEET_ADMIN_TOKEN: ADMIN_TOKEN };
+  const gateway = await Gateway.start({ args: ['--anonymous', '--redis-url', redis.url], env });
+  t.after(() => gateway.kill());
+  const sent = [];
+  const { client, events } = recordedClient({ urls: [gateway.url], WebSocket: recordingWebSocket(sent) });
+  t.after(() => client.close());
+  await client.ready;
+  const received = [];
+  const sub = client.subscribe('live', (m) => received.push(m.data));
+  const { epoch } = await sub.ready;
+  const publish = (data) => gateway.admin('POST', '/api/v1/publish', { token: ADMIN_TOKEN, body: { channel: 'live', data } });
+  for (const n of [1, 2, 3]) assert.equal((await publish(n)).status, 200);
+  await waitFor('3 messages', () => received.length === 3);
+
+  await redis.restart();
+  // Publish until the gateway is back on the empty Redis: the new epoch restarts at offset 1.
+  let next = 100;
+  await waitFor('a resync', async () => {
+    await publish(next++);
+    return named(events, 'recoveryfailed').length === 1;
+  }, 60_000);
+  assert.equal(named(events, 'connect').length, 1, 'the connection stayed up');
+  const resync = sent.filter((f) => f.op === 'subscribe').at(-1);
+  assert.deepEqual(resync.since, { offset: 3, epoch });
+  await waitFor('the new epoch', () => sub.epoch !== epoch);
+  // From the resync on, new messages are delivered again.
+  assert.equal((await publish('after')).status, 200);
+  await waitFor('the message after the resync', () => received.at(-1) === 'after');
+  assert.deepEqual(received.slice(0, 3), [1, 2, 3]);
 });

@@ -141,8 +141,8 @@ export class Gateway {
 
 /** A redis-server without persistence on a free port; killed on exit. */
 export class Redis {
-  static async start() {
-    const port = await freePort();
+  static async start(port) {
+    port ??= await freePort();
     const dir = mkdtempSync(join(tmpdir(), 'wsfleet-js-redis-'));
     const child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir], {
       stdio: 'ignore',
@@ -158,6 +158,15 @@ export class Redis {
 
   kill() {
     this.child.kill('SIGKILL');
+  }
+
+  /** Kills the server and starts an empty one on the same port (its data is gone). */
+  async restart() {
+    const exited = new Promise((r) => this.child.once('exit', r));
+    this.kill();
+    await exited;
+    const restarted = await Redis.start(this.port);
+    this.child = restarted.child;
   }
 }
 
