@@ -248,13 +248,11 @@ async fn sigterm_moves_every_client_to_the_other_node_smoothly() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the Redis engine with channel history (branch engine)"]
 async fn admin_drain_loses_no_message_over_redis() {
     drain_one_of_two(Trigger::AdminApi, 160, 10).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the Redis engine with channel history (branch engine)"]
 async fn sigterm_drain_loses_no_message_over_redis() {
     drain_one_of_two(Trigger::Sigterm, 160, 10).await;
 }
