@@ -22,8 +22,10 @@ IDLE_PROCS=${IDLE_PROCS:-2}
 FANOUT_S=${FANOUT_S:-100}
 FANOUT_RATE=${FANOUT_RATE:-50}
 FANOUT_SECS=${FANOUT_SECS:-20}
-# Ports away from the defaults (8080/9090) so a developer's running gateway is left alone.
-WS1=18081 ADMIN1=19091 WS2=18082 ADMIN2=19092 REDIS_PORT=16379
+# free_port: a loopback TCP port nobody listens on right now (others may run gateways here).
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+WS1=$(free_port) ADMIN1=$(free_port) WS2=$(free_port) ADMIN2=$(free_port) REDIS_PORT=$(free_port)
+run_id=bench$$
 
 pids=()
 cleanup() {
@@ -54,14 +56,21 @@ wait_http() {
 }
 
 # start_gateway NODE WS_PORT ADMIN_PORT REDIS_URL: starts a node in the background; sets $gw_pid.
+# Checks that the node answering on the admin port is ours (a node id unique to this run), so
+# a port taken by someone else's gateway cannot produce figures about the wrong process.
 start_gateway() {
-  "$gateway" --node-id "$1" --anonymous \
+  local node="$run_id-$1"
+  "$gateway" --node-id "$node" --anonymous \
     --listen "127.0.0.1:$2" --admin-listen "127.0.0.1:$3" \
     --handshakes-per-second 1000000 --redis-url "$4" \
     2>"$out/gateway-$1.log" &
   gw_pid=$!
   pids+=("$gw_pid")
   wait_http "http://127.0.0.1:$3/healthz"
+  if ! kill -0 "$gw_pid" 2>/dev/null || ! curl -fsS "http://127.0.0.1:$3/status" | grep -q "\"$node\""; then
+    echo "gateway $node did not come up on ports $2/$3 (see $out/gateway-$1.log)" >&2
+    return 1
+  fi
 }
 
 stop() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }

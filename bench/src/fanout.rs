@@ -11,8 +11,10 @@ use futures::FutureExt;
 use futures::stream::{FuturesUnordered, StreamExt};
 use serde::Serialize;
 use serde_json::{Value, json};
-use tokio::sync::watch;
-use wsfleet_client::{Client, ClientConfig, Subscription};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::sync::{broadcast, watch};
+use wsfleet_client::{Client, ClientConfig, Event, Subscription};
 
 use crate::latency::{self, Latency, Summary};
 use crate::procstat;
@@ -68,6 +70,10 @@ pub struct SubscriberReport {
     pub out_of_order: u64,
     /// Messages whose `data` was not ours (no `seq`/`ts_us`).
     pub foreign: u64,
+    /// Times this subscriber's connection was lost (e.g. closed as a slow consumer).
+    pub disconnects: u64,
+    /// Messages the client reported as skipped by a jump in offsets.
+    pub gap_missed: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -101,6 +107,16 @@ pub struct FanoutReport {
     pub duplicated: u64,
     pub out_of_order: u64,
     pub subscribers_with_loss: usize,
+    /// True when `--settle-secs` ran out before every subscriber had every message: "lost"
+    /// then includes messages still in flight.
+    pub settle_expired: bool,
+    pub disconnects: u64,
+    /// Messages the clients saw skipped (offset jumps), summed over subscribers.
+    pub gap_missed: u64,
+    /// CPU time of this load process over the publish + settle phase, and as a share of one
+    /// core: near the machine's core count, the load generator is the bottleneck.
+    pub load_cpu_us: u64,
+    pub load_cpu_share: f64,
     pub gateway: Option<CpuCost>,
     pub per_subscriber: Vec<SubscriberReport>,
 }
@@ -164,6 +180,7 @@ struct Subscriber {
     _client: Client,
     node: String,
     subscription: Subscription,
+    events: broadcast::Receiver<Event>,
 }
 
 async fn connect_subscriber(
@@ -178,6 +195,7 @@ async fn connect_subscriber(
     let client = Client::connect_with(config)
         .await
         .with_context(|| format!("connecting to {url}"))?;
+    let events = client.events();
     let node = client.session().map(|s| s.node).unwrap_or_default();
     let subscription = client
         .subscribe(&channel)
@@ -187,6 +205,7 @@ async fn connect_subscriber(
         _client: client,
         node,
         subscription,
+        events,
     })
 }
 
@@ -194,17 +213,20 @@ async fn connect_subscriber(
 struct Consumed {
     report: SubscriberReport,
     tracker: SeqTracker,
-    latency: Latency,
 }
+
+/// Latency of one group of subscribers (same node as the publisher, or another node). Shared
+/// by the group's tasks: one histogram per subscriber would cost ~140 KiB each.
+type Group = Arc<Mutex<Latency>>;
 
 /// Reads one subscription until it has every acknowledged message, or until `stop`.
 async fn consume(
     mut sub: Subscriber,
+    group: Group,
     mut done: watch::Receiver<Option<u64>>,
     mut stop: watch::Receiver<bool>,
 ) -> Consumed {
     let mut tracker = SeqTracker::default();
-    let mut latency = Latency::new();
     let mut report = SubscriberReport {
         node: sub.node.clone(),
         ..SubscriberReport::default()
@@ -220,7 +242,9 @@ async fn consume(
                 report.received += 1;
                 match stamp(&message.data) {
                     Some((seq, sent_at)) => {
-                        latency.record(received_at.saturating_sub(sent_at));
+                        if let Ok(mut group) = group.lock() {
+                            group.record(received_at.saturating_sub(sent_at));
+                        }
                         tracker.record(seq);
                     }
                     None => report.foreign += 1,
@@ -230,11 +254,15 @@ async fn consume(
             _ = stop.changed() => break,
         }
     }
-    Consumed {
-        report,
-        tracker,
-        latency,
+    loop {
+        match sub.events.try_recv() {
+            Ok(Event::Disconnected { .. }) => report.disconnects += 1,
+            Ok(Event::Gap { missed, .. }) => report.gap_missed += missed,
+            Ok(_) | Err(broadcast::error::TryRecvError::Lagged(_)) => {}
+            Err(_) => break,
+        }
     }
+    Consumed { report, tracker }
 }
 
 pub async fn run(args: FanoutArgs) -> Result<FanoutReport> {
@@ -281,13 +309,23 @@ pub async fn run(args: FanoutArgs) -> Result<FanoutReport> {
 
     let (done_tx, done_rx) = watch::channel(None);
     let (stop_tx, stop_rx) = watch::channel(false);
+    let same: Group = Arc::default();
+    let cross: Group = Arc::default();
     let consumers: Vec<_> = subscribers
         .into_iter()
-        .map(|sub| tokio::spawn(consume(sub, done_rx.clone(), stop_rx.clone())))
+        .map(|sub| {
+            let group = if sub.node == publisher_node {
+                same.clone()
+            } else {
+                cross.clone()
+            };
+            tokio::spawn(consume(sub, group, done_rx.clone(), stop_rx.clone()))
+        })
         .collect();
     let subscribers_connected = consumers.len();
 
     let before = procstat::sample_all(&args.gateway_pids)?;
+    let load_before = procstat::sample(std::process::id())?;
     let started = Instant::now();
     let acked = publish(&publisher, &args.channel, args.rate, total).await;
     let publish_secs = started.elapsed().as_secs_f64();
@@ -306,20 +344,51 @@ pub async fn run(args: FanoutArgs) -> Result<FanoutReport> {
         }
     }
     stopper.abort();
+    let settle_expired = *stop_rx.borrow();
     let after = procstat::sample_all(&args.gateway_pids)?;
-    Ok(summarize(
-        &args,
+    let load_after = procstat::sample(std::process::id())?;
+    let outcome = Outcome {
         subscribe_failures,
         publisher_node,
         subscribers_connected,
         published,
         total,
         publish_secs,
-        &acked,
+        acked,
+        settle_expired,
+        load_cpu_us: load_after.cpu_us.saturating_sub(load_before.cpu_us),
+        elapsed_secs: started.elapsed().as_secs_f64(),
+    };
+    let (same, cross) = (lock(&same), lock(&cross));
+    Ok(summarize(
+        &args,
+        outcome,
         consumed,
+        [&same, &cross],
         &before,
         &after,
     ))
+}
+
+/// What a run produced, before per-subscriber results are folded in.
+struct Outcome {
+    subscribe_failures: Vec<String>,
+    publisher_node: String,
+    subscribers_connected: usize,
+    published: u64,
+    total: u64,
+    publish_secs: f64,
+    acked: Vec<bool>,
+    settle_expired: bool,
+    load_cpu_us: u64,
+    elapsed_secs: f64,
+}
+
+/// The group's histogram; a poisoned lock (a panicked task) still holds valid counts.
+fn lock(group: &Group) -> MutexGuard<'_, Latency> {
+    group
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Publishes `total` stamped messages at `rate`, in order; returns which were acknowledged.
@@ -344,30 +413,20 @@ async fn publish(publisher: &Client, channel: &str, rate: f64, total: u64) -> Ve
     acked
 }
 
-#[allow(clippy::too_many_arguments)]
 fn summarize(
     args: &FanoutArgs,
-    subscribe_failures: Vec<String>,
-    publisher_node: String,
-    subscribers_connected: usize,
-    published: u64,
-    total: u64,
-    publish_secs: f64,
-    acked: &[bool],
+    run: Outcome,
     consumed: Vec<Consumed>,
+    [same, cross]: [&Latency; 2],
     before: &[procstat::Sample],
     after: &[procstat::Sample],
 ) -> FanoutReport {
-    let (mut all, mut cross, mut same) = (Latency::new(), Latency::new(), Latency::new());
+    let mut all = Latency::new();
+    all.merge(same);
+    all.merge(cross);
     let mut per_subscriber = Vec::with_capacity(consumed.len());
     for mut c in consumed {
-        all.merge(&c.latency);
-        if c.report.node == publisher_node {
-            same.merge(&c.latency)
-        } else {
-            cross.merge(&c.latency)
-        }
-        c.report.lost = c.tracker.lost(acked);
+        c.report.lost = c.tracker.lost(&run.acked);
         c.report.duplicated = c.tracker.duplicated;
         c.report.out_of_order = c.tracker.out_of_order;
         per_subscriber.push(c.report);
@@ -397,20 +456,25 @@ fn summarize(
         urls: args.urls.clone(),
         channel: args.channel.clone(),
         subscribers: args.subscribers,
-        subscribers_connected,
-        subscribe_failures,
-        publisher_node,
+        subscribers_connected: run.subscribers_connected,
+        subscribe_failures: run.subscribe_failures,
+        publisher_node: run.publisher_node,
         rate: args.rate,
-        published,
-        publish_failed: total - published,
-        publish_secs,
+        published: run.published,
+        publish_failed: run.total - run.published,
+        publish_secs: run.publish_secs,
         deliveries,
-        expected_deliveries: published * subscribers_connected as u64,
-        deliveries_per_sec: if publish_secs > 0.0 {
-            deliveries as f64 / publish_secs
+        expected_deliveries: run.published * run.subscribers_connected as u64,
+        deliveries_per_sec: if run.publish_secs > 0.0 {
+            deliveries as f64 / run.publish_secs
         } else {
             0.0
         },
+        settle_expired: run.settle_expired,
+        disconnects: per_subscriber.iter().map(|s| s.disconnects).sum(),
+        gap_missed: per_subscriber.iter().map(|s| s.gap_missed).sum(),
+        load_cpu_us: run.load_cpu_us,
+        load_cpu_share: run.load_cpu_us as f64 / 1e6 / run.elapsed_secs.max(1e-9),
         latency: all.summary(),
         cross_node_latency: cross.summary(),
         same_node_latency: same.summary(),
@@ -459,9 +523,19 @@ pub fn print_human(r: &FanoutReport) {
     println!("  latency all:        {}", show(&r.latency));
     println!("  latency cross-node: {}", show(&r.cross_node_latency));
     println!("  latency same node:  {}", show(&r.same_node_latency));
+    let in_flight = if r.settle_expired {
+        " (settle time ran out: includes messages still in flight)"
+    } else {
+        ""
+    };
     println!(
-        "  lost {} ({} subscribers with loss), duplicated {}, out of order {}",
-        r.lost, r.subscribers_with_loss, r.duplicated, r.out_of_order
+        "  lost {}{in_flight} ({} subscribers with loss), duplicated {}, out of order {}, disconnects {}, offset gaps {}",
+        r.lost, r.subscribers_with_loss, r.duplicated, r.out_of_order, r.disconnects, r.gap_missed
+    );
+    println!(
+        "  load generator: {:.2} CPU s ({:.0}% of one core)",
+        r.load_cpu_us as f64 / 1e6,
+        r.load_cpu_share * 100.0
     );
     if let Some(g) = &r.gateway {
         println!(

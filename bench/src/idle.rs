@@ -66,6 +66,9 @@ pub struct OpenReport {
     /// Wall time of the opening phase.
     pub open_secs: f64,
     pub handshake_latency: Summary,
+    /// CPU time the load process(es) spent opening the connections.
+    #[serde(default)]
+    pub load_cpu_us: u64,
     /// Histogram buckets, for merging child reports.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub latency_buckets: Vec<(u64, u64)>,
@@ -109,6 +112,7 @@ pub async fn run(args: IdleArgs) -> Result<Option<IdleReport>> {
     if args.procs == 0 || args.connections == 0 || args.concurrency == 0 {
         bail!("-n, -c and --procs must be at least 1");
     }
+    check_fd_budget(args.connections.div_ceil(args.procs))?;
     let before = procstat::sample_all(&args.gateway_pids)?;
     let hold = Duration::from_secs(args.hold_secs);
     let (open, closed_while_held, after) = if args.procs == 1 {
@@ -148,6 +152,31 @@ pub async fn run(args: IdleArgs) -> Result<Option<IdleReport>> {
         closed_while_held,
         gateway,
     }))
+}
+
+/// Files a load process needs besides its sockets (stdio, epoll, pipes, the runtime).
+const FD_RESERVE: u64 = 200;
+
+/// Refuses a per-process share that cannot fit under the open-file limit, up front, instead of
+/// reporting thousands of `too_many_open_files` failures.
+fn check_fd_budget(per_process: usize) -> Result<()> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct we pass and has no other effects.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return Ok(());
+    }
+    let usable = limit.rlim_cur.saturating_sub(FD_RESERVE);
+    if per_process as u64 > usable {
+        bail!(
+            "{per_process} connections per process exceed the open-file limit ({} minus {FD_RESERVE} \
+             reserved): raise --procs",
+            limit.rlim_cur
+        );
+    }
+    Ok(())
 }
 
 fn gateway_cost(
@@ -232,6 +261,7 @@ async fn open_connections(
     let closed = Arc::new(AtomicU64::new(0));
     let (stop, stop_rx) = watch::channel(false);
     let started = Instant::now();
+    let load_before = procstat::sample(std::process::id()).ok();
     let deadline = started + Duration::from_secs(args.max_secs);
     let timeout = Duration::from_secs(args.handshake_timeout_secs);
     let total = args.connections;
@@ -286,6 +316,9 @@ async fn open_connections(
         tasks.extend(result.holders);
     }
     report.open_secs = started.elapsed().as_secs_f64();
+    if let (Some(before), Ok(after)) = (load_before, procstat::sample(std::process::id())) {
+        report.load_cpu_us = after.cpu_us.saturating_sub(before.cpu_us);
+    }
     report.connected = latency.summary().count;
     report.handshake_latency = latency.summary();
     report.latency_buckets = latency.to_buckets();
@@ -424,6 +457,7 @@ async fn collect_children(
         merged.attempted += report.attempted;
         merged.connected += report.connected;
         merged.open_secs = merged.open_secs.max(report.open_secs);
+        merged.load_cpu_us += report.load_cpu_us;
         for (cause, n) in report.failures {
             *merged.failures.entry(cause).or_default() += n;
         }
@@ -492,6 +526,11 @@ pub fn print_human(report: &IdleReport) {
         latency::human(l.p50_us),
         latency::human(l.p99_us),
         latency::human(l.max_us)
+    );
+    println!(
+        "  load generator: {:.2} CPU s to open them ({:.1} µs per connection)",
+        o.load_cpu_us as f64 / 1e6,
+        o.load_cpu_us as f64 / o.connected.max(1) as f64
     );
     if o.failures.is_empty() {
         println!("  failures: none");

@@ -92,13 +92,17 @@ fn measure(bin: &str, count: usize) {
     let rss_after = vm_rss_kib(pid);
 
     let per_conn_kib = (rss_after - rss_before) as f64 / opened as f64;
-    let ticks_per_sec = 100.0; // USER_HZ on Linux
-    let cpu_us = (cpu_after - cpu_before) as f64 / ticks_per_sec * 1e6 / opened as f64;
+    let per_conn_us = |ticks: i64| ticks as f64 / TICKS_PER_SEC * 1e6 / opened as f64;
+    let user_us = per_conn_us(cpu_after.0 - cpu_before.0);
+    let sys_us = per_conn_us(cpu_after.1 - cpu_before.1);
     println!("connections opened:      {opened} in {connect_secs:.1}s");
     println!("gateway VmRSS before:    {rss_before} KiB");
     println!("gateway VmRSS after:     {rss_after} KiB");
     println!("RSS per idle connection: {per_conn_kib:.2} KiB");
-    println!("gateway CPU per accept:  {cpu_us:.1} us (user+sys, 10 ms tick resolution)");
+    println!(
+        "gateway CPU per accept:  {:.1} us ({user_us:.1} user + {sys_us:.1} sys; 10 ms ticks)",
+        user_us + sys_us
+    );
 
     if let Some(mut stdin) = clients.stdin.take() {
         let _ = stdin.write_all(b"done\n");
@@ -149,8 +153,11 @@ fn vm_rss_kib(pid: u32) -> i64 {
         .unwrap_or(0)
 }
 
-/// utime + stime of a process, in clock ticks.
-fn cpu_ticks(pid: u32) -> i64 {
+/// USER_HZ on Linux: the unit of utime and stime in /proc/PID/stat.
+const TICKS_PER_SEC: f64 = 100.0;
+
+/// (utime, stime) of a process, in clock ticks.
+fn cpu_ticks(pid: u32) -> (i64, i64) {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // Fields after the `(comm)`; utime and stime are the 14th and 15th overall.
     let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
@@ -161,5 +168,5 @@ fn cpu_ticks(pid: u32) -> i64 {
             .and_then(|v| v.parse::<i64>().ok())
             .unwrap_or(0)
     };
-    get(11) + get(12)
+    (get(11), get(12))
 }

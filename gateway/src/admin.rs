@@ -1,7 +1,8 @@
 //! The admin port: health, readiness, Prometheus metrics and status for the operator and
-//! Kubernetes probes, and the token-protected publish/send API for app services that publish
-//! without a WebSocket. (`/drain` belongs to the drain state machine and is added with it.)
+//! Kubernetes probes, the token-protected drain control (`POST`/`DELETE /drain`), and the
+//! token-protected publish/send API for app services that publish without a WebSocket.
 
+use crate::drain::{Drain, DrainBody, DrainRequest};
 use crate::metrics::metrics;
 use crate::node::Node;
 use crate::protocol::{validate_channel, validate_client_id};
@@ -26,6 +27,7 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
         .route("/status", get(status))
+        .route("/drain", post(start_drain).delete(cancel_drain))
         .route("/api/v1/publish", post(publish))
         .route("/api/v1/send", post(send))
         .with_state(node)
@@ -45,6 +47,15 @@ async fn readyz(State(node): State<Arc<Node>>) -> Response {
 
 async fn metrics_text(State(node): State<Arc<Node>>) -> Response {
     metrics().set_backplane(node.engine.backplane().as_str());
+    if let Some(stats) = node.engine.backplane_stats() {
+        metrics().set_backplane_stats(&stats);
+    }
+    let draining = !node.serving();
+    metrics().draining.set(i64::from(draining));
+    let remaining = if draining { node.connections() } else { 0 };
+    metrics()
+        .drain_remaining
+        .set(i64::try_from(remaining).unwrap_or(i64::MAX));
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         metrics().render(),
@@ -53,29 +64,82 @@ async fn metrics_text(State(node): State<Arc<Node>>) -> Response {
 }
 
 async fn status(State(node): State<Arc<Node>>) -> Response {
+    let phase = node.lifecycle.phase();
     axum::Json(json!({
         "node": node.config.node_id,
         "version": env!("CARGO_PKG_VERSION"),
-        "state": node.state().as_str(),
+        "state": phase.state().as_str(),
         "ready": node.ready(),
         "connections": node.connections(),
         "max_connections": node.config.max_connections,
         "backplane": node.engine.backplane().as_str(),
-        "drain": null,
+        "drain": phase.drain().map(|d| drain_json(&node, d)),
     }))
     .into_response()
 }
 
-#[derive(Deserialize)]
-struct PublishBody {
-    channel: String,
-    data: Box<RawValue>,
+/// The `drain` object of `/status` and of the drain endpoints.
+fn drain_json(node: &Node, drain: &Drain) -> serde_json::Value {
+    json!({
+        "reason": &*drain.reason,
+        "window_seconds": drain.window.as_secs(),
+        "deadline_unix_ms": drain.deadline_unix_ms,
+        "remaining": node.connections(),
+    })
 }
 
-#[derive(Deserialize)]
-struct SendBody {
-    to: String,
-    data: Box<RawValue>,
+/// `POST /drain`: starts a drain, or returns the one under way unchanged (idempotent).
+/// `202` when this request started it, `200` when one was already running.
+async fn start_drain(State(node): State<Arc<Node>>, headers: HeaderMap, body: Bytes) -> Response {
+    let body: DrainBody = match authorize_and_parse(&node, &headers, &body) {
+        Ok(body) => body,
+        Err(response) => return *response,
+    };
+    let request = match DrainRequest::from_body(body) {
+        Ok(request) => request,
+        Err(message) => return error(StatusCode::BAD_REQUEST, "bad_request", &message),
+    };
+    let begun = node.drain(&request);
+    let status = if begun.started {
+        StatusCode::ACCEPTED
+    } else {
+        StatusCode::OK
+    };
+    let body = json!({
+        "state": node.state().as_str(),
+        "started": begun.started,
+        "drain": drain_json(&node, &begun.drain),
+    });
+    (status, axum::Json(body)).into_response()
+}
+
+/// `DELETE /drain`: cancels a drain; the node serves again. Clients already told to
+/// reconnect still leave at their time. `409` once the deadline passed or the drain ended.
+async fn cancel_drain(State(node): State<Arc<Node>>, headers: HeaderMap) -> Response {
+    if let Err(response) = authorize(&node, &headers) {
+        return *response;
+    }
+    match node.lifecycle.cancel() {
+        Ok(()) => {
+            tracing::info!("drain cancelled");
+            axum::Json(json!({ "state": node.state().as_str(), "drain": null })).into_response()
+        }
+        Err(err) => error(StatusCode::CONFLICT, "conflict", &err.to_string()),
+    }
+}
+
+/// Body of `POST /api/v1/publish`.
+#[derive(Debug, Deserialize)]
+pub struct PublishBody {
+    pub channel: String,
+    pub data: Box<RawValue>,
+}
+
+/// Body of `POST /api/v1/send`.
+#[derive(Debug, Deserialize)]
+pub struct SendBody {
+    pub to: String,
+    pub data: Box<RawValue>,
 }
 
 async fn publish(State(node): State<Arc<Node>>, headers: HeaderMap, body: Bytes) -> Response {

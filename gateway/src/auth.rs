@@ -91,6 +91,14 @@ impl Authenticator {
         })
     }
 
+    /// An HS256 authenticator with the given secret (tests and fuzzing).
+    pub fn hs256(secret: &[u8]) -> Self {
+        Authenticator::Jwt {
+            key: Box::new(DecodingKey::from_secret(secret)),
+            validation: Box::new(Validation::new(Algorithm::HS256)),
+        }
+    }
+
     /// Authenticates an upgrade request from its `Authorization` header and query string.
     pub fn authenticate(
         &self,
@@ -140,10 +148,7 @@ mod tests {
     use jsonwebtoken::{EncodingKey, Header, encode};
 
     fn hs256(secret: &str) -> Authenticator {
-        Authenticator::Jwt {
-            key: Box::new(DecodingKey::from_secret(secret.as_bytes())),
-            validation: Box::new(Validation::new(Algorithm::HS256)),
-        }
+        Authenticator::hs256(secret.as_bytes())
     }
 
     fn token(secret: &str, claims: serde_json::Value) -> String {
@@ -179,6 +184,57 @@ mod tests {
             .authenticate(None, Some(&format!("a=b&token={t}")))
             .unwrap();
         assert_eq!(id.client_id, "alice");
+    }
+
+    /// Signs with a fixture private key and verifies through `from_config` with the public key.
+    fn roundtrip_with_pem(algorithm: JwtAlgorithm, name: &str) {
+        let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+        let private = std::fs::read(fixtures.join(format!("{name}-private.pem"))).unwrap();
+        let (jwt_alg, key) = match algorithm {
+            JwtAlgorithm::RS256 => (
+                Algorithm::RS256,
+                EncodingKey::from_rsa_pem(&private).unwrap(),
+            ),
+            _ => (
+                Algorithm::ES256,
+                EncodingKey::from_ec_pem(&private).unwrap(),
+            ),
+        };
+        let token = encode(
+            &Header::new(jwt_alg),
+            &serde_json::json!({"sub": "carol", "exp": exp()}),
+            &key,
+        )
+        .unwrap();
+        let args = crate::config::Args {
+            jwt_key_file: Some(fixtures.join(format!("{name}-public.pem"))),
+            jwt_algorithm: Some(algorithm),
+            ..Default::default()
+        };
+        let config = Config::resolve(args, |_| None).unwrap();
+        let auth = Authenticator::from_config(&config).unwrap();
+        let id = auth
+            .authenticate(Some(&format!("Bearer {token}")), None)
+            .unwrap();
+        assert_eq!(id.client_id, "carol");
+        // An HS256 token made with the public key as secret must not pass (algorithm confusion).
+        let public = std::fs::read(fixtures.join(format!("{name}-public.pem"))).unwrap();
+        let forged = encode(
+            &Header::new(Algorithm::HS256),
+            &serde_json::json!({"sub": "eve", "exp": exp()}),
+            &EncodingKey::from_secret(&public),
+        )
+        .unwrap();
+        assert!(matches!(
+            auth.authenticate(Some(&format!("Bearer {forged}")), None),
+            Err(AuthError::Unauthorized(_))
+        ));
+    }
+
+    #[test]
+    fn verifies_rs256_and_es256_with_pem_public_keys() {
+        roundtrip_with_pem(JwtAlgorithm::RS256, "rs256");
+        roundtrip_with_pem(JwtAlgorithm::ES256, "es256");
     }
 
     #[test]

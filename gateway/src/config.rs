@@ -116,6 +116,12 @@ pub struct Args {
     /// Prefix of every Redis key and channel. [default: wsfleet]
     #[arg(long, env = "WSFLEET_KEY_PREFIX")]
     pub key_prefix: Option<String>,
+    /// Most messages of history kept per channel for resuming subscribers. [default: 1000]
+    #[arg(long, env = "WSFLEET_HISTORY_MAX_MESSAGES")]
+    pub history_max_messages: Option<usize>,
+    /// Channel history older than this many seconds is dropped; 0 = no age bound. [default: 300]
+    #[arg(long, env = "WSFLEET_HISTORY_MAX_AGE_SECS")]
+    pub history_max_age_secs: Option<u64>,
     /// Accept clients without a token, each with a random client id (development only).
     /// [default: false]
     #[arg(long, env = "WSFLEET_ANONYMOUS", num_args = 0..=1, default_missing_value = "true")]
@@ -153,6 +159,8 @@ struct FileConfig {
     redis_url: Option<String>,
     redis_mode: Option<RedisMode>,
     key_prefix: Option<String>,
+    history_max_messages: Option<usize>,
+    history_max_age_secs: Option<u64>,
     anonymous: Option<bool>,
     jwt_algorithm: Option<JwtAlgorithm>,
     jwt_key_file: Option<PathBuf>,
@@ -183,6 +191,9 @@ pub struct Config {
     pub redis_url: String,
     pub redis_mode: RedisMode,
     pub key_prefix: String,
+    pub history_max_messages: usize,
+    /// Zero = no age bound.
+    pub history_max_age: Duration,
     pub anonymous: bool,
     pub jwt_algorithm: JwtAlgorithm,
     pub jwt_key_file: PathBuf,
@@ -291,6 +302,15 @@ impl Config {
                 .key_prefix
                 .or(file.key_prefix)
                 .unwrap_or_else(|| "wsfleet".to_owned()),
+            history_max_messages: args
+                .history_max_messages
+                .or(file.history_max_messages)
+                .unwrap_or(1000),
+            history_max_age: Duration::from_secs(
+                args.history_max_age_secs
+                    .or(file.history_max_age_secs)
+                    .unwrap_or(300),
+            ),
             anonymous: args.anonymous.or(file.anonymous).unwrap_or(false),
             jwt_algorithm: args
                 .jwt_algorithm
@@ -326,11 +346,20 @@ impl Config {
         if self.handshake_timeout.is_zero() {
             bail!("handshake_timeout_secs must be at least 1");
         }
+        if self.drain_window.is_zero() {
+            bail!("drain_window_secs must be at least 1");
+        }
         if self.drain_timeout < self.drain_window {
             bail!("drain_timeout_secs must be at least drain_window_secs");
         }
         if self.node_id.is_empty() {
             bail!("node_id must not be empty");
+        }
+        if self.history_max_messages == 0 {
+            bail!("history_max_messages must be at least 1");
+        }
+        if self.key_prefix.is_empty() || self.key_prefix.contains(['{', '}']) {
+            bail!("key_prefix must be non-empty and must not contain '{{' or '}}'");
         }
         Ok(())
     }

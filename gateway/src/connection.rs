@@ -1,9 +1,11 @@
 //! One client connection after the upgrade: a single task reads client frames, writes queued
 //! frames in batches (feed them all, then one flush), and keeps the heartbeat. It ends on
 //! close, on a protocol violation, on an oversized message (1009), when the client stops
-//! answering (heartbeat timeout), or when it cannot keep up (1008 under `disconnect`).
+//! answering (heartbeat timeout), when it cannot keep up (1008 under `disconnect`), or when
+//! a drain moves it away (a `reconnect` hint, then 1012 at the hinted time).
 
 use crate::auth::Identity;
+use crate::drain::Phase;
 use crate::metrics::metrics;
 use crate::node::{ConnSlot, Node};
 use crate::outbox::{Outbox, Queued};
@@ -15,11 +17,15 @@ use futures::{SinkExt, StreamExt};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpStream;
+use tokio::sync::watch;
 use tokio::time::{Instant, sleep_until};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::frame::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{self, Message};
+
+/// How long writing our close frame may take before the socket is just dropped.
+const CLOSE_WRITE_TIMEOUT: Duration = Duration::from_millis(250);
 
 /// Write batches per wake-up before the task lets reads and heartbeats run.
 const MAX_BATCHES_PER_WAKE: usize = 8;
@@ -35,6 +41,14 @@ enum End {
     Gone,
     /// Close the socket with this code and reason.
     Close(CloseCode, &'static str),
+    /// A drain's close: 1012 (service restart) with the drain's reason.
+    Restart(Arc<str>),
+}
+
+/// When a drain told this connection to leave, and why.
+struct Leave {
+    at: Instant,
+    reason: Arc<str>,
 }
 
 /// What one connection holds beyond its socket. Kept small: idle connections are most of a
@@ -69,12 +83,25 @@ pub async fn run(slot: ConnSlot, mut ws: Socket, identity: Identity) {
         last_seen: Instant::now(),
     };
     let end = conn.serve(&mut ws).await;
-    if let End::Close(code, reason) = end {
-        let frame = CloseFrame {
+    let frame = match end {
+        End::Gone => None,
+        End::Close(code, reason) => Some(CloseFrame {
             code,
             reason: reason.into(),
-        };
-        let close = tokio::time::timeout(Duration::from_secs(1), ws.close(Some(frame)));
+        }),
+        End::Restart(reason) => {
+            metrics().drain_closes.inc();
+            Some(CloseFrame {
+                code: CloseCode::Restart,
+                reason: reason.to_string().into(),
+            })
+        }
+    };
+    if let Some(frame) = frame {
+        tracing::debug!(client = %conn.identity.client_id, code = u16::from(frame.code), reason = %frame.reason, "closing");
+        // The close frame only has to reach the kernel; a client whose socket is full (a
+        // zombie, a slow consumer) is not worth waiting for.
+        let close = tokio::time::timeout(CLOSE_WRITE_TIMEOUT, ws.close(Some(frame)));
         let _ = Box::pin(close).await;
     }
     Box::pin(conn.release()).await;
@@ -97,8 +124,24 @@ impl Connection<'_> {
         let timeout = self.node.config.heartbeat_timeout;
         let mut next_ping = Instant::now() + interval;
         let mut batch = Vec::new();
+        let mut phase = self.node.lifecycle.watch();
+        let mut leave = None;
+        // A drain may have begun between admission and here.
+        if let Some(end) = Box::pin(self.on_phase(ws, &mut phase, &mut leave)).await {
+            return end;
+        }
+        // One timer for the connection's life, moved only when its deadline changes, so that
+        // delivering messages does not re-register a timer each time.
+        let heartbeat = sleep_until(next_ping.min(self.last_seen + timeout));
+        tokio::pin!(heartbeat);
         loop {
-            let deadline = next_ping.min(self.last_seen + timeout);
+            let mut deadline = next_ping.min(self.last_seen + timeout);
+            if let Some(leave) = &leave {
+                deadline = deadline.min(leave.at);
+            }
+            if heartbeat.deadline() != deadline {
+                heartbeat.as_mut().reset(deadline);
+            }
             let outbox = Arc::clone(&self.outbox);
             tokio::select! {
                 frame = ws.next() => {
@@ -118,19 +161,66 @@ impl Connection<'_> {
                         return end;
                     }
                 }
-                () = sleep_until(deadline) => {
+                changed = phase.changed() => {
+                    // The sender lives in the node, which outlives every connection.
+                    if changed.is_err() {
+                        return End::Gone;
+                    }
+                    if let Some(end) = Box::pin(self.on_phase(ws, &mut phase, &mut leave)).await {
+                        return end;
+                    }
+                }
+                () = &mut heartbeat => {
                     let now = Instant::now();
+                    if let Some(leave) = leave.as_ref().filter(|l| now >= l.at) {
+                        return End::Restart(Arc::clone(&leave.reason));
+                    }
                     if now >= self.last_seen + timeout {
                         metrics().heartbeat_timeouts.inc();
                         return End::Close(CloseCode::Away, "heartbeat timeout");
                     }
-                    if now >= next_ping {
-                        next_ping = now + interval;
-                        if Box::pin(self.write(ws, Message::Ping(Default::default()))).await.is_err() {
-                            return End::Gone;
-                        }
+                    // Not timed out, so this is `next_ping` (the timer is re-armed whenever
+                    // `last_seen` moves); moving `next_ping` re-arms it again.
+                    next_ping = now + interval;
+                    if Box::pin(self.write(ws, Message::Ping(Default::default()))).await.is_err() {
+                        return End::Gone;
                     }
                 }
+            }
+        }
+    }
+
+    /// Follows the node's phase: on a drain, tells the client when to reconnect (once; a later
+    /// drain or a cancel does not change a time already given); past the deadline, closes.
+    async fn on_phase(
+        &mut self,
+        ws: &mut Socket,
+        phase: &mut watch::Receiver<Phase>,
+        leave: &mut Option<Leave>,
+    ) -> Option<End> {
+        let current = phase.borrow_and_update().clone();
+        match current {
+            Phase::Serving => None,
+            Phase::Draining(_) if leave.is_some() => None,
+            Phase::Draining(drain) => {
+                let after = drain.claim();
+                let hint = encode(&ServerMessage::Reconnect {
+                    after_ms: u64::try_from(after.as_millis()).unwrap_or(u64::MAX),
+                    reason: &drain.reason,
+                });
+                *leave = Some(Leave {
+                    at: Instant::now() + after,
+                    reason: Arc::clone(&drain.reason),
+                });
+                if self.write(ws, Message::text(hint)).await.is_err() {
+                    return Some(End::Gone);
+                }
+                metrics().drain_reconnects.inc();
+                None
+            }
+            Phase::Closing(drain) | Phase::Drained(drain) => {
+                let reason = leave.as_ref().map_or(&drain.reason, |l| &l.reason);
+                Some(End::Restart(Arc::clone(reason)))
             }
         }
     }
@@ -169,7 +259,11 @@ impl Connection<'_> {
                 }
             }
             Message::Pong(_) | Message::Frame(_) => None,
-            Message::Close(_) => Some(End::Gone),
+            // tungstenite queued the close reply; send it so the client sees a clean close.
+            Message::Close(_) => {
+                let _ = tokio::time::timeout(Duration::from_secs(1), ws.flush()).await;
+                Some(End::Gone)
+            }
         }
     }
 
@@ -289,10 +383,7 @@ impl Connection<'_> {
                 }
                 Ok(Err(_)) => return Some(End::Gone),
                 Err(_) => {
-                    metrics()
-                        .dropped
-                        .with_label_values(&["slow_consumer"])
-                        .inc();
+                    metrics().dropped_slow_consumer.inc();
                     return Some(slow_consumer());
                 }
             }

@@ -1,11 +1,14 @@
 //! `wsfleet-gateway`: reads the config, raises the open-file limit, builds the engine and
-//! serves the WebSocket and admin listeners until SIGTERM or Ctrl-C.
+//! serves the WebSocket and admin listeners. SIGTERM (or Ctrl-C) starts a drain; the process
+//! exits 0 once a drain — from a signal or `POST /drain` — has ended. A second signal exits at
+//! once.
 
 use anyhow::Context;
 use std::sync::Arc;
 use tokio::net::TcpListener;
 use wsfleet_gateway::auth::Authenticator;
 use wsfleet_gateway::config::Config;
+use wsfleet_gateway::drain::DrainRequest;
 use wsfleet_gateway::engine::Engine;
 use wsfleet_gateway::node::Node;
 use wsfleet_gateway::subscriptions::Subscriptions;
@@ -21,10 +24,7 @@ async fn main() -> anyhow::Result<()> {
         .init();
     let config = Config::load()?;
     raise_open_file_limit(config.max_connections);
-    if !config.redis_url.is_empty() {
-        anyhow::bail!("redis_url is set, but this build has only the in-process engine");
-    }
-    let engine = Engine::memory(Arc::new(Subscriptions::new()));
+    let engine = Engine::connect(&config, Arc::new(Subscriptions::new())).await?;
     let auth = Authenticator::from_config(&config).context("setting up client authentication")?;
     if config.anonymous {
         tracing::warn!("anonymous mode: clients connect without a token (development only)");
@@ -49,9 +49,38 @@ async fn main() -> anyhow::Result<()> {
         }
     });
     tokio::spawn(server::serve(Arc::clone(&node), listener));
-    shutdown_signal().await;
-    tracing::info!("shutting down");
+    tokio::spawn(report_presence(Arc::clone(&node)));
+    tokio::select! {
+        () = node.lifecycle.drained() => tracing::info!("drained; exiting"),
+        () = drain_on_signals(&node) => tracing::warn!("second signal; exiting without waiting for the drain"),
+    }
     Ok(())
+}
+
+/// Starts a drain with the configured window and timeout on the first SIGTERM or SIGINT (a
+/// drain already under way continues unchanged); returns on the second.
+async fn drain_on_signals(node: &Arc<Node>) {
+    shutdown_signal().await;
+    let request = DrainRequest {
+        window: node.config.drain_window,
+        deadline: node.config.drain_timeout,
+        reason: "node shutting down".to_owned(),
+    };
+    tracing::info!("shutdown signal; draining");
+    node.drain(&request);
+    shutdown_signal().await;
+}
+
+/// Keeps the node's presence in the backplane current (connections, cap, lifecycle state).
+async fn report_presence(node: Arc<Node>) {
+    let mut ticks = tokio::time::interval(std::time::Duration::from_secs(5));
+    loop {
+        ticks.tick().await;
+        let state = node.state().as_str();
+        node.engine
+            .report_presence(node.connections(), node.config.max_connections, state)
+            .await;
+    }
 }
 
 /// Raises the soft open-file limit to the hard limit; warns when the cap cannot fit.

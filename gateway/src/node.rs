@@ -3,31 +3,14 @@
 
 use crate::auth::Authenticator;
 use crate::config::Config;
+pub use crate::drain::NodeState;
+use crate::drain::{self, Begun, DrainRequest, Lifecycle};
 use crate::engine::{BackplaneState, Engine};
 use crate::metrics::metrics;
 use crate::subscriptions::ConnId;
-use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::time::Instant;
-
-/// Where the node is in its life. Only `Serving` is entered today; the drain issue adds the
-/// transitions.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NodeState {
-    Serving = 0,
-    Draining = 1,
-    Drained = 2,
-}
-
-impl NodeState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            NodeState::Serving => "serving",
-            NodeState::Draining => "draining",
-            NodeState::Drained => "drained",
-        }
-    }
-}
 
 pub struct Node {
     pub config: Config,
@@ -35,7 +18,8 @@ pub struct Node {
     pub auth: Authenticator,
     connections: AtomicUsize,
     next_conn: AtomicU64,
-    state: AtomicU8,
+    /// Serving, draining or drained; connections watch it.
+    pub lifecycle: Lifecycle,
     budget: HandshakeBudget,
 }
 
@@ -49,17 +33,39 @@ impl Node {
             auth,
             connections: AtomicUsize::new(0),
             next_conn: AtomicU64::new(1),
-            state: AtomicU8::new(NodeState::Serving as u8),
+            lifecycle: Lifecycle::default(),
             budget,
         }
     }
 
     pub fn state(&self) -> NodeState {
-        match self.state.load(Ordering::Relaxed) {
-            0 => NodeState::Serving,
-            1 => NodeState::Draining,
-            _ => NodeState::Drained,
+        self.lifecycle.phase().state()
+    }
+
+    /// True while the node takes new clients (not draining or drained).
+    pub fn serving(&self) -> bool {
+        self.lifecycle.phase().drain().is_none()
+    }
+
+    /// Starts a drain (or returns the one under way) and its supervisor, which ends it when
+    /// the node is empty or at the deadline.
+    pub fn drain(self: &Arc<Self>, request: &DrainRequest) -> Begun {
+        let begun = self.lifecycle.begin(request, self.connections());
+        if begun.started {
+            tracing::info!(
+                reason = &*begun.drain.reason,
+                window_secs = request.window.as_secs(),
+                deadline_secs = request.deadline.as_secs(),
+                connections = self.connections(),
+                "drain started"
+            );
+            let node = Arc::clone(self);
+            let drain = Arc::clone(&begun.drain);
+            tokio::spawn(async move {
+                drain::supervise(&node.lifecycle, &drain, || node.connections()).await;
+            });
         }
+        begun
     }
 
     pub fn connections(&self) -> usize {
@@ -68,7 +74,7 @@ impl Node {
 
     /// Ready for new clients: serving, below the cap, and the backplane usable.
     pub fn ready(&self) -> bool {
-        self.state() == NodeState::Serving
+        self.serving()
             && self.connections() < self.config.max_connections
             && self.engine.backplane() != BackplaneState::Down
     }

@@ -55,10 +55,7 @@ impl Outbox {
     /// Queues a frame for the connection, applying the slow-consumer policy when full.
     pub fn push(&self, frame: Utf8Bytes, at: Instant) {
         if self.overflowed.load(Ordering::Relaxed) {
-            metrics()
-                .dropped
-                .with_label_values(&["slow_consumer"])
-                .inc();
+            metrics().dropped_slow_consumer.inc();
             return;
         }
         let mut queue = match self.queue.lock() {
@@ -69,15 +66,12 @@ impl Outbox {
             match self.policy {
                 SlowConsumerPolicy::DropOldest => {
                     queue.pop_front();
-                    metrics().dropped.with_label_values(&["drop_oldest"]).inc();
+                    metrics().dropped_oldest.inc();
                 }
                 SlowConsumerPolicy::Disconnect => {
                     drop(queue);
                     self.overflowed.store(true, Ordering::Relaxed);
-                    metrics()
-                        .dropped
-                        .with_label_values(&["slow_consumer"])
-                        .inc();
+                    metrics().dropped_slow_consumer.inc();
                     self.overflow.notify_one();
                     self.wake.notify_one();
                     return;

@@ -7,7 +7,7 @@ use crate::auth::{AuthError, Identity};
 use crate::config::RefusalMode;
 use crate::connection;
 use crate::metrics::metrics;
-use crate::node::{ConnSlot, Node, NodeState};
+use crate::node::{ConnSlot, Node};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
@@ -93,11 +93,13 @@ enum Admission {
 }
 
 /// The WebSocket settings of every connection: small buffers keep idle connections lean
-/// (tungstenite's default read buffer is 128 KiB, allocated eagerly).
+/// (tungstenite's default read buffer is 128 KiB, allocated eagerly). Frames fed in one batch
+/// are written together up to 2 KiB per syscall; the write buffer is allocated on first use
+/// and keeps its largest size, so a small one bounds what a connection holds after a burst.
 pub fn websocket_config(max_message_bytes: usize) -> WebSocketConfig {
     WebSocketConfig::default()
         .read_buffer_size(512)
-        .write_buffer_size(0)
+        .write_buffer_size(2048)
         .max_write_buffer_size(4 * max_message_bytes.max(64 * 1024))
         .max_message_size(Some(max_message_bytes))
         .max_frame_size(Some(max_message_bytes))
@@ -148,7 +150,6 @@ async fn handle(node: Arc<Node>, stream: TcpStream) {
         Some(config),
     ));
     let result = tokio::time::timeout(node.config.handshake_timeout, handshake).await;
-    let handshakes = &metrics().handshakes;
     let mut ws = match result {
         Ok(Ok(ws)) => ws,
         Ok(Err(_)) => {
@@ -156,23 +157,23 @@ async fn handle(node: Arc<Node>, stream: TcpStream) {
                 Some(Admission::Refused(refusal)) => refusal.label(),
                 _ => "failed",
             };
-            handshakes.with_label_values(&[label]).inc();
+            metrics().handshake(label);
             return;
         }
         Err(_) => {
-            handshakes.with_label_values(&["timeout"]).inc();
+            metrics().handshake("timeout");
             return;
         }
     };
     match admission {
         Some(Admission::Admitted(slot, identity)) => {
-            handshakes.with_label_values(&["accepted"]).inc();
+            metrics().handshake("accepted");
             // A task of its own, sized for the connection only: this one (with the
             // handshake's state) ends here.
             tokio::spawn(connection::run(slot, ws, identity));
         }
         Some(Admission::Refused(refusal)) => {
-            handshakes.with_label_values(&[refusal.label()]).inc();
+            metrics().handshake(refusal.label());
             let reason = format!(
                 "{}; retry after {}s",
                 refusal.reason(),
@@ -184,7 +185,7 @@ async fn handle(node: Arc<Node>, stream: TcpStream) {
             };
             let _ = tokio::time::timeout(Duration::from_secs(2), ws.close(Some(frame))).await;
         }
-        None => handshakes.with_label_values(&["failed"]).inc(),
+        None => metrics().handshake("failed"),
     }
 }
 
@@ -193,7 +194,7 @@ fn admit(node: &Arc<Node>, request: &Request) -> Admission {
     if request.uri().path() != "/ws" {
         return Admission::Refused(Refusal::NotFound);
     }
-    if node.state() != NodeState::Serving {
+    if !node.serving() {
         return Admission::Refused(Refusal::Draining);
     }
     if node.connections() >= node.config.max_connections {

@@ -77,6 +77,12 @@ impl Index {
         false
     }
 
+    fn contains(&self, key: &str, conn: ConnId) -> bool {
+        self.read(key)
+            .get(key)
+            .is_some_and(|members| members.contains_key(&conn))
+    }
+
     /// Queues one shared frame for every member of `key`; returns how many got it.
     fn deliver(&self, key: &str, frame: &Utf8Bytes, at: Instant) -> usize {
         let shard = self.read(key);
@@ -87,12 +93,6 @@ impl Index {
             outbox.push(frame.clone(), at);
         }
         members.len()
-    }
-
-    fn contains(&self, key: &str, conn: ConnId) -> bool {
-        self.read(key)
-            .get(key)
-            .is_some_and(|m| m.contains_key(&conn))
     }
 
     fn len(&self) -> usize {
@@ -134,6 +134,7 @@ impl Subscriptions {
         self.channels.remove(channel, conn)
     }
 
+    /// Whether a connection is subscribed to `channel`.
     pub fn is_subscribed(&self, channel: &str, conn: ConnId) -> bool {
         self.channels.contains(channel, conn)
     }

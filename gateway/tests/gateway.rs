@@ -99,7 +99,7 @@ async fn close_code(client: &mut Client) -> Option<CloseCode> {
 #[tokio::test]
 async fn welcome_names_client_node_and_heartbeat() {
     let gateway = anonymous(&["--heartbeat-interval-secs", "7"]);
-    let (_client, welcome) = connect(&gateway.ws_url("")).await;
+    let (mut client, welcome) = connect(&gateway.ws_url("")).await;
     assert_eq!(welcome["node"], "test-node");
     assert_eq!(welcome["heartbeat_ms"], 7000);
     assert!(
@@ -108,6 +108,13 @@ async fn welcome_names_client_node_and_heartbeat() {
             .is_some_and(|id| !id.is_empty())
     );
     assert_eq!(gateway.connections(), 1);
+    // A client-initiated close is answered with a close frame and releases the slot.
+    client.close(None).await.expect("sending close");
+    let reply = tokio::time::timeout(WAIT, client.next())
+        .await
+        .expect("a reply in time");
+    assert!(matches!(reply, Some(Ok(Message::Close(_)))), "{reply:?}");
+    assert!(wait_until(WAIT, || gateway.connections() == 0));
 }
 
 #[tokio::test]
@@ -640,4 +647,71 @@ async fn handshake_that_stalls_is_timed_out() {
         .metric("wsfleet_handshakes_total{result=\"timeout\"}")
         >= 1.0));
     drop(stalled);
+}
+
+#[test]
+fn bad_config_stops_the_node_with_a_clear_message() {
+    let started = std::panic::catch_unwind(|| {
+        Gateway::start(BIN, &["--anonymous", "--max-connections", "0"], &[])
+    });
+    let panic = started
+        .err()
+        .expect("the gateway must refuse max_connections = 0");
+    let message = panic.downcast_ref::<String>().cloned().unwrap_or_default();
+    assert!(message.contains("max_connections"), "{message}");
+}
+
+#[tokio::test]
+async fn admin_reports_health_status_and_every_metric() {
+    let gateway = anonymous(&["--max-connections", "50"]);
+    let (mut client, _) = connect(&gateway.ws_url("")).await;
+    send(
+        &mut client,
+        json!({"op": "subscribe", "channel": "m", "id": "s"}),
+    )
+    .await;
+    next_json(&mut client).await;
+    send(
+        &mut client,
+        json!({"op": "publish", "channel": "m", "data": 1}),
+    )
+    .await;
+    next_json(&mut client).await;
+
+    assert_eq!(gateway.admin("GET", "/healthz", None, "").status, 200);
+    let status: Value =
+        serde_json::from_str(&gateway.admin("GET", "/status", None, "").body).unwrap();
+    assert_eq!(status["node"], "test-node");
+    assert_eq!(status["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(status["state"], "serving");
+    assert_eq!(status["ready"], true);
+    assert_eq!(status["connections"], 1);
+    assert_eq!(status["max_connections"], 50);
+    assert_eq!(status["backplane"], "memory");
+    assert!(status["drain"].is_null());
+
+    let metrics = gateway.admin("GET", "/metrics", None, "");
+    assert_eq!(metrics.status, 200);
+    for family in [
+        "wsfleet_connections",
+        "wsfleet_handshakes_total",
+        "wsfleet_messages_in_total",
+        "wsfleet_messages_out_total",
+        "wsfleet_delivery_latency_seconds",
+        "wsfleet_dropped_messages_total",
+        "wsfleet_heartbeat_timeouts_total",
+        "wsfleet_backplane_state",
+    ] {
+        assert!(
+            metrics.body.contains(&format!("# TYPE {family} ")),
+            "{family} missing"
+        );
+    }
+    assert_eq!(gateway.metric("wsfleet_connections"), 1.0);
+    assert!(gateway.metric("wsfleet_messages_in_total") >= 2.0);
+    assert!(gateway.metric("wsfleet_delivery_latency_seconds_count") >= 1.0);
+    assert_eq!(
+        gateway.metric("wsfleet_backplane_state{state=\"memory\"}"),
+        1.0
+    );
 }

@@ -1,13 +1,15 @@
-//! Test kit shared by the workspace's integration tests: starts real `redis-server` and
-//! gateway processes on loopback and cleans them up (every process is killed when its handle
-//! drops), plus a tiny HTTP client for the admin port and deadline-bounded polling.
+//! Test kit shared by the workspace's integration tests: starts real gateway processes on
+//! loopback and cleans them up (every process is killed when its handle drops), real
+//! `redis-server` processes and clusters ([`redis`]), a tiny HTTP client for the admin port and
+//! deadline-bounded polling.
 
 pub mod redis;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -41,11 +43,9 @@ pub struct TempDir(PathBuf);
 
 impl TempDir {
     pub fn new(tag: &str) -> TempDir {
-        let unique = format!(
-            "wsfleet-{tag}-{}-{}",
-            std::process::id(),
-            Instant::now().elapsed().as_nanos() ^ u128::from(free_port())
-        );
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let unique = format!("wsfleet-{tag}-{}-{n}", std::process::id());
         let path = std::env::temp_dir().join(unique);
         std::fs::create_dir_all(&path).expect("creating a temp dir");
         TempDir(path)
@@ -91,15 +91,24 @@ pub struct Gateway {
 impl Gateway {
     /// Starts the gateway binary at `bin` on ephemeral loopback ports with extra `args` and
     /// environment `envs`, and waits for it to report its listeners. Set `WSFLEET_TEST_LOG`
-    /// to see its logs.
+    /// to see its logs; without it, a gateway that fails to start has its log in the panic.
     pub fn start(bin: &str, args: &[&str], envs: &[(&str, &str)]) -> Gateway {
+        let log = std::env::temp_dir().join(format!(
+            "wsfleet-gateway-{}-{}.log",
+            std::process::id(),
+            free_port()
+        ));
+        let log_file = std::fs::File::create(&log).expect("creating the gateway log file");
         let mut command = Command::new(bin);
+        // Settings from the developer's environment must not leak into a test's node.
+        for (name, _) in std::env::vars_os() {
+            if name.to_string_lossy().starts_with("WSFLEET_") || name == "NODE_ID" {
+                command.env_remove(&name);
+            }
+        }
         command
             .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
             .args(args)
-            .env_remove("WSFLEET_CONFIG")
-            .env_remove("WSFLEET_ADMIN_TOKEN")
-            .env_remove("WSFLEET_REDIS_URL")
             .env(
                 "RUST_LOG",
                 std::env::var("WSFLEET_TEST_LOG").unwrap_or("warn".into()),
@@ -110,7 +119,7 @@ impl Gateway {
             .stderr(if std::env::var_os("WSFLEET_TEST_LOG").is_some() {
                 Stdio::inherit()
             } else {
-                Stdio::null()
+                Stdio::from(log_file)
             });
         let mut child = command.spawn().expect("spawning the gateway");
         let stdout = child.stdout.take().expect("gateway stdout is piped");
@@ -123,9 +132,13 @@ impl Gateway {
                 }
             }
         });
-        let line = rx
-            .recv_timeout(START_TIMEOUT)
-            .expect("gateway did not report its listeners in time");
+        // The reader thread drops `tx` when stdout closes, so an early exit ends the wait.
+        let line = rx.recv_timeout(START_TIMEOUT).unwrap_or_else(|_| {
+            let output = std::fs::read_to_string(&log).unwrap_or_default();
+            let _ = std::fs::remove_file(&log);
+            panic!("gateway did not report its listeners; its log:\n{output}")
+        });
+        let _ = std::fs::remove_file(&log);
         let addr = |key: &str| -> SocketAddr {
             line.split_whitespace()
                 .find_map(|word| word.strip_prefix(key))
@@ -176,6 +189,25 @@ impl Gateway {
     /// The process id, for fault tests.
     pub fn pid(&self) -> u32 {
         self.child.0.id()
+    }
+
+    /// Sends a signal by name (`TERM`, `INT`, …) with kill(1).
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{name}"), &self.pid().to_string()])
+            .status()
+            .expect("running kill");
+        assert!(status.success(), "kill -{name} failed");
+    }
+
+    /// Waits up to `timeout` for the process to exit on its own; `None` if it still runs.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let mut status = None;
+        wait_until(timeout, || {
+            status = self.child.0.try_wait().ok().flatten();
+            status.is_some()
+        });
+        status
     }
 }
 
@@ -279,73 +311,4 @@ pub fn raw_upgrade(addr: SocketAddr, path: &str) -> (u16, TcpStream) {
     }
     let status = parse_response(&String::from_utf8_lossy(&head)).status;
     (status, stream)
-}
-
-/// A running `redis-server` on a free loopback port, killed on drop.
-pub struct Redis {
-    child: Option<KillOnDrop>,
-    pub port: u16,
-    extra_args: Vec<String>,
-}
-
-impl Redis {
-    /// Starts `redis-server` (no persistence) and waits until it answers `PING`.
-    pub fn start() -> Redis {
-        Redis::start_with(&[])
-    }
-
-    /// Like [`Redis::start`] with extra `redis-server` arguments (e.g. cluster mode).
-    pub fn start_with(args: &[&str]) -> Redis {
-        let mut redis = Redis {
-            child: None,
-            port: free_port(),
-            extra_args: args.iter().map(|a| a.to_string()).collect(),
-        };
-        redis.spawn();
-        redis
-    }
-
-    pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    /// Kills the server (a crash, as far as clients can tell).
-    pub fn kill(&mut self) {
-        self.child = None;
-    }
-
-    /// Starts the server again on the same port.
-    pub fn restart(&mut self) {
-        self.kill();
-        self.spawn();
-    }
-
-    fn spawn(&mut self) {
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
-            .args(&self.extra_args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawning redis-server (is it installed?)");
-        self.child = Some(KillOnDrop(child));
-        let port = self.port;
-        let up = wait_until(START_TIMEOUT, || redis_ping(port));
-        assert!(up, "redis-server on port {port} did not answer PING");
-    }
-}
-
-/// True when a Redis server on `port` answers `PING` with `PONG`.
-pub fn redis_ping(port: u16) -> bool {
-    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
-        return false;
-    };
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
-    if stream.write_all(b"PING\r\n").is_err() {
-        return false;
-    }
-    let mut reply = [0u8; 7];
-    stream.read_exact(&mut reply).is_ok() && &reply == b"+PONG\r\n"
 }

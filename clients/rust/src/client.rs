@@ -15,6 +15,10 @@ use crate::error::Error;
 use crate::event::Event;
 use crate::protocol::valid_channel;
 
+/// Events kept for slow receivers. `broadcast` allocates every slot up front, and a load
+/// tool holds thousands of clients: 1024 slots cost ~100 KiB per client, 64 cost ~6 KiB.
+const EVENT_BUFFER: usize = 64;
+
 /// How to reach the fleet and how to behave when a connection is lost.
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
@@ -83,9 +87,10 @@ pub struct Direct {
     pub data: Value,
 }
 
-/// The gateway's answer to a (first) subscribe.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SubscribeAck {
+/// What an `ack` reported: for a subscribe, the channel's last offset and its epoch; for a
+/// publish, the offset and epoch assigned to the message; nothing for other requests.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Ack {
     pub offset: Option<u64>,
     pub epoch: Option<String>,
 }
@@ -95,7 +100,7 @@ pub struct SubscribeAck {
 #[derive(Debug)]
 pub struct Subscription {
     pub channel: String,
-    pub ack: SubscribeAck,
+    pub ack: Ack,
     messages: mpsc::UnboundedReceiver<Message>,
 }
 
@@ -134,7 +139,7 @@ impl Client {
             return Err(Error::NoEndpoints);
         }
         let (commands, command_rx) = mpsc::unbounded_channel();
-        let (events, mut event_rx) = broadcast::channel(1024);
+        let (events, mut event_rx) = broadcast::channel(EVENT_BUFFER);
         let (session_tx, mut session) = watch::channel(None);
         let (directs_tx, directs_rx) = mpsc::unbounded_channel();
         let directs_taken = Arc::new(AtomicBool::new(false));
@@ -159,37 +164,41 @@ impl Client {
         );
         tokio::spawn(driver.run());
 
-        let mut last_failure = String::from("timed out");
-        let wait = async {
-            loop {
-                tokio::select! {
-                    changed = session.changed() => {
-                        if changed.is_err() {
-                            return Err(Error::Connect(last_failure.clone()));
-                        }
-                        if session.borrow().is_some() {
-                            return Ok(());
-                        }
+        let deadline = tokio::time::Instant::now() + first_round;
+        let mut last_failure = None::<String>;
+        let failed = |last: &Option<String>| {
+            Error::Connect(
+                last.clone()
+                    .unwrap_or_else(|| "the connection task ended".into()),
+            )
+        };
+        loop {
+            tokio::select! {
+                changed = session.changed() => {
+                    if changed.is_err() {
+                        return Err(failed(&last_failure));
                     }
-                    event = event_rx.recv() => match event {
-                        Ok(Event::Disconnected { reason, .. }) => last_failure = reason,
-                        Ok(Event::GaveUp) | Err(broadcast::error::RecvError::Closed) => {
-                            return Err(Error::Connect(last_failure.clone()));
-                        }
-                        _ => {}
-                    },
+                    if session.borrow().is_some() {
+                        return Ok(client);
+                    }
+                }
+                event = event_rx.recv() => match event {
+                    Ok(Event::Disconnected { reason, .. }) => last_failure = Some(reason),
+                    Ok(Event::GaveUp) | Err(broadcast::error::RecvError::Closed) => {
+                        return Err(failed(&last_failure));
+                    }
+                    _ => {}
+                },
+                () = tokio::time::sleep_until(deadline) => {
+                    let last = last_failure.map(|r| format!("; last attempt: {r}")).unwrap_or_default();
+                    return Err(Error::Connect(format!("no session within {first_round:?}{last}")));
                 }
             }
-        };
-        match tokio::time::timeout(first_round, wait).await {
-            Ok(Ok(())) => Ok(client),
-            Ok(Err(err)) => Err(err),
-            Err(_) => Err(Error::Connect(format!("no session within {first_round:?}"))),
         }
     }
 
-    /// Lifecycle events from now on. A receiver that falls more than 1024 events behind
-    /// loses the oldest ones (and is told so by `broadcast`).
+    /// Lifecycle events from now on. A receiver that falls more than 64 events behind loses
+    /// the oldest ones (and is told so by `broadcast`).
     pub fn events(&self) -> broadcast::Receiver<Event> {
         self.events.subscribe()
     }
@@ -236,16 +245,17 @@ impl Client {
             channel: channel.to_owned(),
             reply,
         })?;
-        self.answer(ack).await
+        self.answer(ack).await.map(drop)
     }
 
     /// Publishes `data` on `channel`. The frame is queued before this returns, so publishes
-    /// made one after another are sent in order; the future resolves with the gateway's ack.
+    /// made one after another are sent in order; the future resolves with the gateway's ack,
+    /// which carries the message's offset and epoch.
     pub fn publish(
         &self,
         channel: &str,
         data: Value,
-    ) -> impl Future<Output = Result<(), Error>> + use<> {
+    ) -> impl Future<Output = Result<Ack, Error>> + use<> {
         let queued = if valid_channel(channel) {
             let (reply, ack) = oneshot::channel();
             self.command(Command::Publish {
@@ -270,7 +280,8 @@ impl Client {
                 reply,
             })
             .map(|()| ack);
-        self.answer_queued(queued)
+        let answer = self.answer_queued(queued);
+        async move { answer.await.map(drop) }
     }
 
     /// Closes the connection; every subscription ends.

@@ -74,6 +74,16 @@ impl Cursor {
         }
     }
 
+    /// How many offsets were skipped before `offset`: offsets grow by one per message within
+    /// an epoch, so a jump means messages this subscription never saw (dropped for a slow
+    /// consumer, or trimmed from history). Zero before the position is known.
+    pub fn missed_before(&self, offset: u64) -> u64 {
+        match self.last {
+            Some(last) if offset > last => offset - last - 1,
+            _ => 0,
+        }
+    }
+
     /// Whether a message at `offset` is new and must be delivered; records it when it is.
     pub fn accept(&mut self, offset: u64) -> bool {
         if self.last.is_some_and(|last| offset <= last) {
@@ -151,6 +161,21 @@ mod tests {
             AckOutcome::RecoveryFailed
         );
         assert!(c.accept(501));
+    }
+
+    #[test]
+    fn jumps_in_offsets_are_counted_as_missed() {
+        let mut c = Cursor::default();
+        assert_eq!(c.missed_before(7), 0, "position unknown");
+        ack(&mut c, 3, "e1", None);
+        assert_eq!(c.missed_before(4), 0);
+        assert!(c.accept(4));
+        assert_eq!(c.missed_before(9), 4);
+        assert_eq!(
+            c.missed_before(2),
+            0,
+            "an old offset is a duplicate, not a gap"
+        );
     }
 
     #[test]

@@ -20,7 +20,7 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{self, Message as WsMessage};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use crate::client::{ClientConfig, Direct, Message, Session, SubscribeAck};
+use crate::client::{Ack, ClientConfig, Direct, Message, Session};
 use crate::cursor::{AckOutcome, Cursor};
 use crate::error::{Error, ErrorCode};
 use crate::event::Event;
@@ -34,26 +34,31 @@ type Reply<T> = oneshot::Sender<Result<T, Error>>;
 const SERVICE_RESTART: u16 = 1012;
 const TRY_AGAIN_LATER: u16 = 1013;
 
+/// tungstenite zero-fills its whole read buffer before every socket read; its 128 KiB default
+/// made that memset ~40 % of a subscriber's CPU. Larger messages still arrive, over several
+/// reads.
+const READ_BUFFER_BYTES: usize = 8 * 1024;
+
 /// What the application asked for.
 pub(crate) enum Command {
     Subscribe {
         channel: String,
         messages: mpsc::UnboundedSender<Message>,
-        reply: Reply<SubscribeAck>,
+        reply: Reply<Ack>,
     },
     Unsubscribe {
         channel: String,
-        reply: Reply<()>,
+        reply: Reply<Ack>,
     },
     Publish {
         channel: String,
         data: Value,
-        reply: Reply<()>,
+        reply: Reply<Ack>,
     },
     Send {
         to: String,
         data: Value,
-        reply: Reply<()>,
+        reply: Reply<Ack>,
     },
     Close,
 }
@@ -63,13 +68,38 @@ struct Subscribed {
     cursor: Cursor,
     messages: mpsc::UnboundedSender<Message>,
     /// The application's `subscribe` call, answered by the first ack.
-    waiting: Option<Reply<SubscribeAck>>,
+    waiting: Option<Reply<Ack>>,
 }
 
 /// A request sent on the current connection and not yet answered.
 enum InFlight {
     Subscribe { channel: String },
-    Done(Reply<()>),
+    Done(Reply<Ack>),
+}
+
+/// A failed connection attempt.
+struct Refused {
+    reason: String,
+    /// The gateway's `Retry-After` on a refused upgrade (503 at its cap or while draining,
+    /// 429 beyond its handshake budget): a floor under the next attempt's jittered delay.
+    retry_after: Option<Duration>,
+}
+
+impl From<String> for Refused {
+    fn from(reason: String) -> Self {
+        Refused {
+            reason,
+            retry_after: None,
+        }
+    }
+}
+
+/// A live connection after its `welcome`.
+struct Opened {
+    ws: Ws,
+    session: Session,
+    /// The gateway's ping interval, from `welcome.heartbeat_ms`.
+    heartbeat: Option<Duration>,
 }
 
 /// How a session ended.
@@ -133,9 +163,9 @@ impl Driver {
                 self.config.endpoints[self.next_endpoint % self.config.endpoints.len()].clone();
             self.next_endpoint = self.next_endpoint.wrapping_add(1);
             let delay = match self.open(&endpoint).await {
-                Ok((ws, welcome)) => {
+                Ok(opened) => {
                     self.attempt = 0;
-                    let ended = self.serve(ws, welcome).await;
+                    let ended = self.serve(opened).await;
                     self.session.send_replace(None);
                     self.fail_in_flight();
                     match ended {
@@ -153,9 +183,12 @@ impl Driver {
                         }
                     }
                 }
-                Err(reason) => {
-                    self.emit(Event::Disconnected { code: None, reason });
-                    self.delay_after_loss(None)
+                Err(refused) => {
+                    self.emit(Event::Disconnected {
+                        code: None,
+                        reason: refused.reason,
+                    });
+                    self.delay_after_loss(None) + refused.retry_after.unwrap_or_default()
                 }
             };
             if self
@@ -192,17 +225,15 @@ impl Driver {
     }
 
     /// TCP connect, WebSocket handshake and `welcome`, all within `connect_timeout`.
-    async fn open(&mut self, endpoint: &str) -> Result<(Ws, Session), String> {
+    async fn open(&mut self, endpoint: &str) -> Result<Opened, Refused> {
         let timeout = self.config.connect_timeout;
         match tokio::time::timeout(timeout, self.handshake(endpoint)).await {
             Ok(result) => result,
-            Err(_) => Err(format!(
-                "connecting to {endpoint} timed out after {timeout:?}"
-            )),
+            Err(_) => Err(format!("connecting to {endpoint} timed out after {timeout:?}").into()),
         }
     }
 
-    async fn handshake(&self, endpoint: &str) -> Result<(Ws, Session), String> {
+    async fn handshake(&self, endpoint: &str) -> Result<Opened, Refused> {
         let mut request = endpoint
             .into_client_request()
             .map_err(|e| format!("bad endpoint {endpoint}: {e}"))?;
@@ -211,48 +242,99 @@ impl Driver {
                 .map_err(|e| format!("bad token: {e}"))?;
             request.headers_mut().insert("authorization", value);
         }
-        let ws_config =
-            WebSocketConfig::default().max_message_size(Some(self.config.max_message_bytes));
+        let ws_config = WebSocketConfig::default()
+            .read_buffer_size(READ_BUFFER_BYTES)
+            .max_message_size(Some(self.config.max_message_bytes));
         let (mut ws, _) =
             tokio_tungstenite::connect_async_with_config(request, Some(ws_config), true)
                 .await
-                .map_err(|e| describe_connect_error(endpoint, &e))?;
+                .map_err(|e| refusal(endpoint, &e))?;
         // The first frame must be the welcome; pings before it are answered by the library.
         for _ in 0..16 {
-            match ws.next().await {
-                Some(Ok(WsMessage::Text(text))) => {
-                    return match ServerFrame::decode(&text) {
-                        Ok(ServerFrame::Welcome {
-                            client_id, node, ..
-                        }) => Ok((ws, Session { client_id, node })),
-                        Ok(other) => {
-                            Err(format!("expected welcome from {endpoint}, got {other:?}"))
-                        }
-                        Err(e) => Err(format!("malformed welcome from {endpoint}: {e}")),
-                    };
-                }
+            let reason = match ws.next().await {
+                Some(Ok(WsMessage::Text(text))) => match ServerFrame::decode(&text) {
+                    Ok(ServerFrame::Welcome {
+                        client_id,
+                        node,
+                        heartbeat_ms,
+                    }) => {
+                        let heartbeat =
+                            (heartbeat_ms > 0).then(|| Duration::from_millis(heartbeat_ms));
+                        let session = Session { client_id, node };
+                        return Ok(Opened {
+                            ws,
+                            session,
+                            heartbeat,
+                        });
+                    }
+                    Ok(other) => format!("expected welcome from {endpoint}, got {other:?}"),
+                    Err(e) => format!("malformed welcome from {endpoint}: {e}"),
+                },
                 Some(Ok(WsMessage::Close(frame))) => {
                     let (code, reason) = close_parts(frame.as_ref());
-                    return Err(format!(
-                        "{endpoint} closed before welcome: {code:?} {reason}"
-                    ));
+                    format!("{endpoint} closed before welcome: {code:?} {reason}")
                 }
                 Some(Ok(_)) => continue,
-                Some(Err(e)) => return Err(format!("{endpoint}: {e}")),
-                None => return Err(format!("{endpoint} closed before welcome")),
-            }
+                Some(Err(e)) => format!("{endpoint}: {e}"),
+                None => format!("{endpoint} closed before welcome"),
+            };
+            return Err(reason.into());
         }
-        Err(format!("{endpoint} sent no welcome"))
+        Err(format!("{endpoint} sent no welcome").into())
     }
 
     /// Runs one session: resume subscriptions, then route frames and commands until the
     /// connection ends.
-    async fn serve(&mut self, mut ws: Ws, welcome: Session) -> Ended {
+    async fn serve(&mut self, opened: Opened) -> Ended {
+        let Opened {
+            mut ws,
+            session,
+            heartbeat,
+        } = opened;
         self.emit(Event::Connected {
-            client_id: welcome.client_id.clone(),
-            node: welcome.node.clone(),
+            client_id: session.client_id.clone(),
+            node: session.node.clone(),
         });
-        self.session.send_replace(Some(welcome));
+        self.session.send_replace(Some(session));
+        if let Err(e) = self.resume_all(&mut ws).await {
+            return lost(e);
+        }
+        // The gateway pings every heartbeat interval; hearing nothing for two intervals (plus
+        // slack for a loaded machine) means the connection died without saying so.
+        let silence_limit = heartbeat.map(|interval| interval * 2 + Duration::from_secs(5));
+        let mut last_heard = Instant::now();
+        let mut hint: Option<Instant> = None;
+        loop {
+            let moving = sleep_until_or_never(hint);
+            let silent = sleep_until_or_never(silence_limit.map(|limit| last_heard + limit));
+            tokio::select! {
+                frame = ws.next() => {
+                    last_heard = Instant::now();
+                    if let Some(ended) = self.on_read(frame, &mut ws, &mut hint).await {
+                        return ended;
+                    }
+                }
+                command = self.commands.recv() => {
+                    if let Some(ended) = self.on_command(command, &mut ws).await {
+                        return ended;
+                    }
+                }
+                () = moving => {
+                    // The gateway asked us to move by now; leave without waiting for its close.
+                    let close = CloseFrame { code: CloseCode::Away, reason: "moving on gateway request".into() };
+                    let _ = ws.close(Some(close)).await;
+                    return Ended::Hinted { at: Instant::now() };
+                }
+                () = silent => {
+                    let reason = "no frame from the gateway within two heartbeat intervals";
+                    return Ended::Lost { code: None, reason: reason.into() };
+                }
+            }
+        }
+    }
+
+    /// Re-subscribes every subscription, from its cursor, on a new connection.
+    async fn resume_all(&mut self, ws: &mut Ws) -> Result<(), tungstenite::Error> {
         let channels: Vec<String> = self.subscriptions.keys().cloned().collect();
         for channel in channels {
             let since = self
@@ -266,78 +348,70 @@ impl Driver {
                     channel: channel.clone(),
                 },
             );
-            if let Err(e) = write(
-                &mut ws,
+            write(
+                ws,
                 &ClientFrame::Subscribe {
                     channel,
                     since,
                     id: Some(id),
                 },
             )
-            .await
-            {
-                return lost(e);
-            }
+            .await?;
         }
-        let mut hint: Option<Instant> = None;
-        loop {
-            let moving = async {
-                match hint {
-                    Some(at) => tokio::time::sleep_until(at).await,
-                    None => std::future::pending().await,
+        Ok(())
+    }
+
+    /// Handles what the socket produced; `Some` when the session is over.
+    async fn on_read(
+        &mut self,
+        frame: Option<Result<WsMessage, tungstenite::Error>>,
+        ws: &mut Ws,
+        hint: &mut Option<Instant>,
+    ) -> Option<Ended> {
+        match frame {
+            Some(Ok(WsMessage::Text(text))) => {
+                for reply in self.on_frame(&text, hint) {
+                    if let Err(e) = write(ws, &reply).await {
+                        return Some(lost(e));
+                    }
                 }
-            };
-            tokio::select! {
-                frame = ws.next() => match frame {
-                    Some(Ok(WsMessage::Text(text))) => {
-                        let replies = self.on_frame(&text, &mut hint);
-                        for frame in replies {
-                            if let Err(e) = write(&mut ws, &frame).await {
-                                return lost(e);
-                            }
-                        }
-                    }
-                    Some(Ok(WsMessage::Close(frame))) => {
-                        let (code, reason) = close_parts(frame.as_ref());
-                        return match (hint, code) {
-                            (Some(at), Some(SERVICE_RESTART)) | (Some(at), None) => Ended::Hinted { at },
-                            _ => Ended::Lost { code, reason },
-                        };
-                    }
-                    Some(Ok(_)) => {}
-                    Some(Err(e)) => return match hint {
-                        Some(at) => Ended::Hinted { at },
-                        None => lost(e),
-                    },
-                    None => return match hint {
-                        Some(at) => Ended::Hinted { at },
-                        None => Ended::Lost { code: None, reason: "connection closed".into() },
-                    },
+                None
+            }
+            Some(Ok(WsMessage::Close(frame))) => {
+                let (code, reason) = close_parts(frame.as_ref());
+                Some(match (*hint, code) {
+                    (Some(at), Some(SERVICE_RESTART) | None) => Ended::Hinted { at },
+                    _ => Ended::Lost { code, reason },
+                })
+            }
+            // Pings are answered by tungstenite; binary frames are not part of the protocol.
+            Some(Ok(_)) => None,
+            Some(Err(e)) => Some(match *hint {
+                Some(at) => Ended::Hinted { at },
+                None => lost(e),
+            }),
+            None => Some(match *hint {
+                Some(at) => Ended::Hinted { at },
+                None => Ended::Lost {
+                    code: None,
+                    reason: "connection closed".into(),
                 },
-                command = self.commands.recv() => {
-                    let Some(command) = command else {
-                        let _ = ws.close(None).await;
-                        return Ended::ByClient;
-                    };
-                    match self.online_command(command) {
-                        Ok(Some(frame)) => {
-                            if let Err(e) = write(&mut ws, &frame).await {
-                                return lost(e);
-                            }
-                        }
-                        Ok(None) => {}
-                        Err(()) => {
-                            let _ = ws.close(None).await;
-                            return Ended::ByClient;
-                        }
-                    }
-                }
-                () = moving => {
-                    // The gateway asked us to move by now; leave without waiting for its close.
-                    let close = CloseFrame { code: CloseCode::Away, reason: "moving on gateway request".into() };
-                    let _ = ws.close(Some(close)).await;
-                    return Ended::Hinted { at: Instant::now() };
-                }
+            }),
+        }
+    }
+
+    /// Handles an application command while connected; `Some` when the session is over.
+    async fn on_command(&mut self, command: Option<Command>, ws: &mut Ws) -> Option<Ended> {
+        let Some(command) = command else {
+            let _ = ws.close(None).await;
+            return Some(Ended::ByClient);
+        };
+        match self.online_command(command) {
+            Ok(Some(frame)) => write(ws, &frame).await.err().map(lost),
+            Ok(None) => None,
+            Err(()) => {
+                let _ = ws.close(None).await;
+                Some(Ended::ByClient)
             }
         }
     }
@@ -390,23 +464,24 @@ impl Driver {
         let Some(sub) = self.subscriptions.get_mut(&channel) else {
             return Vec::new();
         };
+        let missed = sub.cursor.missed_before(offset);
         if !sub.cursor.accept(offset) {
             return Vec::new();
         }
-        if sub
-            .messages
-            .send(Message {
-                channel: channel.clone(),
-                offset,
-                data,
-            })
-            .is_ok()
-        {
-            return Vec::new();
+        let message = Message {
+            channel: channel.clone(),
+            offset,
+            data,
+        };
+        if sub.messages.send(message).is_err() {
+            // The application dropped its Subscription: stop receiving the channel.
+            self.subscriptions.remove(&channel);
+            return vec![ClientFrame::Unsubscribe { channel, id: None }];
         }
-        // The application dropped its Subscription: stop receiving the channel.
-        self.subscriptions.remove(&channel);
-        vec![ClientFrame::Unsubscribe { channel, id: None }]
+        if missed > 0 {
+            self.emit(Event::Gap { channel, missed });
+        }
+        Vec::new()
     }
 
     fn on_ack(
@@ -423,14 +498,14 @@ impl Driver {
                 };
                 let outcome = sub.cursor.on_ack(offset, epoch.clone(), recovered);
                 if let Some(reply) = sub.waiting.take() {
-                    let _ = reply.send(Ok(SubscribeAck { offset, epoch }));
+                    let _ = reply.send(Ok(Ack { offset, epoch }));
                 }
                 if outcome == AckOutcome::RecoveryFailed {
                     self.emit(Event::RecoveryFailed { channel });
                 }
             }
             Some(InFlight::Done(reply)) => {
-                let _ = reply.send(Ok(()));
+                let _ = reply.send(Ok(Ack { offset, epoch }));
             }
             None => {}
         }
@@ -531,7 +606,7 @@ impl Driver {
                     }
                     Some(Command::Unsubscribe { channel, reply }) => {
                         self.subscriptions.remove(&channel);
-                        let _ = reply.send(Ok(()));
+                        let _ = reply.send(Ok(Ack::default()));
                     }
                     Some(Command::Publish { reply, .. } | Command::Send { reply, .. }) => {
                         let _ = reply.send(Err(Error::NotConnected));
@@ -546,7 +621,7 @@ impl Driver {
         &mut self,
         channel: &str,
         messages: mpsc::UnboundedSender<Message>,
-        reply: Reply<SubscribeAck>,
+        reply: Reply<Ack>,
     ) -> bool {
         if let Some(existing) = self.subscriptions.get(channel)
             && !existing.messages.is_closed()
@@ -602,27 +677,61 @@ fn close_parts(frame: Option<&CloseFrame>) -> (Option<u16>, String) {
     }
 }
 
-fn describe_connect_error(endpoint: &str, error: &tungstenite::Error) -> String {
-    match error {
-        tungstenite::Error::Http(response) => {
-            let retry_after = response
-                .headers()
-                .get("retry-after")
-                .and_then(|v| v.to_str().ok())
-                .map(|v| format!(" (Retry-After: {v})"))
-                .unwrap_or_default();
-            format!(
-                "{endpoint} refused the upgrade with HTTP {}{retry_after}",
-                response.status()
-            )
-        }
-        other => format!("{endpoint}: {other}"),
+async fn sleep_until_or_never(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Longest `Retry-After` obeyed, so a bad header cannot park a client for hours.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
+
+/// Describes a failed handshake, keeping the gateway's `Retry-After` when it sent one.
+fn refusal(endpoint: &str, error: &tungstenite::Error) -> Refused {
+    let tungstenite::Error::Http(response) = error else {
+        return format!("{endpoint}: {error}").into();
+    };
+    let retry_after = response
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(|secs| Duration::from_secs(secs).min(MAX_RETRY_AFTER));
+    let shown = retry_after
+        .map(|d| format!(" (Retry-After: {}s)", d.as_secs()))
+        .unwrap_or_default();
+    Refused {
+        reason: format!(
+            "{endpoint} refused the upgrade with HTTP {}{shown}",
+            response.status()
+        ),
+        retry_after,
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn refused_upgrades_keep_retry_after() {
+        let response = |retry_after: &str| {
+            let response = tungstenite::http::Response::builder()
+                .status(503)
+                .header("retry-after", retry_after)
+                .body(None)
+                .unwrap();
+            refusal("ws://n1/ws", &tungstenite::Error::Http(Box::new(response)))
+        };
+        let refused = response("3");
+        assert_eq!(refused.retry_after, Some(Duration::from_secs(3)));
+        assert!(refused.reason.contains("503"), "{}", refused.reason);
+        assert_eq!(response("999999").retry_after, Some(MAX_RETRY_AFTER));
+        assert_eq!(response("soon").retry_after, None);
+        let io = tungstenite::Error::Io(std::io::ErrorKind::ConnectionRefused.into());
+        assert_eq!(refusal("ws://n1/ws", &io).retry_after, None);
+    }
 
     #[test]
     fn close_codes_are_read_from_frames() {

@@ -16,6 +16,9 @@ pub enum Event {
     Reconnecting { delay: Duration, attempt: u32 },
     /// A resumed subscription missed messages the gateway could no longer replay.
     RecoveryFailed { channel: String },
+    /// Offsets jumped: `missed` messages of `channel` were never delivered (dropped by the
+    /// gateway for a slow consumer under `drop-oldest`, or beyond what history could replay).
+    Gap { channel: String, missed: u64 },
     /// The gateway dropped a subscription on resume (e.g. `forbidden`); its stream has ended.
     SubscriptionLost {
         channel: String,

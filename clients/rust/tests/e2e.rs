@@ -24,7 +24,6 @@ fn fast_backoff(endpoints: Vec<String>) -> ClientConfig {
 }
 
 #[tokio::test]
-#[ignore = "needs a serving wsfleet-gateway binary (WSFLEET_GATEWAY_BIN or target/*/wsfleet-gateway)"]
 async fn publish_reaches_subscriber_and_acks() {
     let node = Gateway::start("n1", "");
     let subscriber = Client::connect(&node.url(), None)
@@ -36,18 +35,21 @@ async fn publish_reaches_subscriber_and_acks() {
     assert_eq!(subscriber.session().expect("session").node, "n1");
 
     let mut sub = subscriber.subscribe("news").await.expect("subscribe");
+    let mut acked = Vec::new();
     for i in 0..5 {
-        publisher
+        let ack = publisher
             .publish("news", json!({ "i": i }))
             .await
             .expect("publish acked");
+        acked.push(ack.offset.expect("publish ack carries the offset"));
     }
-    let mut last = None;
-    for i in 0..5 {
+    for (i, offset) in acked.into_iter().enumerate() {
         let message = next_message(&mut sub).await;
         assert_eq!(message.data, json!({ "i": i }));
-        assert!(last.is_none_or(|l| message.offset > l), "offsets grow");
-        last = Some(message.offset);
+        assert_eq!(
+            message.offset, offset,
+            "delivered at the offset the publish was acked with"
+        );
     }
     assert!(matches!(
         publisher.publish("bad name", json!(1)).await,
@@ -56,7 +58,6 @@ async fn publish_reaches_subscriber_and_acks() {
 }
 
 #[tokio::test]
-#[ignore = "needs a serving wsfleet-gateway binary (WSFLEET_GATEWAY_BIN or target/*/wsfleet-gateway)"]
 async fn direct_send_reaches_the_client_by_id() {
     let node = Gateway::start("n1", "");
     let alice = Client::connect(&node.url(), None).await.expect("connect");
@@ -72,10 +73,71 @@ async fn direct_send_reaches_the_client_by_id() {
     assert_eq!(direct.from, alice.session().expect("session").client_id);
 }
 
+/// A full node refuses the upgrade (503 + Retry-After): the first connect fails with the
+/// refusal in its error, and a client that keeps trying gets in once a slot frees up.
+#[tokio::test]
+async fn full_node_refusal_is_reported_then_retried() {
+    let node = Gateway::start_with("n1", "", &["--max-connections", "1"]);
+    let holder = Client::connect(&node.url(), None)
+        .await
+        .expect("first client takes the slot");
+
+    let mut quick = fast_backoff(vec![node.url()]);
+    quick.connect_timeout = Duration::from_secs(1);
+    match Client::connect_with(quick).await {
+        Err(Error::Connect(reason)) => assert!(reason.contains("503"), "{reason}"),
+        Err(other) => panic!("expected a refused connect, got {other:?}"),
+        Ok(_) => panic!("a second client got past a cap of one"),
+    }
+
+    let mut patient = fast_backoff(vec![node.url()]);
+    patient.connect_timeout = Duration::from_secs(15);
+    let waiting = tokio::spawn(Client::connect_with(patient));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    holder.close();
+    drop(holder);
+    let second = timeout(WAIT, waiting)
+        .await
+        .expect("connect in time")
+        .expect("task");
+    assert_eq!(
+        second
+            .expect("connects once the slot is free")
+            .session()
+            .expect("session")
+            .node,
+        "n1"
+    );
+}
+
+/// A node that hangs without closing the socket stops pinging: the client gives up on the
+/// connection after two heartbeat intervals and reconnects elsewhere.
+#[tokio::test]
+async fn silent_node_is_detected_by_missing_heartbeats() {
+    let a = Gateway::start_with("a", "", &["--heartbeat-interval-secs", "1"]);
+    let b = Gateway::start("b", "");
+    let client = Client::connect_with(fast_backoff(vec![a.url(), b.url()]))
+        .await
+        .expect("client");
+    let mut events = client.events();
+    a.signal("-STOP");
+    // 2 x 1 s + 5 s of slack; the wait allows 30 s.
+    wait_for_event(
+        &mut events,
+        |e| matches!(e, Event::Disconnected { reason, .. } if reason.contains("heartbeat")),
+    )
+    .await;
+    wait_for_event(
+        &mut events,
+        |e| matches!(e, Event::Connected { node, .. } if node == "b"),
+    )
+    .await;
+    a.signal("-CONT");
+}
+
 /// A node restarted in place (in-process engine: its history is gone): the client reconnects
 /// on its own, reports that recovery failed, and delivery goes on.
 #[tokio::test]
-#[ignore = "needs a serving wsfleet-gateway binary (WSFLEET_GATEWAY_BIN or target/*/wsfleet-gateway)"]
 async fn restarted_node_reports_lost_history_and_delivery_resumes() {
     let mut node = Gateway::start("n1", "");
     let (port, admin_port) = (node.port, node.admin_port);
@@ -112,7 +174,6 @@ async fn restarted_node_reports_lost_history_and_delivery_resumes() {
 /// subscription is resumed (reported as not recovered: separate in-process engines share no
 /// history) and receives that node's messages.
 #[tokio::test]
-#[ignore = "needs a serving wsfleet-gateway binary (WSFLEET_GATEWAY_BIN or target/*/wsfleet-gateway)"]
 async fn lost_node_fails_over_to_the_next_endpoint() {
     let mut a = Gateway::start("a", "");
     let b = Gateway::start("b", "");
@@ -158,7 +219,7 @@ async fn wait_for_event(
 /// Subscribers on node A, A killed while a publisher on node B keeps publishing: every
 /// subscriber moves to B and sees every message exactly once, in order.
 #[tokio::test]
-#[ignore = "needs a serving wsfleet-gateway binary (WSFLEET_GATEWAY_BIN or target/*/wsfleet-gateway)"]
+#[ignore = "needs the Redis engine in the gateway (branch engine)"]
 async fn killed_node_resume_loses_nothing() {
     let redis = Redis::start();
     let mut a = Gateway::start("a", &redis.url());
@@ -201,7 +262,7 @@ async fn killed_node_resume_loses_nothing() {
 /// A drained node's `reconnect` hint moves the client to the other node, and the resumed
 /// subscription continues without a gap.
 #[tokio::test]
-#[ignore = "needs a serving wsfleet-gateway binary (WSFLEET_GATEWAY_BIN or target/*/wsfleet-gateway)"]
+#[ignore = "needs the gateway drain (branch drain)"]
 async fn drain_hint_moves_client_without_loss() {
     let redis = Redis::start();
     let a = Gateway::start("a", &redis.url());
@@ -240,7 +301,7 @@ async fn drain_hint_moves_client_without_loss() {
 /// History lost (Redis restarted without persistence): the resumed subscription is reported
 /// as not recovered, and delivery goes on.
 #[tokio::test]
-#[ignore = "needs a serving wsfleet-gateway binary (WSFLEET_GATEWAY_BIN or target/*/wsfleet-gateway)"]
+#[ignore = "needs the Redis engine in the gateway (branch engine)"]
 async fn lost_history_is_reported() {
     let redis = Redis::start();
     let port = redis.port;

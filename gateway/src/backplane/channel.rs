@@ -14,13 +14,14 @@ use super::keys::Keys;
 
 static PUBLISH: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("publish.lua")));
 static HISTORY: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("history.lua")));
+static START: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("start.lua")));
 
 /// Channel metadata (sequence and epoch) outlives history by at least this much, so that an
 /// idle channel keeps its offsets for a day before they reset (with a new epoch).
 const MIN_METADATA_TTL: Duration = Duration::from_secs(24 * 3600);
 
-/// Where a channel stands: the last published offset and the current epoch ("" when nothing
-/// was ever published or the channel expired).
+/// Where a channel stands: the last published offset and the current epoch (in a history
+/// read, "" when the channel has no epoch: nothing published or subscribed yet, or expired).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Position {
     pub offset: u64,
@@ -49,7 +50,7 @@ pub(crate) async fn publish(
 ) -> Result<Position, BackplaneError> {
     let channel_keys = keys.channel(channel);
     let max_age_ms = config.history_max_age.as_millis() as u64;
-    let metadata_ttl_ms = config.history_max_age.max(MIN_METADATA_TTL).as_millis() as u64;
+    let metadata_ttl_ms = metadata_ttl(config).as_millis() as u64;
     let sharded = if config.mode == RedisMode::Cluster {
         "1"
     } else {
@@ -102,22 +103,28 @@ pub(crate) async fn history(
     })
 }
 
+/// The channel's position; a channel without a sequence gets one at offset 0 with a new
+/// epoch, so the position always names the epoch of the channel's next messages.
 pub(crate) async fn position(
     conn: &mut impl redis::aio::ConnectionLike,
+    config: &BackplaneConfig,
     keys: &Keys,
     channel: &str,
 ) -> Result<Position, BackplaneError> {
     let channel_keys = keys.channel(channel);
-    // Both keys share a hash slot, so this pipeline is a single-node request in cluster mode.
-    let (offset, epoch): (Option<u64>, Option<String>) = redis::pipe()
-        .get(&channel_keys.seq)
-        .get(&channel_keys.epoch)
-        .query_async(conn)
+    let (offset, epoch): (u64, String) = START
+        .key(&channel_keys.seq)
+        .key(&channel_keys.epoch)
+        .key(&channel_keys.hist)
+        .arg(new_epoch())
+        .arg(metadata_ttl(config).as_millis() as u64)
+        .invoke_async(conn)
         .await?;
-    Ok(Position {
-        offset: offset.unwrap_or(0),
-        epoch: epoch.unwrap_or_default(),
-    })
+    Ok(Position { offset, epoch })
+}
+
+fn metadata_ttl(config: &BackplaneConfig) -> Duration {
+    config.history_max_age.max(MIN_METADATA_TTL)
 }
 
 /// The retained messages are everything after `since` when the epoch is unchanged, the first

@@ -249,10 +249,11 @@ impl Backplane {
         .await
     }
 
-    /// The channel's last offset and epoch (what a subscribe ack reports).
+    /// The channel's last offset and epoch (what a subscribe ack reports). A channel with no
+    /// sequence yet gets one at offset 0 with a fresh epoch, which its first message keeps.
     pub async fn position(&self, channel: &str) -> Result<Position, BackplaneError> {
         let mut conn = self.inner.commands.get()?;
-        channel::position(&mut conn, &self.inner.keys, channel).await
+        channel::position(&mut conn, &self.inner.config, &self.inner.keys, channel).await
     }
 
     /// Sends `data` to client `to` on whichever node holds it. Returns false when the client

@@ -4,10 +4,12 @@
 -- ARGV[4] history max age in ms (0 = no age bound), ARGV[5] channel metadata TTL in ms,
 -- ARGV[6] "1" to publish with SPUBLISH (Redis Cluster), "0" for PUBLISH.
 -- Returns {offset, epoch}.
+local fresh = redis.call('EXISTS', KEYS[1]) == 0
 local offset = redis.call('INCR', KEYS[1])
-if offset == 1 then
-  -- A fresh sequence means this channel's past (if any) is gone: start a new epoch and drop
-  -- history entries that would collide with the restarted offsets.
+if fresh then
+  -- A missing sequence means this channel's past (if any) is gone: start a new epoch and drop
+  -- history entries that would collide with the restarted offsets. (A sequence at 0 was
+  -- started by start.lua for a subscriber, whose ack already named its epoch: keep it.)
   redis.call('SET', KEYS[2], ARGV[2])
   redis.call('DEL', KEYS[3])
 else

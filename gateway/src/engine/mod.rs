@@ -1,17 +1,39 @@
-//! The engine seam: how a node publishes, subscribes and reaches client ids across the fleet.
-//! `Engine` is an enum over the available engines (dispatch without boxed futures). Every
-//! engine shares the node's local [`Subscriptions`] index: this module keeps that index and
-//! tells the engine when a channel gains its first or loses its last local subscriber, so a
-//! backplane listens on a channel's topic only while the node has ≥ 1 local subscriber.
+//! The engine seam: how a node publishes, subscribes (and resumes from history) and reaches
+//! client ids across the fleet. `Engine` is an enum over the available engines (dispatch
+//! without boxed futures): the in-process engine for a single node, and the Redis engine over
+//! the [`backplane`](crate::backplane). Every engine delivers into the node's local
+//! [`Subscriptions`] index.
 
 pub mod memory;
+pub mod redis;
 
+use crate::backplane::{self, Backplane, BackplaneConfig, BackplaneStats};
+use crate::config::{Config, RedisMode};
 use crate::outbox::Outbox;
 use crate::protocol::{ErrorCode, Since};
 use crate::subscriptions::{ConnId, Subscriptions};
 use serde_json::value::RawValue;
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
+
+/// How much channel history an engine keeps for resuming subscribers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HistoryBounds {
+    /// At most this many messages per channel (at least 1).
+    pub max_messages: usize,
+    /// Messages older than this are dropped; zero disables the age bound.
+    pub max_age: Duration,
+}
+
+impl HistoryBounds {
+    pub fn from_config(config: &Config) -> Self {
+        HistoryBounds {
+            max_messages: config.history_max_messages,
+            max_age: config.history_max_age,
+        }
+    }
+}
 
 /// A position in a channel's history: the offset of the last message and the history
 /// generation (`epoch`) that offset belongs to. Offsets of different epochs do not compare.
@@ -76,22 +98,43 @@ impl EngineError {
 /// The node's engine.
 pub enum Engine {
     Memory(memory::MemoryEngine),
+    Redis(redis::RedisEngine),
 }
 
 impl Engine {
-    /// The in-process single-node engine.
-    pub fn memory(local: Arc<Subscriptions>) -> Self {
-        Engine::Memory(memory::MemoryEngine::new(local))
+    /// The engine the config asks for: in-process when `redis_url` is empty, otherwise the
+    /// Redis engine. An unreachable Redis is not an error: the engine starts Down and comes up
+    /// when Redis does; only an unusable configuration fails here.
+    pub async fn connect(config: &Config, local: Arc<Subscriptions>) -> anyhow::Result<Engine> {
+        let bounds = HistoryBounds::from_config(config);
+        if config.redis_url.is_empty() {
+            return Ok(Engine::Memory(memory::MemoryEngine::new(local, bounds)));
+        }
+        let mode = match config.redis_mode {
+            RedisMode::Standalone => backplane::RedisMode::Standalone,
+            RedisMode::Cluster => backplane::RedisMode::Cluster,
+        };
+        let mut settings =
+            BackplaneConfig::new(&config.redis_url, mode, &config.key_prefix, &config.node_id);
+        settings.history_max_len = bounds.max_messages as u64;
+        settings.history_max_age = bounds.max_age;
+        let (backplane, deliveries) = Backplane::connect(settings)
+            .map_err(|error| anyhow::anyhow!("starting the Redis backplane: {error}"))?;
+        Ok(Engine::Redis(redis::RedisEngine::new(
+            local, backplane, deliveries,
+        )))
     }
 
     /// The local delivery index this engine delivers into.
     pub fn local(&self) -> &Subscriptions {
         match self {
             Engine::Memory(engine) => engine.local(),
+            Engine::Redis(engine) => engine.local(),
         }
     }
 
-    /// Subscribes a local connection to a channel.
+    /// Subscribes a local connection to a channel. With `since`, the messages after it are
+    /// queued first when history still has them, then live ones, without gap or duplicate.
     pub async fn subscribe(
         &self,
         conn: ConnId,
@@ -99,31 +142,28 @@ impl Engine {
         channel: &str,
         since: Option<&Since>,
     ) -> Result<Subscribed, EngineError> {
-        let first_here = self.local().subscribe(channel, conn, outbox);
-        let result = match self {
-            Engine::Memory(engine) => Ok(engine.subscribed(channel, since)),
-        };
-        if result.is_err() && first_here {
-            self.local().unsubscribe(channel, conn);
+        match self {
+            Engine::Memory(engine) => Ok(engine.subscribe(conn, outbox, channel, since)),
+            Engine::Redis(engine) => engine.subscribe(conn, outbox, channel, since).await,
         }
-        result
     }
 
     /// Unsubscribes a local connection; unknown subscriptions are a no-op.
     pub async fn unsubscribe(&self, conn: ConnId, channel: &str) -> Result<(), EngineError> {
-        let last_here = self.local().unsubscribe(channel, conn);
         match self {
-            Engine::Memory(_) => {
-                let _ = last_here;
-                Ok(())
+            Engine::Memory(engine) => {
+                engine.local().unsubscribe(channel, conn);
             }
+            Engine::Redis(engine) => engine.unsubscribe(conn, channel).await,
         }
+        Ok(())
     }
 
     /// Publishes to every subscriber of a channel in the fleet; returns the assigned offset.
     pub async fn publish(&self, channel: &str, data: &RawValue) -> Result<Position, EngineError> {
         match self {
             Engine::Memory(engine) => Ok(engine.publish(channel, data)),
+            Engine::Redis(engine) => engine.publish(channel, data).await,
         }
     }
 
@@ -131,26 +171,27 @@ impl Engine {
     pub async fn send(&self, from: &str, to: &str, data: &RawValue) -> Result<(), EngineError> {
         match self {
             Engine::Memory(engine) => engine.send(from, to, data),
+            Engine::Redis(engine) => engine.send(from, to, data).await,
         }
     }
 
-    /// Records a local connection of a client in the registry.
+    /// Records a local connection of a client; its first one here writes the registry entry.
     pub async fn register(&self, client_id: &str, conn: ConnId, outbox: &Arc<Outbox>) {
         let first_here = self.local().add_client(client_id, conn, outbox);
-        match self {
-            Engine::Memory(_) => {
-                let _ = first_here;
-            }
+        if let Engine::Redis(engine) = self
+            && first_here
+        {
+            engine.register(client_id).await;
         }
     }
 
     /// Forgets a local connection of a client; with its last one, the registry entry.
     pub async fn unregister(&self, client_id: &str, conn: ConnId) {
         let last_here = self.local().remove_client(client_id, conn);
-        match self {
-            Engine::Memory(_) => {
-                let _ = last_here;
-            }
+        if let Engine::Redis(engine) = self
+            && last_here
+        {
+            engine.unregister(client_id).await;
         }
     }
 
@@ -158,6 +199,26 @@ impl Engine {
     pub fn backplane(&self) -> BackplaneState {
         match self {
             Engine::Memory(_) => BackplaneState::Memory,
+            Engine::Redis(engine) => match engine.state() {
+                backplane::BackplaneState::Up => BackplaneState::Up,
+                backplane::BackplaneState::Down => BackplaneState::Down,
+            },
+        }
+    }
+
+    /// The backplane's health counters (none for the in-process engine).
+    pub fn backplane_stats(&self) -> Option<BackplaneStats> {
+        match self {
+            Engine::Memory(_) => None,
+            Engine::Redis(engine) => Some(engine.backplane().stats()),
+        }
+    }
+
+    /// Publishes this node's presence (connections, cap, lifecycle state) to the fleet; a
+    /// no-op for the in-process engine.
+    pub async fn report_presence(&self, connections: usize, cap: usize, state: &str) {
+        if let Engine::Redis(engine) = self {
+            engine.report_presence(connections, cap, state).await;
         }
     }
 }

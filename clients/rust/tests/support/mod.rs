@@ -21,6 +21,10 @@ fn wait_for_port(port: u16, limit: Duration, what: &str, child: &mut Child) {
     let deadline = Instant::now() + limit;
     while Instant::now() < deadline {
         if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            // Someone else may have taken the port between free_port() and our bind.
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("{what} exited with {status}; port {port} is held by another process");
+            }
             return;
         }
         if let Ok(Some(status)) = child.try_wait() {
@@ -114,13 +118,23 @@ impl Gateway {
         Gateway::start_on(node, redis_url, free_port(), free_port())
     }
 
+    /// Starts with extra command-line settings, e.g. `["--max-connections", "1"]`.
+    pub fn start_with(node: &str, redis_url: &str, extra: &[&str]) -> Gateway {
+        Gateway::spawn(node, redis_url, free_port(), free_port(), extra)
+    }
+
     /// Starts on given ports, e.g. to restart a node where it was.
     pub fn start_on(node: &str, redis_url: &str, port: u16, admin_port: u16) -> Gateway {
+        Gateway::spawn(node, redis_url, port, admin_port, &[])
+    }
+
+    fn spawn(node: &str, redis_url: &str, port: u16, admin_port: u16, extra: &[&str]) -> Gateway {
         let mut child = Command::new(gateway_bin())
             .args(["--node-id", node, "--anonymous"])
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .args(["--admin-listen", &format!("127.0.0.1:{admin_port}")])
             .args(["--redis-url", redis_url])
+            .args(extra)
             .env("WSFLEET_ADMIN_TOKEN", ADMIN_TOKEN)
             .stdout(Stdio::null())
             .stderr(gateway_logs())
@@ -157,6 +171,16 @@ impl Gateway {
         );
     }
 
+    /// Freezes (`SIGSTOP`) or thaws (`SIGCONT`) the process: a node that stops answering
+    /// without closing anything, like a hung host.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill {signal} failed");
+    }
+
     /// Kills the process at once, like a node lost without a drain.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
@@ -166,6 +190,10 @@ impl Gateway {
 
 impl Drop for Gateway {
     fn drop(&mut self) {
+        // A stopped process still dies of SIGKILL; SIGCONT first keeps its exit clean.
+        let _ = Command::new("kill")
+            .args(["-CONT", &self.child.id().to_string()])
+            .status();
         self.kill();
     }
 }

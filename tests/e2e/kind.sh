@@ -2,7 +2,7 @@
 # End-to-end test of the operator on a real Kubernetes cluster (kind). Opt-in: it needs docker,
 # kind and kubectl, and network access to pull base images. Run from anywhere:
 #
-#   operator/e2e/kind.sh
+#   tests/e2e/kind.sh
 #
 # KEEP_CLUSTER=1 leaves the cluster running afterwards; CLUSTER=name picks its name.
 set -euo pipefail
@@ -11,7 +11,7 @@ CLUSTER=${CLUSTER:-wsfleet-e2e}
 NS=wsfleet-e2e
 TIMEOUT=${TIMEOUT:-180s}
 
-for tool in docker kind kubectl; do
+for tool in docker kind kubectl helm; do
   command -v "$tool" >/dev/null || { echo "e2e needs $tool on PATH" >&2; exit 2; }
 done
 
@@ -35,20 +35,20 @@ step "cluster"
 kind get clusters | grep -qx "$CLUSTER" || kind create cluster --name "$CLUSTER" --wait 120s
 
 step "images"
-docker build -f operator/e2e/Dockerfile --target operator -t wsfleet/operator:e2e .
-docker build -f operator/e2e/Dockerfile --target gateway -t wsfleet/gateway:e2e .
+docker build -f operator/Dockerfile -t wsfleet/operator:e2e .
+docker build -f gateway/Dockerfile -t wsfleet/gateway:e2e .
 kind load docker-image --name "$CLUSTER" wsfleet/operator:e2e wsfleet/gateway:e2e
 
-step "CRD and operator (2 replicas, leader election)"
-kubectl apply -f crds/websocketfleet.yaml
+step "CRD and operator from the Helm chart (2 replicas, leader election)"
+helm upgrade --install wsfleet charts/wsfleet --namespace wsfleet-system --create-namespace \
+  --set image.repository=wsfleet/operator --set image.tag=e2e --set image.pullPolicy=Never \
+  --set logFormat=text --wait --timeout "$TIMEOUT"
 kubectl wait --for=condition=Established crd/websocketfleets.wsfleet.io --timeout=60s
-kubectl apply -f operator/e2e/operator.yaml
-kubectl -n wsfleet-system rollout status deploy/wsfleet-operator --timeout="$TIMEOUT"
 
 step "fleet comes up"
-kubectl apply -f operator/e2e/redis.yaml
+kubectl apply -f tests/e2e/redis.yaml
 kubectl -n "$NS" wait --for=condition=Ready pod/redis --timeout="$TIMEOUT"
-kubectl apply -f operator/e2e/fleet.yaml
+kubectl apply -f tests/e2e/fleet.yaml
 kubectl -n "$NS" wait --for=condition=Ready wsf/e2e --timeout="$TIMEOUT"
 wait_for wsf/e2e '{.status.readyReplicas}' 2
 for object in svc/e2e svc/e2e-nodes pdb/e2e secret/e2e-admin-token; do
@@ -85,7 +85,7 @@ wait_for wsf/e2e '{.status.readyReplicas}' 3
 step "a spec the operator cannot act on is reported, not crashed on"
 kubectl -n "$NS" patch wsf/e2e --type merge -p '{"spec":{"drain":{"maxUnavailable":"lots"}}}'
 wait_for wsf/e2e '{.status.conditions[?(@.type=="Degraded")].reason}' InvalidSpec
-kubectl -n wsfleet-system rollout status deploy/wsfleet-operator --timeout=30s
+kubectl -n wsfleet-system rollout status deploy/wsfleet --timeout=30s
 kubectl -n "$NS" patch wsf/e2e --type merge -p '{"spec":{"drain":{"maxUnavailable":1}}}'
 wait_for wsf/e2e '{.status.conditions[?(@.type=="Degraded")].status}' False
 
