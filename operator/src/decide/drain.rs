@@ -8,6 +8,10 @@ use crate::crd::DrainSettings;
 use crate::gateway_client::NodeState;
 use crate::observe::{NodeView, ObservedPod};
 
+/// Longest window and deadline the gateway accepts (`POST /drain` answers 400 beyond them).
+const MAX_WINDOW_SECONDS: i64 = 3600;
+const MAX_DEADLINE_SECONDS: i64 = 86_400;
+
 /// Reconnect window and deadline handed to one node, in seconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DrainTiming {
@@ -17,8 +21,8 @@ pub struct DrainTiming {
 
 /// The window is long enough for the nodes that stay to absorb the node's clients within their
 /// handshake budget — `connections ÷ (handshakes/s × ready nodes left ÷ nodes draining now)` —
-/// and never shorter than the configured window. The deadline keeps the configured slack
-/// between window and timeout.
+/// and never shorter than the configured window (nor longer than the gateway accepts). The
+/// deadline keeps the configured slack between window and timeout.
 pub fn timing(
     settings: &DrainSettings,
     handshakes_per_second: i32,
@@ -34,11 +38,11 @@ pub fn timing(
     } else {
         configured
     };
-    let window = configured.max(needed);
+    let window = configured.max(needed).min(MAX_WINDOW_SECONDS);
     let slack = (i64::from(settings.timeout_seconds) - configured).max(0);
     DrainTiming {
         window_seconds: window,
-        deadline_seconds: window + slack,
+        deadline_seconds: (window + slack).min(MAX_DEADLINE_SECONDS),
     }
 }
 
@@ -51,8 +55,8 @@ pub enum Next {
     DeleteDrained,
     /// Its drain deadline passed: delete the pod; the gateway would exit by now anyway.
     DeleteAtDeadline,
-    /// The operator asked for a drain but the node serves (the request was lost, or the
-    /// process restarted): ask again.
+    /// The operator asked for a drain but the node serves with clients (the request was
+    /// lost): ask again.
     AskAgain,
 }
 
@@ -63,6 +67,9 @@ pub fn next(pod: &ObservedPod, now: Timestamp) -> Next {
         NodeView::Reported(report) => match report.state {
             NodeState::Drained => Next::DeleteDrained,
             NodeState::Draining if report.connections <= 0 => Next::DeleteDrained,
+            // A gateway exits once drained and the kubelet restarts the container: an empty
+            // serving node the operator drained is done, not to be drained again.
+            NodeState::Serving if report.connections <= 0 => Next::DeleteDrained,
             _ if deadline.is_some_and(|d| now >= d) => Next::DeleteAtDeadline,
             NodeState::Draining => Next::Wait,
             NodeState::Serving => Next::AskAgain,
@@ -157,6 +164,16 @@ mod tests {
                 (60, 120),
             ),
             ("empty node", 5, 5, 1, 0, 1, 1, (5, 5)),
+            (
+                "capped at what the gateway accepts",
+                60,
+                120,
+                1,
+                10_000_000,
+                1,
+                1,
+                (3600, 3660),
+            ),
         ];
         for (name, window, timeout, hps, conns, left, at_once, want) in cases {
             let got = timing(&settings(window, timeout), hps, conns, left, at_once);
