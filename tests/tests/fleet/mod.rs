@@ -444,6 +444,11 @@ impl Load {
         }
     }
 
+    /// How many subscribers.
+    pub fn len(&self) -> usize {
+        self.subscribers.len()
+    }
+
     /// Stops publishing and checks that every subscriber got every acknowledged message once
     /// and in order, and ended on one of `nodes`. Returns how many messages were published.
     pub async fn finish(mut self, nodes: &[String]) -> usize {
