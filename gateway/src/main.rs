@@ -23,6 +23,9 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let config = Config::load()?;
+    // Before anything can report the node as up: a SIGTERM from then on must start a drain,
+    // not kill the process with the default action.
+    let signals = ShutdownSignals::install()?;
     raise_open_file_limit(config.max_connections);
     let engine = Engine::connect(&config, Arc::new(Subscriptions::new())).await?;
     let auth = Authenticator::from_config(&config).context("setting up client authentication")?;
@@ -52,15 +55,15 @@ async fn main() -> anyhow::Result<()> {
     tokio::spawn(report_presence(Arc::clone(&node)));
     tokio::select! {
         () = node.lifecycle.drained() => tracing::info!("drained; exiting"),
-        () = drain_on_signals(&node) => tracing::warn!("second signal; exiting without waiting for the drain"),
+        () = drain_on_signals(&node, signals) => tracing::warn!("second signal; exiting without waiting for the drain"),
     }
     Ok(())
 }
 
 /// Starts a drain with the configured window and timeout on the first SIGTERM or SIGINT (a
 /// drain already under way continues unchanged); returns on the second.
-async fn drain_on_signals(node: &Arc<Node>) {
-    shutdown_signal().await;
+async fn drain_on_signals(node: &Arc<Node>, mut signals: ShutdownSignals) {
+    signals.recv().await;
     let request = DrainRequest {
         window: node.config.drain_window,
         deadline: node.config.drain_timeout,
@@ -68,7 +71,7 @@ async fn drain_on_signals(node: &Arc<Node>) {
     };
     tracing::info!("shutdown signal; draining");
     node.drain(&request);
-    shutdown_signal().await;
+    signals.recv().await;
 }
 
 /// Keeps the node's presence in the backplane current (connections, cap, lifecycle state).
@@ -101,22 +104,36 @@ fn raise_open_file_limit(max_connections: usize) {
     }
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// SIGTERM (Kubernetes) and SIGINT (Ctrl-C), listened to from the moment they are installed.
+struct ShutdownSignals {
     #[cfg(unix)]
-    {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = ctrl_c => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = ctrl_c.await;
-            }
+    term: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    int: tokio::signal::unix::Signal,
+}
+
+impl ShutdownSignals {
+    fn install() -> anyhow::Result<Self> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Ok(ShutdownSignals {
+                term: signal(SignalKind::terminate()).context("listening for SIGTERM")?,
+                int: signal(SignalKind::interrupt()).context("listening for SIGINT")?,
+            })
         }
+        #[cfg(not(unix))]
+        Ok(ShutdownSignals {})
     }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
+
+    /// Resolves on the next SIGTERM or SIGINT.
+    async fn recv(&mut self) {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }

@@ -38,6 +38,16 @@ async fn direct_messages_reach_a_client_on_another_node() {
     let b = node("b", &redis.url(), "standalone", &[]);
     wait_ready(&[&a, &b]);
     support::direct_across_nodes(&a, &b).await;
+    // Each node publishes its presence (connections, cap, state) for the fleet.
+    let presence = || {
+        redis
+            .cli(&["HGET", "wsfleet:presence:b", "state"])
+            .unwrap_or_default()
+    };
+    assert!(
+        wait_until(WAIT, || presence().trim() == "serving"),
+        "presence of b"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -117,4 +127,13 @@ async fn redis_outage_keeps_clients_and_deliveries_resume() {
         on_b.silent_for(Duration::from_millis(500)).await,
         "no duplicates"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_resumes_during_publishing_are_exactly_once_in_order() {
+    let redis = redis();
+    let a = node("a", &redis.url(), "standalone", &[]);
+    let b = node("b", &redis.url(), "standalone", &[]);
+    wait_ready(&[&a, &b]);
+    support::concurrent_resumes(&a, &b, "busy").await;
 }

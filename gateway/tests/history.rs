@@ -37,3 +37,9 @@ async fn resume_beyond_the_history_bound_is_not_recovered() {
     let ack = other.subscribe("short", Some((5, &epoch))).await;
     assert_eq!(ack["recovered"], false, "{ack}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_resumes_during_publishing_are_exactly_once_in_order() {
+    let solo = node("solo", "", "standalone", &[]);
+    support::concurrent_resumes(&solo, &solo, "busy").await;
+}

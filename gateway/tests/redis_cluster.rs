@@ -26,4 +26,5 @@ async fn cluster_fleet_delivers_sends_and_resumes() {
     }
     support::direct_across_nodes(&nodes[1], &nodes[2]).await;
     support::resume_after_missed_messages(&nodes[0], &nodes[1], &nodes[2], "resume:cluster").await;
+    support::concurrent_resumes(&nodes[2], &nodes[0], "busy:cluster").await;
 }

@@ -219,7 +219,6 @@ async fn wait_for_event(
 /// Subscribers on node A, A killed while a publisher on node B keeps publishing: every
 /// subscriber moves to B and sees every message exactly once, in order.
 #[tokio::test]
-#[ignore = "needs the Redis engine in the gateway (branch engine)"]
 async fn killed_node_resume_loses_nothing() {
     let redis = Redis::start();
     let mut a = Gateway::start("a", &redis.url());
@@ -262,7 +261,6 @@ async fn killed_node_resume_loses_nothing() {
 /// A drained node's `reconnect` hint moves the client to the other node, and the resumed
 /// subscription continues without a gap.
 #[tokio::test]
-#[ignore = "needs the gateway drain (branch drain)"]
 async fn drain_hint_moves_client_without_loss() {
     let redis = Redis::start();
     let a = Gateway::start("a", &redis.url());
@@ -301,7 +299,6 @@ async fn drain_hint_moves_client_without_loss() {
 /// History lost (Redis restarted without persistence): the resumed subscription is reported
 /// as not recovered, and delivery goes on.
 #[tokio::test]
-#[ignore = "needs the Redis engine in the gateway (branch engine)"]
 async fn lost_history_is_reported() {
     let redis = Redis::start();
     let port = redis.port;

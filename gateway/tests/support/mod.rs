@@ -247,6 +247,18 @@ pub async fn direct_across_nodes(from: &Gateway, to: &Gateway) {
         receiver.next().await,
         json!({"op": "direct", "from": "server", "data": 2})
     );
+    // Once the receiver is gone its registry entry is too.
+    let gone = json!({"op": "send", "to": receiver.id, "data": 3});
+    drop(receiver);
+    let mut code = Value::Null;
+    for _ in 0..100 {
+        code = sender.request(gone.clone(), "g", &mut Vec::new()).await["code"].clone();
+        if code == "not_found" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(code, "not_found");
     let missing = json!({"op": "send", "to": "nobody-here", "data": 1});
     let error = sender.request(missing, "m", &mut Vec::new()).await;
     assert_eq!(
@@ -298,4 +310,39 @@ pub async fn resume_after_missed_messages(
     assert_eq!(ack["recovered"], false, "{ack}");
     admin_publish(publish_on, channel, json!({"seq": 29}));
     assert_eq!(late.messages(channel, 1).await, expected(29, 29, 1));
+}
+
+/// Ten clients resume on `resume_on` from different offsets while a publisher on `publish_on`
+/// keeps publishing: each gets every message after its `since` exactly once, in order.
+pub async fn concurrent_resumes(publish_on: &Gateway, resume_on: &Gateway, channel: &str) {
+    let mut epoch = String::new();
+    for seq in 1..=10 {
+        epoch = admin_publish(publish_on, channel, json!({"seq": seq}))["epoch"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+    }
+    let live = publish_in_background(publish_on.admin_addr, channel, 11..61);
+    // Ten clients resume from different offsets while messages keep coming.
+    let resumes = (0..10u64).map(|since| {
+        let epoch = epoch.as_str();
+        async move {
+            let mut client = Client::connect(resume_on).await;
+            let ack = client.subscribe(channel, Some((since, epoch))).await;
+            assert_eq!(ack["recovered"], true, "{ack}");
+            let count = 60 - since as usize;
+            let got = client.messages(channel, count).await;
+            assert_eq!(
+                got,
+                expected(since + 1, since + 1, count as u64),
+                "since {since}"
+            );
+            assert!(
+                client.silent_for(Duration::from_millis(300)).await,
+                "no duplicates after since {since}"
+            );
+        }
+    });
+    futures::future::join_all(resumes).await;
+    assert_eq!(live.await.expect("publisher thread").len(), 50);
 }
