@@ -1,7 +1,8 @@
-//! Carries out a [`Plan`] against the Kubernetes API: server-side apply of the owned objects
-//! (field manager `wsfleet-operator`, forced), pod creates and deletes, the status via apply on
-//! the status subresource, and events. Already-done steps (a 404 on delete, a 409 on create)
-//! count as done, so a repeated reconcile is harmless.
+//! Carries out a [`Plan`] against the Kubernetes API and the nodes: server-side apply of the
+//! owned objects (field manager `wsfleet-operator`, forced), pod deletes, drains (`POST /drain`
+//! then the pod's drain label and deadline), pod creates, the status via apply on the status
+//! subresource, and events. Already-done steps (a 404 on delete, a 409 on create, a repeated
+//! drain) count as done, so a repeated reconcile is harmless.
 
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -13,11 +14,12 @@ use serde::de::DeserializeOwned;
 use tracing::{info, warn};
 
 use crate::crd::WebSocketFleet;
-use crate::decide::Plan;
+use crate::decide::{DrainOrder, Note, Plan};
+use crate::gateway_client::GatewayClient;
 use crate::resources::pod::{GatewayTemplate, pod};
 use crate::resources::secret::{admin_token_secret, has_token, new_token};
 use crate::resources::{
-    FIELD_MANAGER, admin_secret_name,
+    DRAIN_DEADLINE_ANNOTATION, DRAINING_LABEL, FIELD_MANAGER, admin_secret_name,
     config::config_map,
     pdb::pod_disruption_budget,
     service::{client_service, headless_service},
@@ -43,23 +45,80 @@ fn apply_params() -> PatchParams {
     PatchParams::apply(FIELD_MANAGER).force()
 }
 
-/// Applies `plan` for `fleet`.
+/// Applies `plan` for `fleet`; `gateway` carries the fleet's admin token.
 pub async fn execute(
     client: &kube::Client,
     recorder: &Recorder,
+    gateway: &GatewayClient,
     fleet: &WebSocketFleet,
     plan: &Plan,
 ) -> Result<()> {
     let namespace = fleet.namespace().unwrap_or_else(|| "default".into());
+    let mut failed_drains = Vec::new();
     if let Some(template) = &plan.template {
         apply_owned_objects(client, &namespace, fleet).await?;
         remove_pods(client, &namespace, plan).await?;
+        failed_drains = drain_nodes(client, gateway, &namespace, &plan.drain).await?;
         create_pods(client, &namespace, fleet, template, &plan.create).await?;
         delete_stale_config_maps(client, &namespace, plan).await?;
     }
     write_status(client, &namespace, fleet, plan).await?;
-    record_events(recorder, fleet, plan).await;
+    record_events(recorder, fleet, &plan.events).await;
+    record_events(recorder, fleet, &failed_drains).await;
     Ok(())
+}
+
+/// Reads the admin token of `fleet`, if its Secret exists yet.
+pub async fn admin_token(client: &kube::Client, fleet: &WebSocketFleet) -> Result<Option<String>> {
+    let namespace = fleet.namespace().unwrap_or_else(|| "default".into());
+    let api: Api<Secret> = Api::namespaced(client.clone(), &namespace);
+    let name = admin_secret_name(fleet);
+    let secret = api
+        .get_opt(&name)
+        .await
+        .map_err(failed(format!("get Secret {name}")))?;
+    Ok(secret.as_ref().and_then(crate::resources::secret::token))
+}
+
+/// Tells each node to drain, then marks its pod (label + deadline) so the scale selector
+/// leaves it out and a restarted operator knows the drain is its own. A node that refuses is
+/// left unmarked and reported; the next round chooses again. A failed pod patch fails the
+/// reconcile, which retries: the drain call itself is idempotent.
+async fn drain_nodes(
+    client: &kube::Client,
+    gateway: &GatewayClient,
+    ns: &str,
+    orders: &[DrainOrder],
+) -> Result<Vec<Note>> {
+    let api: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let mut failures = Vec::new();
+    for order in orders {
+        info!(pod = %order.pod, window = order.request.window_seconds, reason = %order.request.reason, "draining gateway node");
+        if let Err(e) = gateway.drain(order.address, &order.request).await {
+            warn!(pod = %order.pod, error = %e, "drain request failed");
+            failures.push(Note {
+                warning: true,
+                reason: "DrainFailed",
+                message: format!("Could not start the drain of {}: {e}", order.pod),
+            });
+            continue;
+        }
+        let patch = serde_json::json!({
+            "metadata": {
+                "labels": { DRAINING_LABEL: "true" },
+                "annotations": { DRAIN_DEADLINE_ANNOTATION: order.deadline.to_string() },
+            }
+        });
+        match api
+            .patch(&order.pod, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            Ok(_) => {}
+            Err(e) if status_code(&e) == Some(404) => {}
+            Err(e) => return Err(failed(format!("mark Pod {} draining", order.pod))(e)),
+        }
+    }
+    Ok(failures)
 }
 
 async fn apply_owned_objects(
@@ -186,9 +245,9 @@ async fn write_status(
 }
 
 /// Events are best effort: a fleet is not failed because an event could not be written.
-async fn record_events(recorder: &Recorder, fleet: &WebSocketFleet, plan: &Plan) {
+async fn record_events(recorder: &Recorder, fleet: &WebSocketFleet, notes: &[Note]) {
     let reference = fleet.object_ref(&());
-    for note in &plan.events {
+    for note in notes {
         let event = Event {
             type_: if note.warning {
                 EventType::Warning

@@ -1,4 +1,4 @@
-//! The fleet's metav1-style conditions: `Ready`, `Progressing`, `Degraded`. Setting a condition
+//! The fleet's metav1-style conditions: `Ready`, `Progressing`, `Degraded`, `AtCapacity`. Setting a condition
 //! keeps its `lastTransitionTime` unless its status actually changes.
 
 use jiff::Timestamp;
@@ -7,6 +7,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 pub const READY: &str = "Ready";
 pub const PROGRESSING: &str = "Progressing";
 pub const DEGRADED: &str = "Degraded";
+/// The fleet is at `maxReplicas` and its nodes are near their connection caps.
+pub const AT_CAPACITY: &str = "AtCapacity";
 
 /// A condition to set: type, status, reason, message.
 #[derive(Debug, Clone, PartialEq, Eq)]

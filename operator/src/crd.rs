@@ -389,6 +389,12 @@ pub struct DrainSettings {
     #[serde(default = "default_one")]
     #[schemars(schema_with = "int_or_string")]
     pub max_surge: IntOrString,
+
+    /// Seconds a new-revision node may take to become Ready during a rollout; past it the
+    /// rollout stops (no more old nodes are drained) and the fleet is `Degraded`.
+    #[serde(default = "default_rollout_ready_timeout")]
+    #[schemars(range(min = 1, max = 86400))]
+    pub rollout_ready_timeout_seconds: i32,
 }
 
 impl Default for DrainSettings {
@@ -398,8 +404,13 @@ impl Default for DrainSettings {
             timeout_seconds: default_drain_timeout(),
             max_unavailable: default_one(),
             max_surge: default_one(),
+            rollout_ready_timeout_seconds: default_rollout_ready_timeout(),
         }
     }
+}
+
+fn default_rollout_ready_timeout() -> i32 {
+    600
 }
 
 /// An int-or-string that is not nullable, so an explicit `null` (or an empty YAML value) is
@@ -604,6 +615,20 @@ pub struct WebSocketFleetStatus {
     /// When the fleet size last changed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_scale_time: Option<Time>,
+    /// The autoscaler's recent recommendations, kept so scale-down stabilization survives an
+    /// operator restart.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recommendations: Vec<Recommendation>,
+}
+
+/// A size the autoscaler recommended, and the last time it did.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Recommendation {
+    /// Recommended nodes.
+    pub replicas: i32,
+    /// Last time this size was recommended.
+    pub time: Time,
 }
 
 /// One gateway node (pod) as the operator sees it.
@@ -620,6 +645,9 @@ pub struct NodeStatus {
     /// Revision the pod was created from.
     #[serde(default)]
     pub revision: String,
+    /// Why the node's admin API did not answer, when it did not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unreachable: Option<String>,
 }
 
 /// Lifecycle phase of a gateway node.

@@ -9,6 +9,7 @@ pub mod controller;
 pub mod crd;
 pub mod crdgen;
 pub mod decide;
+pub mod gateway_client;
 pub mod http;
 pub mod leadership;
 pub mod lease;

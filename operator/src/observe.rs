@@ -1,13 +1,51 @@
-//! What the operator sees of a fleet: its gateway pods, reduced to the facts decisions need.
-//! Listing is by the fleet's selector labels; the conversion from a `Pod` is pure and tested.
+//! What the operator sees of a fleet: its gateway pods, reduced to the facts decisions need,
+//! and each node's own report from its admin `/status`. Listing is by the fleet's selector
+//! labels; the conversion from a `Pod` is pure and tested. Nodes are asked concurrently (a
+//! bounded number at once); one that does not answer is marked unreachable, never guessed.
 
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use futures::StreamExt;
+use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use kube::api::{Api, ListParams};
 use kube::{Resource, ResourceExt};
 
 use crate::crd::WebSocketFleet;
+use crate::gateway_client::{GatewayClient, NodeReport, NodeState};
 use crate::resources::pod::CONFIG_VOLUME;
-use crate::resources::{REVISION_LABEL, config_map_prefix, selector_string};
+use crate::resources::{
+    ADMIN_PORT, DRAIN_DEADLINE_ANNOTATION, DRAINING_LABEL, REVISION_LABEL, config_map_prefix,
+    selector_string,
+};
+
+/// Nodes asked for their `/status` at once: enough that a large fleet is read within a few
+/// timeouts, few enough not to open hundreds of sockets per reconcile.
+pub const STATUS_CONCURRENCY: usize = 32;
+
+/// Where a pod's admin API is. The default is the pod IP and port 9090; tests map pods to
+/// loopback addresses of real gateway processes.
+pub type AdminAddress = Arc<dyn Fn(&Pod) -> Option<SocketAddr> + Send + Sync>;
+
+/// The admin address of a pod in a cluster: `<pod IP>:9090`.
+pub fn pod_admin_address() -> AdminAddress {
+    Arc::new(|pod: &Pod| {
+        let ip: IpAddr = pod.status.as_ref()?.pod_ip.as_deref()?.parse().ok()?;
+        Some(SocketAddr::new(ip, u16::try_from(ADMIN_PORT).ok()?))
+    })
+}
+
+/// What a node said about itself.
+#[derive(Debug, Clone, PartialEq)]
+pub enum NodeView {
+    /// Not asked: the pod has no address yet or its process has exited.
+    NotAsked,
+    /// Asked, and no usable answer came back (why).
+    Unreachable(String),
+    /// Its `/status`.
+    Reported(NodeReport),
+}
 
 /// Kubernetes' view of a pod's lifecycle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,6 +76,45 @@ pub struct ObservedPod {
     /// Why a container cannot run, when the kubelet says it is stuck (bad image, missing
     /// Secret, crash loop): `"<reason>: <message>"`.
     pub problem: Option<String>,
+    /// When the pod was created.
+    pub created: Option<Timestamp>,
+    /// Where its admin API answers.
+    pub admin: Option<SocketAddr>,
+    /// Its own report, if it gave one.
+    pub node: NodeView,
+    /// The operator asked it to drain (the `wsfleet.io/draining` label), with the deadline it
+    /// gave, so a restarted operator knows which drains it started.
+    pub drain_requested: Option<DrainRequested>,
+}
+
+/// The operator's record, on the pod, of a drain it started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DrainRequested {
+    /// When the node was told to be gone; `None` if the annotation is missing or unreadable.
+    pub deadline: Option<Timestamp>,
+}
+
+impl ObservedPod {
+    /// The node's state as it reported it.
+    pub fn state(&self) -> Option<NodeState> {
+        match &self.node {
+            NodeView::Reported(report) => Some(report.state),
+            _ => None,
+        }
+    }
+
+    /// The node is on its way out by the operator's doing or its own: asked to drain, or it
+    /// reports draining/drained. A terminating pod is counted separately.
+    pub fn is_draining(&self) -> bool {
+        self.drain_requested.is_some()
+            || matches!(self.state(), Some(NodeState::Draining | NodeState::Drained))
+    }
+
+    /// A running pod whose admin API did not answer: it may hold clients, so it is never
+    /// deleted blindly.
+    pub fn unreachable(&self) -> bool {
+        self.phase == PodPhase::Running && !matches!(self.node, NodeView::Reported(_))
+    }
 }
 
 impl ObservedPod {
@@ -67,8 +144,33 @@ impl ObservedPod {
             connections: None,
             config_map: config_map_of(pod),
             problem: stuck_container(pod),
+            created: pod.metadata.creation_timestamp.as_ref().map(|t| t.0),
+            admin: None,
+            node: NodeView::NotAsked,
+            drain_requested: drain_requested(pod),
         }
     }
+
+    /// Records the node's answer (or its failure to answer).
+    pub fn with_report(mut self, answer: Result<NodeReport, String>) -> ObservedPod {
+        match answer {
+            Ok(report) => {
+                self.connections = Some(report.connections.max(0));
+                self.node = NodeView::Reported(report);
+            }
+            Err(why) => self.node = NodeView::Unreachable(why),
+        }
+        self
+    }
+}
+
+fn drain_requested(pod: &Pod) -> Option<DrainRequested> {
+    pod.labels().get(DRAINING_LABEL)?;
+    let deadline = pod
+        .annotations()
+        .get(DRAIN_DEADLINE_ANNOTATION)
+        .and_then(|t| t.parse::<Timestamp>().ok());
+    Some(DrainRequested { deadline })
 }
 
 /// Waiting reasons that will not clear by themselves.
@@ -126,19 +228,44 @@ pub fn controlled_by(object: &impl Resource, fleet: &WebSocketFleet) -> bool {
     })
 }
 
-/// The fleet's gateway pods, sorted by name.
-pub async fn pods(api: &Api<Pod>, fleet: &WebSocketFleet) -> Result<Vec<ObservedPod>, kube::Error> {
+/// The fleet's gateway pods, sorted by name, each with its node's `/status` when it has an
+/// admin address and its process has not exited.
+pub async fn pods(
+    api: &Api<Pod>,
+    fleet: &WebSocketFleet,
+    gateway: &GatewayClient,
+    address: &AdminAddress,
+) -> Result<Vec<ObservedPod>, kube::Error> {
     let list = api
         .list(&ListParams::default().labels(&selector_string(fleet)))
         .await?;
-    let mut pods: Vec<ObservedPod> = list
+    let seen: Vec<ObservedPod> = list
         .items
         .iter()
         .filter(|pod| controlled_by(*pod, fleet))
-        .map(ObservedPod::from_pod)
+        .map(|pod| ObservedPod {
+            admin: address(pod),
+            ..ObservedPod::from_pod(pod)
+        })
         .collect();
+    let mut pods: Vec<ObservedPod> = futures::stream::iter(seen)
+        .map(|pod| ask(gateway, pod))
+        .buffer_unordered(STATUS_CONCURRENCY)
+        .collect()
+        .await;
     pods.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(pods)
+}
+
+async fn ask(gateway: &GatewayClient, pod: ObservedPod) -> ObservedPod {
+    if matches!(pod.phase, PodPhase::Failed | PodPhase::Succeeded) {
+        return pod;
+    }
+    let Some(addr) = pod.admin else {
+        return pod;
+    };
+    let answer = gateway.status(addr).await.map_err(|e| e.to_string());
+    pod.with_report(answer)
 }
 
 /// Names of the fleet's gateway ConfigMaps (one per config version still around): those it

@@ -38,7 +38,7 @@ pub const API_CALLS: &[ApiCall] = &[
     cluster("wsfleet.io", "websocketfleets", &["list", "watch"]),
     cluster("wsfleet.io", "websocketfleets/status", &["patch"]),
     cluster("wsfleet.io", "websocketfleets/finalizers", &["update"]),
-    cluster("", "pods", &["list", "watch", "create", "delete"]),
+    cluster("", "pods", &["list", "watch", "create", "patch", "delete"]),
     cluster("", "services", &["list", "watch", "create", "patch"]),
     cluster(
         "",

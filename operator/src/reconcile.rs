@@ -15,8 +15,9 @@ use tracing::{info, warn};
 use crate::act::{self, ActError};
 use crate::crd::WebSocketFleet;
 use crate::decide::{self, Observation, names::RandomNames};
+use crate::gateway_client::{DEFAULT_TIMEOUT, GatewayClient};
 use crate::metrics::Metrics;
-use crate::observe;
+use crate::observe::{self, AdminAddress, pod_admin_address};
 use crate::resources::FIELD_MANAGER;
 use crate::resources::sysctl::KubeVersion;
 
@@ -34,6 +35,10 @@ pub struct Context {
     pub metrics: Metrics,
     /// Cluster version, for the sysctls the kubelet allows.
     pub server: KubeVersion,
+    /// Where a pod's admin API answers (pod IP:9090 in a cluster).
+    pub admin_address: AdminAddress,
+    /// Timeout of each call to a node's admin API.
+    pub gateway_timeout: Duration,
     /// Consecutive failures per fleet (namespace/name), for backoff.
     failures: Mutex<HashMap<String, u32>>,
 }
@@ -46,8 +51,22 @@ impl Context {
             recorder,
             metrics,
             server,
+            admin_address: pod_admin_address(),
+            gateway_timeout: DEFAULT_TIMEOUT,
             failures: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The same context reaching admin APIs elsewhere (tests run gateways on loopback).
+    pub fn with_admin_address(mut self, address: AdminAddress) -> Context {
+        self.admin_address = address;
+        self
+    }
+
+    /// The same context with another admin API timeout.
+    pub fn with_gateway_timeout(mut self, timeout: Duration) -> Context {
+        self.gateway_timeout = timeout;
+        self
     }
 
     fn record_outcome(&self, key: String, failed: bool) -> u32 {
@@ -100,8 +119,12 @@ pub async fn reconcile(fleet: Arc<WebSocketFleet>, ctx: Arc<Context>) -> Result<
         return Ok(Action::await_change());
     }
     let namespace = fleet.namespace().unwrap_or_else(|| "default".into());
+    let token = act::admin_token(&ctx.client, &fleet).await?;
+    let gateway = GatewayClient::new(token).with_timeout(ctx.gateway_timeout);
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
-    let observed = observe::pods(&pods, &fleet).await.map_err(Error::Observe)?;
+    let observed = observe::pods(&pods, &fleet, &gateway, &ctx.admin_address)
+        .await
+        .map_err(Error::Observe)?;
     let config_maps: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &namespace);
     let config_maps = observe::config_maps(&config_maps, &fleet)
         .await
@@ -116,18 +139,19 @@ pub async fn reconcile(fleet: Arc<WebSocketFleet>, ctx: Arc<Context>) -> Result<
         },
         &mut RandomNames,
     );
-    if !plan.create.is_empty() || !plan.remove.is_empty() {
+    if !plan.create.is_empty() || !plan.remove.is_empty() || !plan.drain.is_empty() {
         info!(
             fleet = %key(&fleet),
             create = plan.create.len(),
+            drain = plan.drain.len(),
             remove = plan.remove.len(),
             desired = plan.status.desired_replicas,
             "acting on fleet"
         );
     }
-    act::execute(&ctx.client, &ctx.recorder, &fleet, &plan).await?;
+    act::execute(&ctx.client, &ctx.recorder, &gateway, &fleet, &plan).await?;
     ctx.record_outcome(key(&fleet), false);
-    Ok(Action::requeue(RESYNC))
+    Ok(Action::requeue(plan.requeue.unwrap_or(RESYNC)))
 }
 
 /// Retries a failed fleet after a delay that doubles with each consecutive failure.

@@ -19,11 +19,16 @@ use wsfleet_operator::reconcile::{Context, error_policy, reconcile};
 use wsfleet_operator::resources::REVISION_LABEL;
 use wsfleet_operator::resources::sysctl::KubeVersion;
 
+mod support;
+use support::admin_node::{AdminNode, AdminNodes};
+
 const NS: &str = "prod";
 
 struct Harness {
     client: kube::Client,
     ctx: Arc<Context>,
+    /// Stand-in admin APIs of the pods made Ready.
+    nodes: AdminNodes,
 }
 
 impl Harness {
@@ -52,8 +57,13 @@ impl Harness {
             major: 1,
             minor: 32,
         };
-        let ctx = Arc::new(Context::new(client.clone(), metrics, server));
-        Harness { client, ctx }
+        let nodes = AdminNodes::default();
+        let ctx = Arc::new(
+            Context::new(client.clone(), metrics, server)
+                .with_admin_address(nodes.address_fn())
+                .with_gateway_timeout(Duration::from_secs(5)),
+        );
+        Harness { client, ctx, nodes }
     }
 
     fn api<K>(&self) -> Api<K>
@@ -88,9 +98,15 @@ impl Harness {
         pods
     }
 
-    /// Plays the kubelet: marks every pod Running and Ready.
+    /// Plays the kubelet: marks every pod Running and Ready, and starts a stand-in admin API
+    /// for each (no clients) that checks the fleet's admin token.
     async fn make_pods_ready(&self) {
+        let token = self.token().await;
         for pod in self.pods().await {
+            if self.nodes.get(&pod.name_any()).is_none() {
+                let node = AdminNode::start(&pod.name_any(), &token, 0).await;
+                self.nodes.insert(&pod.name_any(), node);
+            }
             let status = json!({"status": {"phase": "Running", "conditions": [
                 {"type": "Ready", "status": "True"}
             ]}});
@@ -103,6 +119,33 @@ impl Harness {
                 .await
                 .expect("patch pod status");
         }
+    }
+
+    async fn token(&self) -> String {
+        let secret = self
+            .api::<Secret>()
+            .get("chat-admin-token")
+            .await
+            .expect("admin token secret");
+        let data = secret.data.expect("secret data");
+        String::from_utf8(data["token"].0.clone()).expect("utf-8 token")
+    }
+
+    /// New pods become Ready, and draining nodes' clients have reconnected elsewhere.
+    async fn settle(&self) {
+        self.make_pods_ready().await;
+        for (_, node) in self.nodes.all() {
+            if node.draining() {
+                node.clients_left();
+            }
+        }
+    }
+
+    fn draining_pods(pods: &[Pod]) -> Vec<String> {
+        pods.iter()
+            .filter(|p| p.labels().contains_key("wsfleet.io/draining"))
+            .map(|p| p.name_any())
+            .collect()
     }
 
     /// The fleet's gateway configs, by name.
@@ -323,18 +366,24 @@ async fn spec_change_rolls_a_new_revision() {
     assert_eq!(pods.len(), 3);
     assert_eq!(h.condition("Progressing").await.1, "RollingOut");
 
-    // Once the new pod is Ready an old one is replaced, and the next new one is surged.
+    // Once the new pod is Ready an old one is drained (not deleted), and the next new one is
+    // surged in its place.
     h.make_pods_ready().await;
     h.reconcile().await;
     let pods = h.pods().await;
     let old = pods.iter().filter(|p| revision(p) == old_revision).count();
-    assert_eq!(old, 1, "one old pod replaced");
-    assert_eq!(pods.len(), 3);
+    assert_eq!(old, 2, "the old pod is drained first, not deleted");
+    let draining = Harness::draining_pods(&pods);
+    assert_eq!(draining.len(), 1, "one node drains at a time");
+    let node = h.nodes.get(&draining[0]).expect("stand-in node");
+    assert_eq!(node.drains()[0]["reason"], "rollout");
 
-    // Drive the rollout to its end (bounded): every pod new, the old config gone.
-    for _ in 0..10 {
-        h.make_pods_ready().await;
+    // Drive the rollout to its end (bounded): every pod new, the old config gone; never more
+    // than maxUnavailable (1) draining at once.
+    for _ in 0..12 {
+        h.settle().await;
         h.reconcile().await;
+        assert!(Harness::draining_pods(&h.pods().await).len() <= 1);
     }
     let pods = h.pods().await;
     assert_eq!(pods.len(), 2);
@@ -359,18 +408,103 @@ async fn spec_change_rolls_a_new_revision() {
 }
 
 #[tokio::test]
-async fn scale_down_removes_surplus_nodes() {
+async fn scale_down_drains_the_least_connected_and_deletes_when_empty() {
     let h = Harness::new(base_spec(3)).await;
     h.reconcile().await;
     h.make_pods_ready().await;
+    let names: Vec<String> = h.pods().await.iter().map(|p| p.name_any()).collect();
+    // Give the nodes different loads (replacing their stand-ins): the second holds the fewest.
+    let token = h.token().await;
+    for (name, connections) in names.iter().zip([30, 10, 20]) {
+        h.nodes
+            .insert(name, AdminNode::start(name, &token, connections).await);
+    }
     h.patch_spec(json!({"replicas": 1})).await;
-    // One node leaves per round (maxUnavailable 1); the fake API deletes at once.
+
+    h.reconcile().await;
+    let pods = h.pods().await;
+    assert_eq!(pods.len(), 3, "nothing is deleted before its drain");
+    assert_eq!(Harness::draining_pods(&pods), [names[1].clone()]);
+    let drains = h.nodes.get(&names[1]).expect("node").drains();
+    assert_eq!(
+        drains.len(),
+        1,
+        "the drain was accepted with the admin token"
+    );
+    assert_eq!(drains[0]["reason"], "scale-down");
+    assert!(drains[0]["window_seconds"].as_i64() >= Some(60));
+    let status = h.fleet().await.status.expect("status");
+    assert_eq!(status.connections, 60);
+    assert!(status.selector.ends_with(",!wsfleet.io/draining"));
+    assert!(
+        status
+            .nodes
+            .iter()
+            .any(|n| n.name == names[1] && n.phase == wsfleet_operator::crd::NodePhase::Draining)
+    );
+
+    // While it still holds clients it stays, and no second node drains (maxUnavailable 1).
+    h.reconcile().await;
+    let pods = h.pods().await;
+    assert_eq!(pods.len(), 3);
+    assert_eq!(Harness::draining_pods(&pods).len(), 1);
+
+    // Empty: deleted, and the next least connected drains.
+    h.nodes.get(&names[1]).expect("node").clients_left();
+    h.reconcile().await;
+    let pods = h.pods().await;
+    assert_eq!(pods.len(), 2);
+    assert_eq!(Harness::draining_pods(&pods), [names[2].clone()]);
+
+    h.nodes.get(&names[2]).expect("node").clients_left();
+    h.reconcile().await;
+    let pods = h.pods().await;
+    assert_eq!(
+        pods.iter().map(|p| p.name_any()).collect::<Vec<_>>(),
+        [names[0].clone()]
+    );
+    let status = h.fleet().await.status.expect("status");
+    assert_eq!(status.desired_replicas, 1);
+    assert_eq!(status.connections, 30);
+}
+
+#[tokio::test]
+async fn an_unreachable_node_is_not_deleted() {
+    let h = Harness::new(base_spec(2)).await;
+    h.reconcile().await;
+    h.make_pods_ready().await;
+    // Both pods are Running and Ready, but nothing answers on their admin port.
+    let h = Harness {
+        ctx: Arc::new(
+            Context::new(
+                h.client.clone(),
+                Metrics::new().expect("metrics"),
+                KubeVersion {
+                    major: 1,
+                    minor: 32,
+                },
+            )
+            .with_admin_address(Arc::new(|_: &Pod| {
+                Some(std::net::SocketAddr::from(([127, 0, 0, 1], 1)))
+            }))
+            .with_gateway_timeout(Duration::from_secs(2)),
+        ),
+        nodes: AdminNodes::default(),
+        client: h.client.clone(),
+    };
+    h.patch_spec(json!({"replicas": 1})).await;
     for _ in 0..2 {
         h.reconcile().await;
     }
-    assert_eq!(h.pods().await.len(), 1);
-    let status = h.fleet().await.status.expect("status");
-    assert_eq!(status.desired_replicas, 1);
+    assert_eq!(h.pods().await.len(), 2, "no node is deleted blindly");
+    let (status, reason, message) = h.condition("Degraded").await;
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("True", "NodesUnreachable"),
+        "{message}"
+    );
+    let fleet = h.fleet().await.status.expect("status");
+    assert!(fleet.nodes.iter().all(|n| n.unreachable.is_some()));
 }
 
 #[tokio::test]

@@ -1,22 +1,30 @@
-//! The decision: a pure function from what was observed (the fleet, its pods, the cluster
-//! version, the time) to a [`Plan`] — pods to create, pods to remove, the new status and the
-//! events to record. Nothing here talks to the API, so every decision is tested with tables.
+//! The decision: a pure function from what was observed (the fleet, its pods and what each
+//! node reported, the cluster version, the time) to a [`Plan`] — pods to create, nodes to
+//! drain, pods to delete, the new status and the events to record. Nothing here talks to the
+//! API or the nodes, so every decision is tested with tables.
 //!
-//! A spec the operator cannot act on produces a plan with no actions and a `Degraded` status.
+//! A node that may hold clients leaves only by draining: it is told to drain, and deleted once
+//! empty or past its deadline. A spec the operator cannot act on produces a plan with no
+//! actions and a `Degraded` status.
 
 pub mod autoscale;
+pub mod drain;
 pub mod names;
 pub mod removal;
 
-use jiff::Timestamp;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
 
-use crate::conditions::{self, DEGRADED, PROGRESSING, READY, Wanted};
+use crate::conditions::{self, AT_CAPACITY, DEGRADED, PROGRESSING, READY, Wanted};
 use crate::crd::{NodePhase, NodeStatus, WebSocketFleet, WebSocketFleetStatus};
-use crate::observe::{ObservedPod, PodPhase};
+use crate::gateway_client::{DrainRequest, NodeState};
+use crate::observe::{NodeView, ObservedPod, PodPhase};
 use crate::resources::pod::{GatewayTemplate, template};
-use crate::resources::selector_string;
+use crate::resources::serving_selector_string;
 use crate::resources::sysctl::{KubeVersion, plan as sysctl_plan};
 use crate::validate::{self, scaled_count};
 use names::{NameSource, pod_name};
@@ -40,15 +48,38 @@ pub struct Plan {
     pub template: Option<GatewayTemplate>,
     /// Names of gateway pods to create from the template.
     pub create: Vec<String>,
-    /// Pods to remove.
+    /// Pods to delete.
     pub remove: Vec<Removal>,
+    /// Nodes to tell to drain (`POST /drain`).
+    pub drain: Vec<DrainOrder>,
     /// Gateway ConfigMaps no pod mounts and the template no longer uses.
     pub stale_config_maps: Vec<String>,
     /// The fleet status to write.
     pub status: WebSocketFleetStatus,
     /// Events to record on the fleet.
     pub events: Vec<Note>,
+    /// When to look again even without a Kubernetes change: node state (connections, drain
+    /// progress) changes without one.
+    pub requeue: Option<Duration>,
 }
+
+/// A node to drain, and how.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DrainOrder {
+    pub pod: String,
+    pub address: SocketAddr,
+    pub request: DrainRequest,
+    /// When the pod is deleted whatever it holds (recorded on the pod).
+    pub deadline: Timestamp,
+    pub reason: RemovalReason,
+    /// Whether this repeats a drain the node should already be running.
+    pub repeat: bool,
+}
+
+/// Recheck interval while nodes drain: drain progress is only seen by asking.
+const DRAIN_RECHECK: Duration = Duration::from_secs(5);
+/// Recheck interval of an autoscaled fleet: connections change without any Kubernetes event.
+const AUTOSCALE_RECHECK: Duration = Duration::from_secs(15);
 
 /// An event to record on the fleet.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,6 +112,11 @@ fn is_live(pod: &ObservedPod) -> bool {
     !pod.terminating && !matches!(pod.phase, PodPhase::Failed | PodPhase::Succeeded)
 }
 
+/// Live pods that serve: not draining. The fleet's size is counted over these.
+fn is_serving_set(pod: &ObservedPod) -> bool {
+    is_live(pod) && !pod.is_draining()
+}
+
 fn valid_spec_plan(
     obs: Observation<'_>,
     previous: &WebSocketFleetStatus,
@@ -89,19 +125,42 @@ fn valid_spec_plan(
     let spec = &obs.fleet.spec;
     let template = template(obs.fleet, obs.server);
     let revision = template.revision.clone();
-    let live: Vec<&ObservedPod> = obs.pods.iter().filter(|p| is_live(p)).collect();
+    let live: Vec<&ObservedPod> = obs.pods.iter().filter(|p| is_serving_set(p)).collect();
+    let leaving: Vec<&ObservedPod> = obs
+        .pods
+        .iter()
+        .filter(|p| is_live(p) && p.is_draining())
+        .collect();
     let live_count = count(live.len());
-    let draining = count(obs.pods.iter().filter(|p| p.terminating).count());
+    // Nodes done draining are deleted this round, so their drain slots are free again.
+    let (finished, again) = follow_drains(obs, &leaving, &live);
+    let draining = count(obs.pods.iter().filter(|p| p.terminating).count())
+        + count(leaving.len() - finished.len());
 
-    let desired = autoscale::desired(spec, live_count, known_connections(&live));
+    let current = if obs.fleet.status.is_some() {
+        previous.desired_replicas
+    } else {
+        live_count
+    };
+    // Clients of draining nodes come back to the fleet, so they count towards its size.
+    let sizing = autoscale::size(
+        spec,
+        current,
+        known_connections(&live, &leaving),
+        &previous.recommendations,
+        obs.now,
+    );
+    let desired = sizing.desired;
     let budget = scaled_count(&spec.drain.max_unavailable, desired.max(1))
         .unwrap_or(1)
         .max(1);
     let surge = scaled_count(&spec.drain.max_surge, desired.max(1)).unwrap_or(0);
+    let stalled = stalled_rollout(obs, &live, &revision);
     let limits = Limits {
         desired,
         surge,
         slots: (budget - draining).max(0),
+        replace: stalled.is_empty(),
     };
 
     let mut remove: Vec<Removal> = obs
@@ -113,26 +172,206 @@ fn valid_spec_plan(
             reason: RemovalReason::Exited,
         })
         .collect();
-    let removed = removal::choose(&live, &revision, limits);
+    let chosen = removal::choose(&live, &revision, limits);
     let remaining: Vec<&ObservedPod> = live
         .iter()
         .copied()
-        .filter(|p| !removed.iter().any(|r| r.pod == p.name))
+        .filter(|p| !chosen.iter().any(|r| r.pod == p.name))
         .collect();
-    remove.extend(removed);
+    let (mut drains, deletes) =
+        drain_or_delete(obs, &chosen, &remaining, leaving.len() - finished.len());
+    remove.extend(deletes);
+    remove.extend(finished);
+    drains.extend(again);
 
     let create = new_pod_names(obs, &remaining, &revision, limits, names);
-    let events = action_events(&create, &remove);
-    let status = status(obs, previous, &template, desired, &remove);
+    let mut events = action_events(&create, &remove, &drains);
+    if !stalled.is_empty() && !already(previous, DEGRADED, "RolloutStalled") {
+        events.push(Note {
+            warning: true,
+            reason: "RolloutStalled",
+            message: format!(
+                "Rollout to {revision} stopped: {} not Ready within {}s",
+                stalled.join(", "),
+                spec.drain.rollout_ready_timeout_seconds
+            ),
+        });
+    }
+    let facts = Facts {
+        desired,
+        drains: &drains,
+        remove: &remove,
+        stalled: &stalled,
+        leaving: &leaving,
+    };
+    let mut status = status(obs, previous, &template, &facts);
+    status.recommendations = sizing.recommendations;
+    if status.desired_replicas != previous.desired_replicas && obs.fleet.status.is_some() {
+        events.push(Note {
+            warning: false,
+            reason: "Scaled",
+            message: format!(
+                "Desired nodes {} → {} ({} connections)",
+                previous.desired_replicas, status.desired_replicas, status.connections
+            ),
+        });
+    }
+    let requeue = if !leaving.is_empty() || !drains.is_empty() || draining > 0 {
+        Some(DRAIN_RECHECK)
+    } else if spec.autoscaling.enabled || obs.pods.iter().any(|p| p.unreachable()) {
+        Some(AUTOSCALE_RECHECK)
+    } else {
+        None
+    };
     let stale_config_maps = stale_config_maps(obs, &template);
     Plan {
         template: Some(template),
         create,
         remove,
+        drain: drains,
         stale_config_maps,
         status,
         events,
+        requeue,
     }
+}
+
+/// Whether the previous status already had condition `type_` True with `reason`.
+fn already(previous: &WebSocketFleetStatus, type_: &str, reason: &str) -> bool {
+    conditions::find(&previous.conditions, type_)
+        .is_some_and(|c| c.status == "True" && c.reason == reason)
+}
+
+/// New-revision nodes that were not Ready within the rollout timeout while old nodes remain:
+/// the rollout stops there rather than drain more old nodes for a revision that does not start.
+fn stalled_rollout(obs: Observation<'_>, live: &[&ObservedPod], revision: &str) -> Vec<String> {
+    let has_old = live.iter().any(|p| p.revision.as_deref() != Some(revision));
+    if !has_old {
+        return Vec::new();
+    }
+    let timeout = SignedDuration::from_secs(i64::from(
+        obs.fleet.spec.drain.rollout_ready_timeout_seconds,
+    ));
+    live.iter()
+        .filter(|p| p.revision.as_deref() == Some(revision) && !p.ready)
+        .filter(|p| {
+            p.created
+                .and_then(|created| created.checked_add(timeout).ok())
+                .is_some_and(|limit| obs.now >= limit)
+        })
+        .map(|p| p.name.clone())
+        .collect()
+}
+
+/// How each chosen pod goes: a running node that answered is drained with a window sized by
+/// the reconnect budget; a pod that is not running holds no clients and is deleted.
+fn drain_or_delete(
+    obs: Observation<'_>,
+    chosen: &[Removal],
+    remaining: &[&ObservedPod],
+    already_draining: usize,
+) -> (Vec<DrainOrder>, Vec<Removal>) {
+    let ready_left = count(remaining.iter().filter(|p| p.ready).count());
+    let to_drain: Vec<(&Removal, &ObservedPod, SocketAddr)> = chosen
+        .iter()
+        .filter_map(|r| {
+            let pod = obs.pods.iter().find(|p| p.name == r.pod)?;
+            let address = pod.admin?;
+            (pod.phase == PodPhase::Running && matches!(pod.node, NodeView::Reported(_)))
+                .then_some((r, pod, address))
+        })
+        .collect();
+    let at_once = count(already_draining + to_drain.len());
+    let drains = to_drain
+        .iter()
+        .map(|(r, pod, address)| order(obs, pod, *address, r.reason, ready_left, at_once, false))
+        .collect();
+    let deletes = chosen
+        .iter()
+        .filter(|r| !to_drain.iter().any(|(d, _, _)| d.pod == r.pod))
+        .cloned()
+        .collect();
+    (drains, deletes)
+}
+
+/// A drain order for `pod` with budget-sized timing.
+fn order(
+    obs: Observation<'_>,
+    pod: &ObservedPod,
+    address: SocketAddr,
+    reason: RemovalReason,
+    ready_left: i32,
+    at_once: i32,
+    repeat: bool,
+) -> DrainOrder {
+    let spec = &obs.fleet.spec;
+    let timing = drain::timing(
+        &spec.drain,
+        spec.connections.handshakes_per_second,
+        pod.connections.unwrap_or(0),
+        ready_left,
+        at_once,
+    );
+    let deadline = pod
+        .drain_requested
+        .and_then(|d| d.deadline)
+        .unwrap_or_else(|| drain::deadline_after(obs.now, timing.deadline_seconds));
+    DrainOrder {
+        pod: pod.name.clone(),
+        address,
+        request: DrainRequest {
+            window_seconds: timing.window_seconds,
+            deadline_seconds: timing.deadline_seconds,
+            reason: match reason {
+                RemovalReason::Replaced => "rollout",
+                _ => "scale-down",
+            }
+            .into(),
+        },
+        deadline,
+        reason,
+        repeat,
+    }
+}
+
+/// Draining nodes: delete those done or past their deadline, ask again those that lost the
+/// request, wait for the rest. `serving` are the nodes that take their clients.
+fn follow_drains(
+    obs: Observation<'_>,
+    leaving: &[&ObservedPod],
+    serving: &[&ObservedPod],
+) -> (Vec<Removal>, Vec<DrainOrder>) {
+    let ready_left = count(serving.iter().filter(|p| p.ready).count());
+    let at_once = count(leaving.len());
+    let mut finished = Vec::new();
+    let mut again = Vec::new();
+    for pod in leaving {
+        match drain::next(pod, obs.now) {
+            drain::Next::Wait => {}
+            drain::Next::DeleteDrained => finished.push(Removal {
+                pod: pod.name.clone(),
+                reason: RemovalReason::Drained,
+            }),
+            drain::Next::DeleteAtDeadline => finished.push(Removal {
+                pod: pod.name.clone(),
+                reason: RemovalReason::DrainDeadline,
+            }),
+            drain::Next::AskAgain => {
+                if let Some(address) = pod.admin {
+                    again.push(order(
+                        obs,
+                        pod,
+                        address,
+                        RemovalReason::Surplus,
+                        ready_left,
+                        at_once,
+                        true,
+                    ));
+                }
+            }
+        }
+    }
+    (finished, again)
 }
 
 /// Config versions nothing uses any more: not the template's, and mounted by no pod (even a
@@ -190,20 +429,32 @@ fn new_pod_names(
     created
 }
 
-/// The fleet's connection total when every live node reported one.
-fn known_connections(live: &[&ObservedPod]) -> Option<i64> {
-    live.iter().map(|p| p.connections).sum()
+/// The fleet's connection total when every live node (serving or draining) reported one.
+fn known_connections(live: &[&ObservedPod], leaving: &[&ObservedPod]) -> Option<i64> {
+    live.iter().chain(leaving).map(|p| p.connections).sum()
 }
 
 fn count(n: usize) -> i32 {
     i32::try_from(n).unwrap_or(i32::MAX)
 }
 
-fn action_events(create: &[String], remove: &[Removal]) -> Vec<Note> {
+fn action_events(create: &[String], remove: &[Removal], drains: &[DrainOrder]) -> Vec<Note> {
     let created = create.iter().map(|name| Note {
         warning: false,
         reason: "CreatingNode",
         message: format!("Creating gateway node {name}"),
+    });
+    let drained = drains.iter().map(|d| Note {
+        warning: false,
+        reason: if d.repeat {
+            "RepeatingDrain"
+        } else {
+            "DrainingNode"
+        },
+        message: format!(
+            "Draining gateway node {} ({}): reconnect window {}s, deleted by {}",
+            d.pod, d.request.reason, d.request.window_seconds, d.deadline
+        ),
     });
     let removed = remove.iter().map(|r| match r.reason {
         RemovalReason::Exited => Note {
@@ -214,44 +465,61 @@ fn action_events(create: &[String], remove: &[Removal]) -> Vec<Note> {
                 r.pod
             ),
         },
-        RemovalReason::Surplus => Note {
+        RemovalReason::Surplus | RemovalReason::Replaced => Note {
             warning: false,
-            reason: "RemovingNode",
-            message: format!(
-                "Removing surplus gateway node {} (it drains on SIGTERM)",
-                r.pod
-            ),
+            reason: "RemovingIdleNode",
+            message: format!("Deleting gateway node {} (not running, no clients)", r.pod),
         },
-        RemovalReason::Replaced => Note {
+        RemovalReason::Drained => Note {
             warning: false,
-            reason: "ReplacingNode",
+            reason: "NodeDrained",
+            message: format!("Gateway node {} drained; deleting it", r.pod),
+        },
+        RemovalReason::DrainDeadline => Note {
+            warning: true,
+            reason: "DrainDeadlinePassed",
             message: format!(
-                "Replacing gateway node {} of an old revision (it drains on SIGTERM)",
+                "Gateway node {} passed its drain deadline; deleting it with the clients left",
                 r.pod
             ),
         },
     });
-    created.chain(removed).collect()
+    created.chain(drained).chain(removed).collect()
+}
+
+/// What the status needs beyond the observation.
+struct Facts<'a> {
+    desired: i32,
+    drains: &'a [DrainOrder],
+    remove: &'a [Removal],
+    stalled: &'a [String],
+    leaving: &'a [&'a ObservedPod],
 }
 
 fn status(
     obs: Observation<'_>,
     previous: &WebSocketFleetStatus,
     template: &GatewayTemplate,
-    desired: i32,
-    remove: &[Removal],
+    facts: &Facts<'_>,
 ) -> WebSocketFleetStatus {
-    let live: Vec<&ObservedPod> = obs.pods.iter().filter(|p| is_live(p)).collect();
+    let desired = facts.desired;
+    let live: Vec<&ObservedPod> = obs.pods.iter().filter(|p| is_serving_set(p)).collect();
     let ready = count(live.iter().filter(|p| p.ready).count());
     let old = live
         .iter()
         .filter(|p| p.revision.as_deref() != Some(template.revision.as_str()))
         .count();
-    let exited = remove
+    let exited = facts
+        .remove
         .iter()
         .filter(|r| r.reason == RemovalReason::Exited)
         .count();
     let live_count = count(live.len());
+    let connections: i64 = live
+        .iter()
+        .chain(facts.leaving)
+        .filter_map(|p| p.connections)
+        .sum();
 
     let ready_condition = if ready >= desired {
         Wanted {
@@ -278,12 +546,15 @@ fn status(
                 template.revision
             ),
         }
-    } else if live_count != desired || ready < desired {
+    } else if live_count != desired || ready < desired || !facts.leaving.is_empty() {
         Wanted {
             type_: PROGRESSING,
             status: true,
             reason: "Scaling",
-            message: format!("{live_count} nodes, {ready} ready, {desired} desired"),
+            message: format!(
+                "{live_count} nodes, {ready} ready, {} draining, {desired} desired",
+                facts.leaving.len()
+            ),
         }
     } else {
         Wanted {
@@ -301,12 +572,39 @@ fn status(
                 .map(|problem| format!("{}: {problem}", p.name))
         })
         .collect();
+    let unreachable: Vec<String> = live
+        .iter()
+        .chain(facts.leaving)
+        .filter(|p| p.ready && p.unreachable())
+        .map(|p| p.name.clone())
+        .collect();
     let degraded = if !stuck.is_empty() {
         Wanted {
             type_: DEGRADED,
             status: true,
             reason: "NodesFailing",
             message: stuck.join("; "),
+        }
+    } else if !facts.stalled.is_empty() {
+        Wanted {
+            type_: DEGRADED,
+            status: true,
+            reason: "RolloutStalled",
+            message: format!(
+                "new nodes not Ready within {}s: {}; old nodes are kept",
+                obs.fleet.spec.drain.rollout_ready_timeout_seconds,
+                facts.stalled.join(", ")
+            ),
+        }
+    } else if !unreachable.is_empty() {
+        Wanted {
+            type_: DEGRADED,
+            status: true,
+            reason: "NodesUnreachable",
+            message: format!(
+                "admin API not answering (kept, not drained or deleted): {}",
+                unreachable.join(", ")
+            ),
         }
     } else if exited > 0 {
         Wanted {
@@ -323,24 +621,47 @@ fn status(
             message: String::new(),
         }
     };
+    let at_capacity = if autoscale::at_capacity(
+        &obs.fleet.spec,
+        desired,
+        live_count.max(desired),
+        connections,
+    ) {
+        Wanted {
+            type_: AT_CAPACITY,
+            status: true,
+            reason: "MaxReplicasNearCap",
+            message: format!(
+                "{live_count} nodes (maxReplicas) hold {connections} connections, at least 90% of their caps"
+            ),
+        }
+    } else {
+        Wanted {
+            type_: AT_CAPACITY,
+            status: false,
+            reason: "HasRoom",
+            message: String::new(),
+        }
+    };
 
     WebSocketFleetStatus {
         observed_generation: obs.fleet.metadata.generation,
         replicas: live_count,
         ready_replicas: ready,
         desired_replicas: desired,
-        connections: live.iter().filter_map(|p| p.connections).sum(),
-        selector: selector_string(obs.fleet),
+        connections,
+        selector: serving_selector_string(obs.fleet),
         revision: Some(template.revision.clone()),
-        nodes: node_statuses(obs.pods),
+        nodes: node_statuses(obs.pods, facts.drains),
         conditions: conditions::merge(
             &previous.conditions,
-            vec![ready_condition, progressing, degraded],
+            vec![ready_condition, progressing, degraded, at_capacity],
             obs.fleet.metadata.generation,
             obs.now,
         ),
         sysctls: Some(sysctl_plan(&obs.fleet.spec.sysctls, obs.server).report),
         last_scale_time: scale_time(previous, desired, obs.now),
+        recommendations: Vec::new(),
     }
 }
 
@@ -352,20 +673,27 @@ fn scale_time(previous: &WebSocketFleetStatus, desired: i32, now: Timestamp) -> 
     }
 }
 
-fn node_statuses(pods: &[ObservedPod]) -> Vec<NodeStatus> {
+/// One entry per pod whose process has not exited; nodes told to drain this round already
+/// show as draining.
+fn node_statuses(pods: &[ObservedPod], drains: &[DrainOrder]) -> Vec<NodeStatus> {
     pods.iter()
         .filter(|p| !matches!(p.phase, PodPhase::Failed | PodPhase::Succeeded))
         .map(|p| NodeStatus {
             name: p.name.clone(),
-            phase: if p.terminating {
-                NodePhase::Draining
-            } else if p.ready {
-                NodePhase::Serving
-            } else {
-                NodePhase::Starting
+            phase: match p.state() {
+                Some(NodeState::Drained) => NodePhase::Drained,
+                _ if p.terminating || p.is_draining() || drains.iter().any(|d| d.pod == p.name) => {
+                    NodePhase::Draining
+                }
+                _ if p.ready => NodePhase::Serving,
+                _ => NodePhase::Starting,
             },
             connections: p.connections.unwrap_or(0),
             revision: p.revision.clone().unwrap_or_default(),
+            unreachable: match &p.node {
+                NodeView::Unreachable(why) => Some(why.clone()),
+                _ => None,
+            },
         })
         .collect()
 }
@@ -414,9 +742,9 @@ fn invalid_spec_plan(
         ready_replicas: count(live.iter().filter(|p| p.ready).count()),
         desired_replicas: previous.desired_replicas,
         connections: live.iter().filter_map(|p| p.connections).sum(),
-        selector: selector_string(obs.fleet),
+        selector: serving_selector_string(obs.fleet),
         revision: previous.revision.clone(),
-        nodes: node_statuses(obs.pods),
+        nodes: node_statuses(obs.pods, &[]),
         conditions: conditions::merge(
             &previous.conditions,
             wanted,
@@ -425,14 +753,17 @@ fn invalid_spec_plan(
         ),
         sysctls: previous.sysctls.clone(),
         last_scale_time: previous.last_scale_time.clone(),
+        recommendations: previous.recommendations.clone(),
     };
     Plan {
         template: None,
         create: Vec::new(),
         remove: Vec::new(),
+        drain: Vec::new(),
         stale_config_maps: Vec::new(),
         status,
         events,
+        requeue: None,
     }
 }
 

@@ -1,9 +1,8 @@
 //! Which gateway pods leave the fleet this round, and why.
 //!
-//! Removal today means deleting the pod: Kubernetes sends SIGTERM and the gateway drains itself
-//! over its reconnect window within `terminationGracePeriodSeconds`. This is the step that a
-//! drain-first policy replaces (POST /drain, wait until empty, then delete): callers get
-//! [`Removal`]s, not deletions, so that change stays inside this module and `act`.
+//! Choosing is separate from how a pod goes: the decision drains a chosen node that may hold
+//! clients and deletes one that cannot (not running). A running node whose admin API does not
+//! answer is never chosen: it cannot be drained and may hold clients.
 
 use crate::observe::ObservedPod;
 
@@ -16,6 +15,10 @@ pub enum RemovalReason {
     Surplus,
     /// It runs an old revision and a Ready new-revision node can take its place.
     Replaced,
+    /// It finished draining (no clients left).
+    Drained,
+    /// Its drain deadline passed.
+    DrainDeadline,
 }
 
 /// A pod to remove.
@@ -34,10 +37,13 @@ pub struct Limits {
     pub surge: i32,
     /// More nodes that may start draining now (maxUnavailable minus those already draining).
     pub slots: i32,
+    /// Old-revision nodes may be replaced (false while a stalled rollout is stopped).
+    pub replace: bool,
 }
 
 /// Surplus and replaced pods among `live` (not terminating, not exited), in the order they
-/// should go: old revision first, then not Ready, then fewest connections, then name. A Ready
+/// should go: unreachable first (kept, see below), old revision, then not Ready, then fewest
+/// connections, then name. A Ready
 /// node is only taken while the Ready nodes left still cover the fleet.
 pub fn choose(live: &[&ObservedPod], revision: &str, limits: Limits) -> Vec<Removal> {
     let is_old = |p: &ObservedPod| p.revision.as_deref() != Some(revision);
@@ -57,6 +63,7 @@ pub fn choose(live: &[&ObservedPod], revision: &str, limits: Limits) -> Vec<Remo
     let mut order: Vec<&ObservedPod> = live.to_vec();
     order.sort_by_key(|p| {
         (
+            !p.unreachable(),
             !is_old(p),
             p.ready,
             p.connections.unwrap_or(i64::MAX),
@@ -69,12 +76,18 @@ pub fn choose(live: &[&ObservedPod], revision: &str, limits: Limits) -> Vec<Remo
         if i32::try_from(removals.len()).unwrap_or(i32::MAX) >= limits.slots {
             break;
         }
+        // An unreachable node is the first victim but cannot be drained: it holds its place
+        // (and the surplus it would fill) rather than a healthy node being drained instead.
+        if pod.unreachable() {
+            surplus = (surplus - 1).max(0);
+            continue;
+        }
         // A surplus node may go whatever is left (the fleet is shrinking); an old one only
         // while the Ready nodes left still reach the floor (one that is not Ready serves nobody).
         let reason = if surplus > 0 {
             surplus -= 1;
             RemovalReason::Surplus
-        } else if is_old(pod) && (!pod.ready || ready_left > floor) {
+        } else if limits.replace && is_old(pod) && (!pod.ready || ready_left > floor) {
             RemovalReason::Replaced
         } else {
             continue;
@@ -93,9 +106,18 @@ pub fn choose(live: &[&ObservedPod], revision: &str, limits: Limits) -> Vec<Remo
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::observe::PodPhase;
+    use crate::gateway_client::{NodeReport, NodeState};
+    use crate::observe::{NodeView, PodPhase};
 
     fn pod(name: &str, revision: &str, ready: bool, connections: Option<i64>) -> ObservedPod {
+        let node = NodeView::Reported(NodeReport {
+            node: name.into(),
+            state: NodeState::Serving,
+            ready,
+            connections: connections.unwrap_or(0),
+            max_connections: 1000,
+            drain: None,
+        });
         ObservedPod {
             name: name.into(),
             revision: Some(revision.into()),
@@ -105,7 +127,22 @@ mod tests {
             connections,
             config_map: None,
             problem: None,
+            created: None,
+            admin: None,
+            node,
+            drain_requested: None,
         }
+    }
+
+    fn unreachable(mut pod: ObservedPod) -> ObservedPod {
+        pod.node = NodeView::Unreachable("timed out".into());
+        pod
+    }
+
+    fn pending(mut pod: ObservedPod) -> ObservedPod {
+        pod.phase = PodPhase::Pending;
+        pod.node = NodeView::NotAsked;
+        pod
     }
 
     fn names(removals: &[Removal]) -> Vec<(&str, RemovalReason)> {
@@ -120,6 +157,7 @@ mod tests {
             desired,
             surge,
             slots,
+            replace: true,
         }
     }
 
@@ -220,6 +258,57 @@ mod tests {
                 ],
                 limits(3, 0, 1),
                 vec![("a", Replaced)],
+            ),
+            (
+                "an unreachable node is never chosen, nor replaced by a healthy victim",
+                vec![
+                    unreachable(pod("a", "r2", true, None)),
+                    pod("b", "r2", true, Some(90)),
+                    pod("c", "r2", true, Some(80)),
+                ],
+                limits(2, 1, 1),
+                vec![],
+            ),
+            (
+                "past the unreachable node's share, the least connected goes",
+                vec![
+                    unreachable(pod("a", "r2", true, None)),
+                    pod("b", "r2", true, Some(90)),
+                    pod("c", "r2", true, Some(80)),
+                ],
+                limits(1, 1, 2),
+                vec![("c", Surplus)],
+            ),
+            (
+                "only unreachable surplus: nothing goes",
+                vec![
+                    unreachable(pod("a", "r2", true, None)),
+                    pod("b", "r2", true, Some(90)),
+                ],
+                limits(1, 1, 1),
+                vec![],
+            ),
+            (
+                "a pending pod that cannot answer still goes",
+                vec![
+                    pending(pod("a", "r2", false, None)),
+                    pod("b", "r2", true, Some(5)),
+                ],
+                limits(1, 1, 1),
+                vec![("a", Surplus)],
+            ),
+            (
+                "a stopped rollout replaces nothing",
+                vec![
+                    pod("a", "r1", true, None),
+                    pod("b", "r1", true, None),
+                    pod("n", "r2", true, None),
+                ],
+                Limits {
+                    replace: false,
+                    ..limits(2, 1, 1)
+                },
+                vec![],
             ),
             (
                 "in place replacement waits for the previous one to be ready",

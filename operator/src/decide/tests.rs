@@ -3,6 +3,7 @@
 use super::names::testing::CountingNames;
 use super::*;
 use crate::resources::testing;
+use std::net::SocketAddr;
 
 const V1_32: KubeVersion = KubeVersion {
     major: 1,
@@ -25,17 +26,57 @@ fn revision_of(fleet: &WebSocketFleet) -> String {
     template(fleet, V1_32).revision
 }
 
+/// A pod; a running one has answered `/status` (serving, no clients).
 fn pod(name: &str, revision: &str, phase: PodPhase, ready: bool) -> ObservedPod {
+    let running = phase == PodPhase::Running;
     ObservedPod {
         name: name.into(),
         revision: Some(revision.into()),
         phase,
         ready,
         terminating: false,
-        connections: None,
+        connections: running.then_some(0),
         config_map: None,
         problem: None,
+        created: Some(Timestamp::UNIX_EPOCH),
+        admin: running.then(|| SocketAddr::from(([127, 0, 0, 1], 9090))),
+        node: if running {
+            report(name, NodeState::Serving, ready, 0)
+        } else {
+            NodeView::NotAsked
+        },
+        drain_requested: None,
     }
+}
+
+fn report(name: &str, state: NodeState, ready: bool, connections: i64) -> NodeView {
+    NodeView::Reported(crate::gateway_client::NodeReport {
+        node: name.into(),
+        state,
+        ready,
+        connections,
+        max_connections: 1000,
+        drain: None,
+    })
+}
+
+/// A serving node holding `connections` clients.
+fn holding(name: &str, revision: &str, connections: i64) -> ObservedPod {
+    let mut p = serving(name, revision);
+    p.connections = Some(connections);
+    p.node = report(name, NodeState::Serving, true, connections);
+    p
+}
+
+/// A node the operator asked to drain, with `connections` left and a deadline at `deadline_s`.
+fn draining(name: &str, revision: &str, connections: i64, deadline_s: i64) -> ObservedPod {
+    let mut p = holding(name, revision, connections);
+    p.ready = false;
+    p.node = report(name, NodeState::Draining, false, connections);
+    p.drain_requested = Some(crate::observe::DrainRequested {
+        deadline: Timestamp::from_second(deadline_s).ok(),
+    });
+    p
 }
 
 fn serving(name: &str, revision: &str) -> ObservedPod {
@@ -68,6 +109,10 @@ fn removed(plan: &Plan) -> Vec<(&str, RemovalReason)> {
         .collect()
 }
 
+fn drained(plan: &Plan) -> Vec<&str> {
+    plan.drain.iter().map(|d| d.pod.as_str()).collect()
+}
+
 /// One row: a fleet, its pods (as a function of the current revision), and what must follow.
 struct Case {
     name: &'static str,
@@ -75,6 +120,7 @@ struct Case {
     pods: fn(&str) -> Vec<ObservedPod>,
     creates: usize,
     removes: Vec<(&'static str, RemovalReason)>,
+    drains: Vec<&'static str>,
     ready: (&'static str, &'static str),
     progressing: (&'static str, &'static str),
     degraded: (&'static str, &'static str),
@@ -90,6 +136,7 @@ fn table() {
             pods: |_| vec![],
             creates: 3,
             removes: vec![],
+            drains: vec![],
             ready: ("False", "NodesNotReady"),
             progressing: ("True", "Scaling"),
             degraded: ("False", "AsExpected"),
@@ -100,6 +147,7 @@ fn table() {
             pods: |r| vec![serving("a", r), serving("b", r)],
             creates: 0,
             removes: vec![],
+            drains: vec![],
             ready: ("True", "NodesReady"),
             progressing: ("False", "Complete"),
             degraded: ("False", "AsExpected"),
@@ -110,6 +158,7 @@ fn table() {
             pods: |r| vec![serving("a", r), pod("b", r, PodPhase::Failed, false)],
             creates: 1,
             removes: vec![("b", Exited)],
+            drains: vec![],
             ready: ("False", "NodesNotReady"),
             progressing: ("True", "Scaling"),
             degraded: ("True", "NodesExited"),
@@ -124,6 +173,7 @@ fn table() {
             },
             creates: 1,
             removes: vec![],
+            drains: vec![],
             ready: ("False", "NodesNotReady"),
             progressing: ("True", "Scaling"),
             degraded: ("False", "AsExpected"),
@@ -140,6 +190,7 @@ fn table() {
             },
             creates: 0,
             removes: vec![("b", Surplus)],
+            drains: vec![],
             ready: ("True", "NodesReady"),
             progressing: ("True", "Scaling"),
             degraded: ("False", "AsExpected"),
@@ -150,17 +201,19 @@ fn table() {
             pods: |_| vec![serving("a", "old"), serving("b", "old")],
             creates: 1,
             removes: vec![],
+            drains: vec![],
             ready: ("True", "NodesReady"),
             progressing: ("True", "RollingOut"),
             degraded: ("False", "AsExpected"),
         },
         Case {
             // ...and surges the next new node while the replaced one drains.
-            name: "rollout replaces an old node once the new one is ready",
+            name: "rollout drains an old node once the new one is ready",
             fleet: fleet(serde_json::json!({"replicas": 2})),
             pods: |r| vec![serving("a", "old"), serving("b", "old"), serving("n", r)],
             creates: 1,
-            removes: vec![("a", Replaced)],
+            removes: vec![],
+            drains: vec!["a"],
             ready: ("True", "NodesReady"),
             progressing: ("True", "RollingOut"),
             degraded: ("False", "AsExpected"),
@@ -173,6 +226,7 @@ fn table() {
             pods: |_| vec![],
             creates: 4,
             removes: vec![],
+            drains: vec![],
             ready: ("False", "NodesNotReady"),
             progressing: ("True", "Scaling"),
             degraded: ("False", "AsExpected"),
@@ -185,6 +239,7 @@ fn table() {
             pods: |_| vec![pod("x", "old", PodPhase::Failed, false)],
             creates: 0,
             removes: vec![],
+            drains: vec![],
             ready: ("False", "InvalidSpec"),
             progressing: ("False", "InvalidSpec"),
             degraded: ("True", "InvalidSpec"),
@@ -197,6 +252,7 @@ fn table() {
             pods: |_| vec![],
             creates: 0,
             removes: vec![],
+            drains: vec![],
             ready: ("False", "InvalidSpec"),
             progressing: ("False", "InvalidSpec"),
             degraded: ("True", "InvalidSpec"),
@@ -214,6 +270,7 @@ fn table() {
             plan.create
         );
         assert_eq!(removed(&plan), case.removes, "{name}");
+        assert_eq!(drained(&plan), case.drains, "{name}: drains");
         let pair = |(a, b): (&str, &str)| (a.to_string(), b.to_string());
         assert_eq!(condition(&plan, READY), pair(case.ready), "{name}: Ready");
         assert_eq!(
@@ -279,7 +336,7 @@ fn status_describes_nodes_selector_and_sysctls() {
     );
     assert_eq!(
         status.selector,
-        "app.kubernetes.io/name=wsfleet-gateway,wsfleet.io/fleet=chat"
+        "app.kubernetes.io/name=wsfleet-gateway,wsfleet.io/fleet=chat,!wsfleet.io/draining"
     );
     assert_eq!(status.revision.as_deref(), Some(r.as_str()));
     let phases: Vec<(&str, NodePhase)> = status
@@ -376,4 +433,285 @@ fn stuck_nodes_degrade_the_fleet_with_the_kubelet_reason() {
         plan.remove.is_empty(),
         "a stuck node is reported, not churned"
     );
+}
+
+/// One row of the drain table: pods at a time, and what must follow.
+struct DrainCase {
+    name: &'static str,
+    fleet: WebSocketFleet,
+    pods: fn(&str) -> Vec<ObservedPod>,
+    now_s: i64,
+    creates: usize,
+    /// (pod, window seconds)
+    drains: Vec<(&'static str, i64)>,
+    removes: Vec<(&'static str, RemovalReason)>,
+    degraded: &'static str,
+}
+
+fn run_at(fleet: &WebSocketFleet, pods: &[ObservedPod], now_s: i64) -> Plan {
+    decide(
+        Observation {
+            fleet,
+            pods,
+            config_maps: &[],
+            server: V1_32,
+            now: Timestamp::from_second(now_s).expect("time"),
+        },
+        &mut CountingNames::default(),
+    )
+}
+
+#[test]
+fn drain_table() {
+    use RemovalReason::*;
+    let small = |extra: serde_json::Value| {
+        let mut spec = serde_json::json!({
+            "replicas": 1,
+            "connections": {"handshakesPerSecond": 10},
+            "drain": {"reconnectWindowSeconds": 5, "timeoutSeconds": 20, "maxUnavailable": 1}
+        });
+        if let (Some(spec), Some(extra)) = (spec.as_object_mut(), extra.as_object()) {
+            spec.extend(extra.clone());
+        }
+        fleet(spec)
+    };
+    let cases = vec![
+        DrainCase {
+            name: "scale down drains the least connected node, one at a time",
+            fleet: small(serde_json::json!({})),
+            pods: |r| {
+                vec![
+                    holding("a", r, 50),
+                    holding("b", r, 10),
+                    holding("c", r, 30),
+                ]
+            },
+            now_s: 100,
+            creates: 0,
+            // 10 clients ÷ (10/s × 2 ready nodes left) → 1 s, so the configured 5 s.
+            drains: vec![("b", 5)],
+            removes: vec![],
+            degraded: "AsExpected",
+        },
+        DrainCase {
+            name: "a big node gets a window its peers can absorb",
+            fleet: small(serde_json::json!({"replicas": 1})),
+            pods: |r| vec![holding("a", r, 5000), holding("b", r, 900)],
+            now_s: 100,
+            creates: 0,
+            // 900 ÷ (10/s × 1 node) = 90 s.
+            drains: vec![("b", 90)],
+            removes: vec![],
+            degraded: "AsExpected",
+        },
+        DrainCase {
+            name: "a draining node with clients is waited for and uses the drain slot",
+            fleet: small(serde_json::json!({})),
+            pods: |r| {
+                vec![
+                    holding("a", r, 50),
+                    draining("b", r, 3, 200),
+                    holding("c", r, 30),
+                ]
+            },
+            now_s: 100,
+            creates: 0,
+            drains: vec![],
+            removes: vec![],
+            degraded: "AsExpected",
+        },
+        DrainCase {
+            name: "an emptied node is deleted and the next one drained",
+            fleet: small(serde_json::json!({})),
+            pods: |r| {
+                vec![
+                    holding("a", r, 50),
+                    draining("b", r, 0, 200),
+                    holding("c", r, 30),
+                ]
+            },
+            now_s: 100,
+            creates: 0,
+            drains: vec![("c", 5)],
+            removes: vec![("b", Drained)],
+            degraded: "AsExpected",
+        },
+        DrainCase {
+            name: "a node past its drain deadline is deleted",
+            fleet: small(serde_json::json!({"replicas": 2})),
+            pods: |r| {
+                vec![
+                    holding("a", r, 50),
+                    draining("b", r, 7, 90),
+                    holding("c", r, 30),
+                ]
+            },
+            now_s: 100,
+            creates: 0,
+            drains: vec![],
+            removes: vec![("b", DrainDeadline)],
+            degraded: "AsExpected",
+        },
+        DrainCase {
+            name: "an unreachable running node is neither drained nor deleted",
+            fleet: small(serde_json::json!({})),
+            pods: |r| {
+                let mut silent = holding("a", r, 1);
+                silent.connections = None;
+                silent.node = NodeView::Unreachable("timed out".into());
+                vec![silent, holding("b", r, 50)]
+            },
+            now_s: 100,
+            creates: 0,
+            drains: vec![],
+            removes: vec![],
+            degraded: "NodesUnreachable",
+        },
+        DrainCase {
+            name: "an unreachable node that is not running is deleted (no clients)",
+            fleet: small(serde_json::json!({})),
+            pods: |r| vec![pod("a", r, PodPhase::Pending, false), holding("b", r, 50)],
+            now_s: 100,
+            creates: 0,
+            drains: vec![],
+            removes: vec![("a", Surplus)],
+            degraded: "AsExpected",
+        },
+        DrainCase {
+            name: "a serving node the operator asked to drain is asked again",
+            fleet: small(serde_json::json!({})),
+            pods: |r| {
+                let mut lost = draining("b", r, 4, 200);
+                lost.node = report("b", NodeState::Serving, true, 4);
+                vec![holding("a", r, 50), lost]
+            },
+            now_s: 100,
+            creates: 0,
+            drains: vec![("b", 5)],
+            removes: vec![],
+            degraded: "AsExpected",
+        },
+        DrainCase {
+            name: "a new node not Ready within the rollout timeout stops the rollout",
+            fleet: small(
+                serde_json::json!({"replicas": 2, "drain": {"rolloutReadyTimeoutSeconds": 30}}),
+            ),
+            pods: |r| {
+                let mut slow = pod("n", r, PodPhase::Running, false);
+                slow.node = report("n", NodeState::Serving, false, 0);
+                vec![holding("a", "old", 5), holding("b", "old", 5), slow]
+            },
+            now_s: 100,
+            creates: 0,
+            drains: vec![],
+            removes: vec![],
+            degraded: "RolloutStalled",
+        },
+        DrainCase {
+            name: "rollout drains old nodes, never more than maxUnavailable at once",
+            fleet: small(serde_json::json!({"replicas": 3})),
+            pods: |r| {
+                vec![
+                    draining("a", "old", 2, 500),
+                    holding("b", "old", 9),
+                    holding("c", "old", 9),
+                    holding("n1", r, 0),
+                    holding("n2", r, 0),
+                ]
+            },
+            now_s: 100,
+            creates: 0,
+            drains: vec![],
+            removes: vec![],
+            degraded: "AsExpected",
+        },
+    ];
+    for case in cases {
+        let revision = revision_of(&case.fleet);
+        let pods = (case.pods)(&revision);
+        let plan = run_at(&case.fleet, &pods, case.now_s);
+        let name = case.name;
+        assert_eq!(plan.create.len(), case.creates, "{name}: creates");
+        let drains: Vec<(&str, i64)> = plan
+            .drain
+            .iter()
+            .map(|d| (d.pod.as_str(), d.request.window_seconds))
+            .collect();
+        assert_eq!(drains, case.drains, "{name}: drains");
+        assert_eq!(removed(&plan), case.removes, "{name}: removes");
+        assert_eq!(
+            condition(&plan, DEGRADED).1,
+            case.degraded,
+            "{name}: Degraded"
+        );
+        assert!(
+            plan.remove.iter().all(|r| {
+                let p = pods.iter().find(|p| p.name == r.pod).expect("known pod");
+                p.phase != PodPhase::Running || p.drain_requested.is_some()
+            }),
+            "{name}: a running node is only deleted after its drain"
+        );
+    }
+}
+
+#[test]
+fn drained_nodes_leave_the_scale_selector_and_show_their_phase() {
+    let fleet = fleet(serde_json::json!({"replicas": 1}));
+    let r = revision_of(&fleet);
+    let pods = vec![holding("a", &r, 5), draining("b", &r, 3, 10_000)];
+    let plan = run_at(&fleet, &pods, 100);
+    assert_eq!(
+        plan.status.selector,
+        "app.kubernetes.io/name=wsfleet-gateway,wsfleet.io/fleet=chat,!wsfleet.io/draining"
+    );
+    assert_eq!(plan.status.replicas, 1, "the draining node is not counted");
+    assert_eq!(plan.status.connections, 8, "its clients still are");
+    let phases: Vec<(&str, NodePhase)> = plan
+        .status
+        .nodes
+        .iter()
+        .map(|n| (n.name.as_str(), n.phase))
+        .collect();
+    assert_eq!(
+        phases,
+        [("a", NodePhase::Serving), ("b", NodePhase::Draining)]
+    );
+    assert_eq!(plan.requeue, Some(DRAIN_RECHECK));
+}
+
+#[test]
+fn autoscaling_follows_connections_and_reports_capacity() {
+    let fleet_with = |previous: Option<i32>| {
+        let mut f = fleet(serde_json::json!({
+            "connections": {"maxPerNode": 100},
+            "autoscaling": {"enabled": true, "minReplicas": 1, "maxReplicas": 2,
+                            "targetConnectionsPerNode": 50, "scaleDownStabilizationSeconds": 60}
+        }));
+        f.status = previous.map(|desired| WebSocketFleetStatus {
+            desired_replicas: desired,
+            ..WebSocketFleetStatus::default()
+        });
+        f
+    };
+    let r = revision_of(&fleet_with(None));
+    // One node with 95 clients: 2 wanted, grown at once.
+    let plan = run_at(&fleet_with(Some(1)), &[holding("a", &r, 95)], 100);
+    assert_eq!(plan.status.desired_replicas, 2);
+    assert_eq!(plan.create.len(), 1);
+    assert_eq!(condition(&plan, AT_CAPACITY).0, "False");
+    assert!(plan.events.iter().any(|e| e.reason == "Scaled"));
+    assert_eq!(plan.status.recommendations.len(), 1);
+    // Two nodes at 90% of their cap at maxReplicas: AtCapacity.
+    let full = [holding("a", &r, 90), holding("b", &r, 90)];
+    let plan = run_at(&fleet_with(Some(2)), &full, 100);
+    assert_eq!(
+        condition(&plan, AT_CAPACITY),
+        ("True".into(), "MaxReplicasNearCap".into())
+    );
+    // An unreachable node: sizes hold.
+    let mut silent = holding("b", &r, 0);
+    silent.connections = None;
+    silent.node = NodeView::Unreachable("refused".into());
+    let plan = run_at(&fleet_with(Some(2)), &[holding("a", &r, 1), silent], 100);
+    assert_eq!(plan.status.desired_replicas, 2);
 }

@@ -23,6 +23,11 @@ pub const FIELD_MANAGER: &str = "wsfleet-operator";
 pub const FLEET_LABEL: &str = "wsfleet.io/fleet";
 /// Label carrying the pod-template revision of a gateway pod.
 pub const REVISION_LABEL: &str = "wsfleet.io/revision";
+/// Label the operator sets on a pod it asked to drain; the scale subresource's selector leaves
+/// these pods out so an HPA averaging over the fleet is not skewed by nodes on their way out.
+pub const DRAINING_LABEL: &str = "wsfleet.io/draining";
+/// Annotation with the RFC 3339 time by which a draining pod is deleted whatever it holds.
+pub const DRAIN_DEADLINE_ANNOTATION: &str = "wsfleet.io/drain-deadline";
 /// `app.kubernetes.io/name` of gateway pods and the objects around them.
 pub const APP_NAME: &str = "wsfleet-gateway";
 /// WebSocket port of the gateway.
@@ -90,6 +95,12 @@ pub fn selector_string(fleet: &WebSocketFleet) -> String {
         .map(|(k, v)| format!("{k}={v}"))
         .collect::<Vec<_>>()
         .join(",")
+}
+
+/// The selector of the fleet's serving pods, for the scale subresource: the fleet's pods
+/// without the ones being drained.
+pub fn serving_selector_string(fleet: &WebSocketFleet) -> String {
+    format!("{},!{DRAINING_LABEL}", selector_string(fleet))
 }
 
 /// The recommended `app.kubernetes.io/*` labels plus the fleet label.

@@ -35,17 +35,27 @@ pub fn admin_token_secret(fleet: &WebSocketFleet, token: &str) -> Secret {
 
 /// Whether an existing Secret already holds a usable token (then it is kept as is).
 pub fn has_token(secret: &Secret) -> bool {
+    token(secret).is_some()
+}
+
+/// The token in a Secret: non-empty UTF-8 (surrounding whitespace, e.g. a trailing newline
+/// from `kubectl create secret --from-file`, is not part of it).
+pub fn token(secret: &Secret) -> Option<String> {
     let in_data = secret
         .data
         .as_ref()
         .and_then(|d| d.get(TOKEN_KEY))
-        .is_some_and(|v| !v.0.is_empty());
+        .and_then(|v| std::str::from_utf8(&v.0).ok())
+        .map(str::trim);
     let in_string_data = secret
         .string_data
         .as_ref()
         .and_then(|d| d.get(TOKEN_KEY))
-        .is_some_and(|v| !v.is_empty());
-    in_data || in_string_data
+        .map(|v| v.trim());
+    in_data
+        .or(in_string_data)
+        .filter(|t| !t.is_empty())
+        .map(str::to_string)
 }
 
 #[cfg(test)]
@@ -71,6 +81,7 @@ mod tests {
             ..Secret::default()
         };
         assert!(has_token(&written_as_string));
+        assert_eq!(token(&written_as_string).as_deref(), Some("abc"));
         assert!(!has_token(&Secret::default()));
     }
 }
