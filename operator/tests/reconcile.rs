@@ -466,6 +466,20 @@ async fn scale_down_drains_the_least_connected_and_deletes_when_empty() {
     let status = h.fleet().await.status.expect("status");
     assert_eq!(status.desired_replicas, 1);
     assert_eq!(status.connections, 30);
+    let events = h
+        .api::<Event>()
+        .list(&ListParams::default())
+        .await
+        .expect("events");
+    for reason in ["DrainingNode", "NodeDrained"] {
+        assert!(
+            events
+                .items
+                .iter()
+                .any(|e| e.reason.as_deref() == Some(reason)),
+            "no {reason} event"
+        );
+    }
 }
 
 #[tokio::test]
