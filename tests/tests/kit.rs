@@ -15,7 +15,7 @@ fn redis_can_be_killed_and_restarted_on_its_port() {
     let mut redis = RedisServer::start().expect("starting redis-server");
     let port = redis.port();
     assert!(answers(&redis));
-    assert_eq!(redis.url(), format!("redis://127.0.0.1:{port}"));
+    assert_eq!(redis.url(), format!("redis://127.0.0.1:{port}/"));
     redis.kill();
     assert!(wait_until(Duration::from_secs(10), || !answers(&redis)));
     redis.restart().expect("restarting redis-server");
