@@ -16,24 +16,16 @@ const STABILIZATION_SECONDS: i64 = 6;
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn autoscale_up_with_clients_and_down_after_stabilization() {
     let redis = RedisServer::start().expect("redis-server");
-    let mut fleet = Fleet::new(
+    let mut fleet = Fleet::on_redis(
+        &redis.url(),
         json!({
-            "image": "gw:1",
-            "auth": {"anonymous": true},
-            "backplane": {"redis": {"url": redis.url()}},
             "autoscaling": {"enabled": true, "minReplicas": 1, "maxReplicas": 3,
                             "targetConnectionsPerNode": 4,
-                            "scaleDownStabilizationSeconds": STABILIZATION_SECONDS},
-            "drain": {"reconnectWindowSeconds": 2, "timeoutSeconds": 30, "maxUnavailable": 1}
+                            "scaleDownStabilizationSeconds": STABILIZATION_SECONDS}
         }),
-        &redis.url(),
     )
     .await;
-    let up = fleet
-        .run_until(Duration::from_secs(90), |pods| {
-            pods.len() == 1 && pods.iter().all(serving)
-        })
-        .await;
+    let up = fleet.until_serving(1).await;
     assert!(up, "one node Ready (minReplicas)");
 
     // 10 subscribers + 1 publisher over a target of 4 per node: 3 nodes.

@@ -14,23 +14,12 @@ use wsfleet_tests::redis::RedisServer;
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn rolling_update_of_three_nodes_under_load() {
     let redis = RedisServer::start().expect("redis-server");
-    let mut fleet = Fleet::new(
-        json!({
-            "image": "gw:1",
-            "replicas": 3,
-            "auth": {"anonymous": true},
-            "backplane": {"redis": {"url": redis.url()}},
-            "drain": {"reconnectWindowSeconds": 2, "timeoutSeconds": 30,
-                      "maxUnavailable": 1, "maxSurge": 1}
-        }),
+    let mut fleet = Fleet::on_redis(
         &redis.url(),
+        json!({"replicas": 3, "drain": {"maxSurge": 1}}),
     )
     .await;
-    let up = fleet
-        .run_until(Duration::from_secs(90), |pods| {
-            pods.len() == 3 && pods.iter().all(serving)
-        })
-        .await;
+    let up = fleet.until_serving(3).await;
     assert!(up, "three nodes Ready");
     let old = revision(&fleet.pods().await[0]);
     let load = Load::start(&fleet.service_url(), 9).await;

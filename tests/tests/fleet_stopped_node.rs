@@ -15,22 +15,8 @@ use wsfleet_tests::redis::RedisServer;
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_stopped_gateway_is_not_deleted_blindly() {
     let redis = RedisServer::start().expect("redis-server");
-    let mut fleet = Fleet::new(
-        json!({
-            "image": "gw:1",
-            "replicas": 3,
-            "auth": {"anonymous": true},
-            "backplane": {"redis": {"url": redis.url()}},
-            "drain": {"reconnectWindowSeconds": 2, "timeoutSeconds": 30, "maxUnavailable": 1}
-        }),
-        &redis.url(),
-    )
-    .await;
-    let up = fleet
-        .run_until(Duration::from_secs(90), |pods| {
-            pods.len() == 3 && pods.iter().all(serving)
-        })
-        .await;
+    let mut fleet = Fleet::on_redis(&redis.url(), json!({"replicas": 3})).await;
+    let up = fleet.until_serving(3).await;
     assert!(up, "three nodes Ready");
     let load = Load::start(&fleet.service_url(), 9).await;
     tokio::time::sleep(Duration::from_secs(1)).await;

@@ -124,7 +124,40 @@ impl Drop for Service {
     }
 }
 
+/// Merges `extra` into `base`, objects key by key (so a scenario can add one drain field).
+fn merge(base: &mut serde_json::Value, extra: serde_json::Value) {
+    match (base, extra) {
+        (serde_json::Value::Object(base), serde_json::Value::Object(extra)) => {
+            for (key, value) in extra {
+                merge(base.entry(key).or_insert(serde_json::Value::Null), value);
+            }
+        }
+        (base, extra) => *base = extra,
+    }
+}
+
 impl Fleet {
+    /// A fleet on `redis` with what every scenario shares (anonymous clients, 2 s drain
+    /// windows, one node draining at a time) plus the scenario's own `extra` spec fields.
+    pub async fn on_redis(redis_url: &str, extra: serde_json::Value) -> Fleet {
+        let mut spec = json!({
+            "image": "gw:1",
+            "auth": {"anonymous": true},
+            "backplane": {"redis": {"url": redis_url}},
+            "drain": {"reconnectWindowSeconds": 2, "timeoutSeconds": 30, "maxUnavailable": 1}
+        });
+        merge(&mut spec, extra);
+        Fleet::new(spec, redis_url).await
+    }
+
+    /// Runs the operator until exactly `nodes` nodes serve (at most 90 s).
+    pub async fn until_serving(&mut self, nodes: usize) -> bool {
+        self.run_until(Duration::from_secs(90), |pods| {
+            pods.len() == nodes && pods.iter().all(serving)
+        })
+        .await
+    }
+
     pub async fn new(spec: serde_json::Value, redis_url: &str) -> Fleet {
         let mut fleet = WebSocketFleet::new(FLEET, serde_json::from_value(spec).expect("spec"));
         fleet.metadata.namespace = Some(NS.into());
