@@ -5,12 +5,17 @@
 #            opened by 2 load processes from 127.0.0.2-127.0.0.9
 #   fanout : 100 subscribers over 2 nodes on a fresh redis-server, 50 msg/s for 20 s
 #            (also a 1-node run on the in-process engine, which needs no Redis)
+#   drain  : 15,000 clients on node a of two on a fresh redis-server, drained over 30 s by
+#            POST /drain while a publisher on node b sends 2 msg/s
 # Everything it starts is stopped on exit.
+#
+# Usage: bench/run-gateway.sh [idle] [fanout] [drain]   (no argument: all three, in that order)
 #
 # Environment:
 #   WSFLEET_GATEWAY_BIN  use this gateway binary instead of building it here
 #   WSFLEET_GATEWAY_REV  free text naming that binary's source (printed with the results)
-#   IDLE_N, IDLE_C, IDLE_PROCS, FANOUT_S, FANOUT_RATE, FANOUT_SECS   override the sizes
+#   IDLE_N, IDLE_C, IDLE_PROCS, FANOUT_S, FANOUT_RATE, FANOUT_SECS,
+#   DRAIN_N, DRAIN_WINDOW, DRAIN_RATE                                override the sizes
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,6 +27,17 @@ IDLE_PROCS=${IDLE_PROCS:-2}
 FANOUT_S=${FANOUT_S:-100}
 FANOUT_RATE=${FANOUT_RATE:-50}
 FANOUT_SECS=${FANOUT_SECS:-20}
+DRAIN_N=${DRAIN_N:-15000}
+DRAIN_WINDOW=${DRAIN_WINDOW:-30}
+DRAIN_RATE=${DRAIN_RATE:-2}
+scenarios=("$@")
+[[ ${#scenarios[@]} -gt 0 ]] || scenarios=(idle fanout drain)
+for s in "${scenarios[@]}"; do
+  [[ $s =~ ^(idle|fanout|drain)$ ]] || { echo "unknown scenario $s (idle, fanout, drain)" >&2; exit 2; }
+done
+wanted() { [[ " ${scenarios[*]} " == *" $1 "* ]]; }
+# The admin token of the drained node (only loopback can reach it).
+export WSFLEET_ADMIN_TOKEN=bench-admin-$$
 # free_port: a loopback TCP port nobody listens on right now (others may run gateways here).
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 WS1=$(free_port) ADMIN1=$(free_port) WS2=$(free_port) ADMIN2=$(free_port) REDIS_PORT=$(free_port)
@@ -83,38 +99,57 @@ machine() {
 }
 machine | tee "$out/machine.txt"
 
-echo "== idle: $IDLE_N connections, $IDLE_C dialers, $IDLE_PROCS load processes"
-start_gateway idle "$WS1" "$ADMIN1" ""
-idle_args=(idle --url "ws://127.0.0.1:$WS1/ws" -n "$IDLE_N" -c "$IDLE_C" --procs "$IDLE_PROCS"
-  --source-ips 127.0.0.2-127.0.0.9 --gateway-pid "$gw_pid" --hold-secs 5)
-echo "+ wsfleet-bench ${idle_args[*]}"
-"$bench" "${idle_args[@]}" --json-out "$out/idle.json"
-stop "$gw_pid"
+# start_redis: a fresh redis-server without persistence on $REDIS_PORT; sets $redis_pid.
+start_redis() {
+  redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no >"$out/redis.log" 2>&1 &
+  redis_pid=$!
+  pids+=("$redis_pid")
+  for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$REDIS_PORT") 2>/dev/null && return 0; sleep 0.1; done
+  echo "redis-server did not come up on $REDIS_PORT" >&2
+  return 1
+}
 
-echo "== fanout (1 node, in-process engine): $FANOUT_S subscribers, $FANOUT_RATE msg/s, $FANOUT_SECS s"
-start_gateway solo "$WS1" "$ADMIN1" ""
-solo_args=(fanout --urls "ws://127.0.0.1:$WS1/ws" -s "$FANOUT_S" --rate "$FANOUT_RATE"
-  --duration "$FANOUT_SECS" --channel bench.solo --gateway-pid "$gw_pid")
-echo "+ wsfleet-bench ${solo_args[*]}"
-"$bench" "${solo_args[@]}" --json-out "$out/fanout-1node.json"
-stop "$gw_pid"
+if wanted idle; then
+  echo "== idle: $IDLE_N connections, $IDLE_C dialers, $IDLE_PROCS load processes"
+  start_gateway idle "$WS1" "$ADMIN1" ""
+  idle_args=(idle --url "ws://127.0.0.1:$WS1/ws" -n "$IDLE_N" -c "$IDLE_C" --procs "$IDLE_PROCS"
+    --source-ips 127.0.0.2-127.0.0.9 --gateway-pid "$gw_pid" --hold-secs 5)
+  echo "+ wsfleet-bench ${idle_args[*]}"
+  "$bench" "${idle_args[@]}" --json-out "$out/idle.json"
+  stop "$gw_pid"
+fi
 
-echo "== fanout (2 nodes, Redis): $FANOUT_S subscribers, $FANOUT_RATE msg/s, $FANOUT_SECS s"
-redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no >"$out/redis.log" 2>&1 &
-pids+=("$!")
-for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$REDIS_PORT") 2>/dev/null && break; sleep 0.1; done
-# A gateway built without the Redis engine says so and exits at once.
-probe=$(timeout 3 "$gateway" --node-id probe --anonymous --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 \
-  --redis-url "redis://127.0.0.1:$REDIS_PORT" 2>&1 || true)
-if grep -q "only the in-process engine" <<<"$probe"; then
-  echo "SKIPPED: this gateway build has only the in-process engine"
-  echo '{"scenario":"fanout","skipped":"this gateway build has only the in-process engine"}' >"$out/fanout-2node.json"
-else
+if wanted fanout; then
+  echo "== fanout (1 node, in-process engine): $FANOUT_S subscribers, $FANOUT_RATE msg/s, $FANOUT_SECS s"
+  start_gateway solo "$WS1" "$ADMIN1" ""
+  solo_args=(fanout --urls "ws://127.0.0.1:$WS1/ws" -s "$FANOUT_S" --rate "$FANOUT_RATE"
+    --duration "$FANOUT_SECS" --channel bench.solo --gateway-pid "$gw_pid")
+  echo "+ wsfleet-bench ${solo_args[*]}"
+  "$bench" "${solo_args[@]}" --json-out "$out/fanout-1node.json"
+  stop "$gw_pid"
+
+  echo "== fanout (2 nodes, Redis): $FANOUT_S subscribers, $FANOUT_RATE msg/s, $FANOUT_SECS s"
+  start_redis
   start_gateway a "$WS1" "$ADMIN1" "redis://127.0.0.1:$REDIS_PORT"; pid_a=$gw_pid
   start_gateway b "$WS2" "$ADMIN2" "redis://127.0.0.1:$REDIS_PORT"; pid_b=$gw_pid
   fleet_args=(fanout --urls "ws://127.0.0.1:$WS1/ws,ws://127.0.0.1:$WS2/ws" -s "$FANOUT_S"
     --rate "$FANOUT_RATE" --duration "$FANOUT_SECS" --channel bench.fleet --gateway-pid "$pid_a,$pid_b")
   echo "+ wsfleet-bench ${fleet_args[*]}"
   "$bench" "${fleet_args[@]}" --json-out "$out/fanout-2node.json"
+  stop "$pid_a"; stop "$pid_b"; stop "$redis_pid"
+fi
+
+if wanted drain; then
+  echo "== drain (2 nodes, Redis): $DRAIN_N clients on node a, ${DRAIN_WINDOW} s window, $DRAIN_RATE msg/s"
+  start_redis
+  start_gateway a "$WS1" "$ADMIN1" "redis://127.0.0.1:$REDIS_PORT"; pid_a=$gw_pid
+  start_gateway b "$WS2" "$ADMIN2" "redis://127.0.0.1:$REDIS_PORT"; pid_b=$gw_pid
+  drain_args=(drain --url "ws://127.0.0.1:$WS1/ws" --others "ws://127.0.0.1:$WS2/ws"
+    --admin-url "http://127.0.0.1:$ADMIN1" -n "$DRAIN_N" --window-secs "$DRAIN_WINDOW"
+    --rate "$DRAIN_RATE" --channel bench.drain)
+  echo "+ wsfleet-bench ${drain_args[*]}"
+  "$bench" "${drain_args[@]}" --json-out "$out/drain.json"
+  # Node a exits by itself once drained.
+  stop "$pid_a"; stop "$pid_b"; stop "$redis_pid"
 fi
 echo "== done; JSON reports and gateway logs in $out/"

@@ -4,23 +4,19 @@
 //! and split by whether the subscriber shares the publisher's node), and per-subscriber loss,
 //! duplicates and reordering as the application sees them through the Rust client.
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use futures::FutureExt;
-use futures::stream::{FuturesUnordered, StreamExt};
+use futures::stream::StreamExt;
 use serde::Serialize;
-use serde_json::{Value, json};
-use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::{broadcast, watch};
 use wsfleet_client::{Client, ClientConfig, Event, Subscription};
 
 use crate::latency::{self, Latency, Summary};
 use crate::procstat;
-
-/// Messages one run may publish; bounds the per-subscriber bookkeeping.
-const MAX_MESSAGES: u64 = 5_000_000;
+use crate::sequence::{self, MAX_MESSAGES, SeqTracker, now_us, stamp};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct FanoutArgs {
@@ -119,61 +115,6 @@ pub struct FanoutReport {
     pub load_cpu_share: f64,
     pub gateway: Option<CpuCost>,
     pub per_subscriber: Vec<SubscriberReport>,
-}
-
-/// Order bookkeeping for one subscriber, by publish sequence number.
-#[derive(Default)]
-struct SeqTracker {
-    seen: Vec<bool>,
-    unique: u64,
-    max_seen: Option<u64>,
-    duplicated: u64,
-    out_of_order: u64,
-}
-
-impl SeqTracker {
-    fn record(&mut self, seq: u64) {
-        let Ok(index) = usize::try_from(seq) else {
-            return;
-        };
-        if seq >= MAX_MESSAGES {
-            return;
-        }
-        if index >= self.seen.len() {
-            self.seen.resize(index + 1, false);
-        }
-        if self.seen[index] {
-            self.duplicated += 1;
-            return;
-        }
-        self.seen[index] = true;
-        self.unique += 1;
-        if self.max_seen.is_some_and(|max| seq < max) {
-            self.out_of_order += 1;
-        }
-        self.max_seen = Some(self.max_seen.map_or(seq, |max| max.max(seq)));
-    }
-
-    /// Acknowledged publishes this subscriber never received.
-    fn lost(&self, acked: &[bool]) -> u64 {
-        acked
-            .iter()
-            .enumerate()
-            .filter(|(i, ok)| **ok && !self.seen.get(*i).copied().unwrap_or(false))
-            .count() as u64
-    }
-}
-
-fn now_us() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_micros() as u64)
-        .unwrap_or(0)
-}
-
-/// The `(seq, ts_us)` a publisher put in a message.
-fn stamp(data: &Value) -> Option<(u64, u64)> {
-    Some((data.get("seq")?.as_u64()?, data.get("ts_us")?.as_u64()?))
 }
 
 struct Subscriber {
@@ -327,7 +268,7 @@ pub async fn run(args: FanoutArgs) -> Result<FanoutReport> {
     let before = procstat::sample_all(&args.gateway_pids)?;
     let load_before = procstat::sample(std::process::id())?;
     let started = Instant::now();
-    let acked = publish(&publisher, &args.channel, args.rate, total).await;
+    let acked = sequence::publish(&publisher, &args.channel, args.rate, total).await;
     let publish_secs = started.elapsed().as_secs_f64();
     let published = acked.iter().filter(|ok| **ok).count() as u64;
     let _ = done_tx.send(Some(published));
@@ -389,28 +330,6 @@ fn lock(group: &Group) -> MutexGuard<'_, Latency> {
     group
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-/// Publishes `total` stamped messages at `rate`, in order; returns which were acknowledged.
-async fn publish(publisher: &Client, channel: &str, rate: f64, total: u64) -> Vec<bool> {
-    let mut acked = vec![false; total as usize];
-    let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
-    // Catch up after a stall so the run publishes `rate` on average, as a real source would.
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-    let mut pending = FuturesUnordered::new();
-    for seq in 0..total {
-        ticker.tick().await;
-        let ack = publisher.publish(channel, json!({ "seq": seq, "ts_us": now_us() }));
-        pending.push(ack.map(move |result| (seq, result.is_ok())));
-        while let Some(Some((seq, ok))) = pending.next().now_or_never() {
-            acked[seq as usize] = ok;
-        }
-    }
-    // Every publish future times out on its own (the client's request timeout).
-    while let Some((seq, ok)) = pending.next().await {
-        acked[seq as usize] = ok;
-    }
-    acked
 }
 
 fn summarize(
@@ -545,39 +464,5 @@ pub fn print_human(r: &FanoutReport) {
             g.cpu_seconds_per_delivery * 1e6,
             g.deliveries_per_cpu_second
         );
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tracker_counts_loss_duplicates_and_reordering() {
-        let mut t = SeqTracker::default();
-        for seq in [0, 1, 3, 2, 3, 5] {
-            t.record(seq);
-        }
-        assert_eq!(t.unique, 5);
-        assert_eq!(t.duplicated, 1);
-        assert_eq!(t.out_of_order, 1);
-        // 4 was acknowledged and never arrived; 6 was not acknowledged so it is not lost.
-        let acked = [true, true, true, true, true, true, false];
-        assert_eq!(t.lost(&acked), 1);
-    }
-
-    #[test]
-    fn stamps_are_read_from_data() {
-        assert_eq!(stamp(&json!({"seq": 3, "ts_us": 99})), Some((3, 99)));
-        assert_eq!(stamp(&json!({"seq": 3})), None);
-        assert_eq!(stamp(&json!("x")), None);
-    }
-
-    #[test]
-    fn huge_sequence_numbers_are_ignored() {
-        let mut t = SeqTracker::default();
-        t.record(u64::MAX);
-        assert_eq!(t.unique, 0);
-        assert!(t.seen.is_empty());
     }
 }

@@ -3,10 +3,12 @@
 //! report for scripts instead of the human summary.
 
 mod dial;
+mod drain;
 mod fanout;
 mod idle;
 mod latency;
 mod procstat;
+mod sequence;
 
 use std::path::Path;
 
@@ -32,6 +34,8 @@ enum Scenario {
     Idle(idle::IdleArgs),
     /// Subscribers over several nodes, one publisher: delivery rate, latency, loss, order.
     Fanout(fanout::FanoutArgs),
+    /// Clients on one node that is drained: reconnect curve, time to empty, messages lost.
+    Drain(drain::DrainArgs),
 }
 
 #[tokio::main]
@@ -56,6 +60,15 @@ async fn main() -> Result<()> {
                 cli.json_out.as_deref(),
                 &report,
                 fanout::print_human,
+            )?;
+        }
+        Scenario::Drain(args) => {
+            let report = drain::run(args).await?;
+            output(
+                cli.json,
+                cli.json_out.as_deref(),
+                &report,
+                drain::print_human,
             )?;
         }
     }
