@@ -5,6 +5,7 @@
 //! a drain moves it away (a `reconnect` hint, then 1012 at the hinted time).
 
 use crate::auth::Identity;
+use crate::corked::Corked;
 use crate::drain::Phase;
 use crate::metrics::metrics;
 use crate::node::{ConnSlot, Node};
@@ -33,7 +34,7 @@ const MAX_BATCHES_PER_WAKE: usize = 8;
 /// Most channels one connection may be subscribed to at once.
 pub const MAX_SUBSCRIPTIONS: usize = 1024;
 
-type Socket = WebSocketStream<TcpStream>;
+type Socket = WebSocketStream<Corked<TcpStream>>;
 
 /// Why the connection task ends.
 enum End {
@@ -114,6 +115,8 @@ impl Connection<'_> {
             node: &self.node.config.node_id,
             heartbeat_ms: self.node.config.heartbeat_ms(),
         });
+        // The held-back 101 leaves together with the welcome.
+        ws.get_mut().release();
         if Box::pin(self.write(ws, Message::text(welcome)))
             .await
             .is_err()

@@ -7,6 +7,7 @@ pub mod auth;
 pub mod backplane;
 pub mod config;
 pub mod connection;
+pub mod corked;
 pub mod drain;
 pub mod engine;
 pub mod metrics;

@@ -6,6 +6,7 @@
 use crate::auth::{AuthError, Identity};
 use crate::config::RefusalMode;
 use crate::connection;
+use crate::corked::Corked;
 use crate::metrics::metrics;
 use crate::node::{ConnSlot, Node};
 use std::sync::Arc;
@@ -145,7 +146,7 @@ async fn handle(node: Arc<Node>, stream: TcpStream) {
     // Boxed so the (large) handshake state is freed once the upgrade is done, instead of
     // sizing every connection's task for it.
     let handshake = Box::pin(tokio_tungstenite::accept_hdr_async_with_config(
-        stream,
+        Corked::new(stream),
         callback,
         Some(config),
     ));
@@ -179,6 +180,7 @@ async fn handle(node: Arc<Node>, stream: TcpStream) {
                 refusal.reason(),
                 refusal.retry_after().unwrap_or(RETRY_AFTER_FULL_SECS)
             );
+            ws.get_mut().release();
             let frame = CloseFrame {
                 code: CloseCode::Again,
                 reason: reason.into(),
