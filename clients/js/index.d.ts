@@ -86,7 +86,8 @@ export interface ClientEvents {
   recoveryfailed: { channel: string };
   /** Offsets jumped by `missed` (messages dropped for a slow consumer, or trimmed). */
   gap: { channel: string; missed: number };
-  /** The gateway refused to resume a subscription; it has been removed. */
+  /** The gateway refused to resume a subscription for good (e.g. `forbidden`); it has been removed.
+   *  A refusal for now (`internal`, `rate_limited`) keeps it: the client reconnects with backoff. */
   subscriptionlost: { channel: string; error: WsfleetError };
   direct: { from: string; data: unknown };
   error: Error;

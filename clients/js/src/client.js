@@ -23,6 +23,8 @@ const NO_STATUS = 1005;
 const ABNORMAL = 1006;
 /** Browsers only let a page close with 1000 or 3000..4999. */
 const NORMAL = 1000;
+/** Error codes that mean "not now" (e.g. the node's backplane is down), not "never". */
+const TRANSIENT_ERRORS = new Set(['internal', 'rate_limited']);
 
 const EVENTS = [
   'connect',
@@ -97,6 +99,8 @@ export class Client {
   #session = null;
   #closed = false;
   #attempt = 0;
+  /** Failed attempts before the current session, restored if it turns out unusable. */
+  #attemptBeforeSession = 0;
   #nextUrl = 0;
   #nextRequest = 0;
   #connectTimer = null;
@@ -297,6 +301,7 @@ export class Client {
 
   #onWelcome(frame) {
     clearTimeout(this.#connectTimer);
+    this.#attemptBeforeSession = this.#attempt;
     this.#attempt = 0;
     this.#session = { clientId: frame.client_id, node: frame.node, heartbeatMs: frame.heartbeat_ms ?? null };
     // Resume before telling the application, so a subscribe from a `connect` listener is sent once.
@@ -322,6 +327,18 @@ export class Client {
     this.#drop(this.#socket, reason);
     this.#socket = null;
     this.#endSession(NORMAL, reason, 0);
+  }
+
+  /**
+   * A resume this node cannot serve now: keep the subscription, reconnect with backoff (to
+   * the next URL) and resume from the same offset. The backoff keeps growing, or nodes that
+   * cannot serve would be retried at the base delay forever.
+   */
+  #resumeRefused(reason) {
+    this.#drop(this.#socket, 'resuming elsewhere');
+    this.#socket = null;
+    this.#attempt = this.#attemptBeforeSession;
+    this.#endSession(undefined, reason, this.#delayAfterLoss(undefined, reason));
   }
 
   #onClose(code, reason) {
@@ -454,6 +471,10 @@ export class Client {
     }
     entry.state.subscribing = false;
     if (this.#subscriptions.get(entry.channel) !== entry.state) return;
+    if (entry.state.acked && TRANSIENT_ERRORS.has(frame.code)) {
+      this.#resumeRefused(`the gateway could not resume ${entry.channel}: ${frame.code}: ${frame.message ?? ''}`);
+      return;
+    }
     this.#subscriptions.delete(entry.channel);
     // Before the first ack the application's `ready` hears of it; later (a refused resume) an event.
     if (entry.state.acked) this.#emit('subscriptionlost', { channel: entry.channel, error });

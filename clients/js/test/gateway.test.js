@@ -336,3 +336,31 @@ test('offsets going backwards on a live connection (Redis lost its data) resync 
   await waitFor('the message after the resync', () => received.at(-1) === 'after');
   assert.deepEqual(received.slice(0, 3), [1, 2, 3]);
 });
+
+test('a resume the node cannot serve yet (backplane down) is retried with backoff, not dropped', async (t) => {
+  const redis = await Redis.start();
+  t.after(() => redis.kill());
+  const env = { WSFLEET_ADMIN_TOKEN: ADMIN_TOKEN };
+  const start = (id) => Gateway.start({ args: ['--anonymous', '--node-id', id, '--redis-url', redis.url], env });
+  const [a, b] = await Promise.all([start('a'), start('b')]);
+  t.after(() => a.kill());
+  t.after(() => b.kill());
+  const { client, events } = recordedClient({ urls: [a.url, b.url], backoff: { baseMs: 50, capMs: 400 } });
+  t.after(() => client.close());
+  await client.ready;
+  const received = [];
+  await client.subscribe('held', (m) => received.push(m.data)).ready;
+
+  redis.kill();
+  await a.kill();
+  // B is up without a backplane: it answers the resume with `internal`, more than once.
+  const refused = () => named(events, 'disconnect').filter((d) => d.reason.includes('could not resume held'));
+  await waitFor('two refused resumes', () => refused().length >= 2);
+  const redisAgain = await Redis.start(redis.port);
+  t.after(() => redisAgain.kill());
+  await waitFor('the resume once Redis is back', () => named(events, 'recoveryfailed').length === 1);
+  assert.deepEqual(named(events, 'subscriptionlost'), []);
+  const publish = (data) => b.admin('POST', '/api/v1/publish', { token: ADMIN_TOKEN, body: { channel: 'held', data } });
+  assert.equal((await publish('after')).status, 200);
+  await waitFor('the message after the outage', () => received.at(-1) === 'after');
+});

@@ -114,6 +114,10 @@ enum Ended {
         code: Option<u16>,
         reason: String,
     },
+    /// The gateway could not resume a subscription for now (e.g. its backplane is down).
+    ResumeRefused {
+        reason: String,
+    },
 }
 
 pub(crate) struct Driver {
@@ -129,6 +133,8 @@ pub(crate) struct Driver {
     next_endpoint: usize,
     /// Consecutive attempts without a session.
     attempt: u32,
+    /// Set when the gateway refused to resume a subscription for now; the session then ends.
+    resume_refused: Option<String>,
 }
 
 impl Driver {
@@ -152,6 +158,7 @@ impl Driver {
             next_request: 0,
             next_endpoint: 0,
             attempt: 0,
+            resume_refused: None,
         }
     }
 
@@ -164,7 +171,7 @@ impl Driver {
             self.next_endpoint = self.next_endpoint.wrapping_add(1);
             let delay = match self.open(&endpoint).await {
                 Ok(opened) => {
-                    self.attempt = 0;
+                    let failed_before = std::mem::take(&mut self.attempt);
                     let ended = self.serve(opened).await;
                     self.session.send_replace(None);
                     self.fail_in_flight();
@@ -180,6 +187,13 @@ impl Driver {
                         Ended::Lost { code, reason } => {
                             self.emit(Event::Disconnected { code, reason });
                             self.delay_after_loss(code)
+                        }
+                        Ended::ResumeRefused { reason } => {
+                            // Not a good session: keep backing off, or nodes that cannot
+                            // serve would be retried at the base delay forever.
+                            self.attempt = failed_before;
+                            self.emit(Event::Disconnected { code: None, reason });
+                            self.delay_after_loss(None)
                         }
                     }
                 }
@@ -375,7 +389,13 @@ impl Driver {
                         return Some(lost(e));
                     }
                 }
-                None
+                let reason = self.resume_refused.take()?;
+                let close = CloseFrame {
+                    code: CloseCode::Away,
+                    reason: "resuming elsewhere".into(),
+                };
+                let _ = ws.close(Some(close)).await;
+                Some(Ended::ResumeRefused { reason })
             }
             Some(Ok(WsMessage::Close(frame))) => {
                 let (code, reason) = close_parts(frame.as_ref());
@@ -514,18 +534,26 @@ impl Driver {
     fn on_error(&mut self, id: Option<String>, code: ErrorCode, message: String) {
         match id.and_then(|id| self.in_flight.remove(&id)) {
             Some(InFlight::Subscribe { channel }) => {
-                let Some(mut sub) = self.subscriptions.remove(&channel) else {
+                let Some(sub) = self.subscriptions.get_mut(&channel) else {
                     return;
                 };
-                match sub.waiting.take() {
-                    Some(reply) => {
-                        let _ = reply.send(Err(Error::Server { code, message }));
-                    }
-                    None => self.emit(Event::SubscriptionLost {
+                if let Some(reply) = sub.waiting.take() {
+                    // A first subscribe: the application hears of it and decides.
+                    self.subscriptions.remove(&channel);
+                    let _ = reply.send(Err(Error::Server { code, message }));
+                } else if code.is_transient() {
+                    // A resume this node cannot serve now: keep the subscription, reconnect
+                    // with backoff (to the next endpoint) and resume from the same offset.
+                    self.resume_refused = Some(format!(
+                        "the gateway could not resume {channel}: {code}: {message}"
+                    ));
+                } else {
+                    self.subscriptions.remove(&channel);
+                    self.emit(Event::SubscriptionLost {
                         channel,
                         code,
                         message,
-                    }),
+                    });
                 }
             }
             Some(InFlight::Done(reply)) => {

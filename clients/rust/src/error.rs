@@ -32,6 +32,12 @@ impl ErrorCode {
         }
     }
 
+    /// Codes that say "not now" rather than "never": the same request may succeed later or on
+    /// another node (the gateway answers `internal` while its backplane is down).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, ErrorCode::Internal | ErrorCode::RateLimited)
+    }
+
     pub fn as_str(&self) -> &str {
         match self {
             ErrorCode::BadRequest => "bad_request",

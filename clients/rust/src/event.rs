@@ -19,7 +19,9 @@ pub enum Event {
     /// Offsets jumped: `missed` messages of `channel` were never delivered (dropped by the
     /// gateway for a slow consumer under `drop-oldest`, or beyond what history could replay).
     Gap { channel: String, missed: u64 },
-    /// The gateway dropped a subscription on resume (e.g. `forbidden`); its stream has ended.
+    /// The gateway refused a subscription's resume for good (e.g. `forbidden`); its stream has
+    /// ended. A refusal for now (`internal`, `rate_limited`) keeps the subscription: the client
+    /// reconnects with backoff and resumes again.
     SubscriptionLost {
         channel: String,
         code: ErrorCode,

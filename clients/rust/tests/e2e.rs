@@ -216,6 +216,54 @@ async fn wait_for_event(
     .expect("the expected event within the wait");
 }
 
+/// A node whose backplane is down answers a resume with `internal`: the client keeps the
+/// subscription, backs off and resumes again (no `SubscriptionLost`), and once Redis is back the
+/// resume goes through and reports the history lost with the restart.
+#[tokio::test]
+async fn a_resume_the_node_cannot_serve_yet_is_retried() {
+    let redis = Redis::start();
+    let port = redis.port;
+    let mut a = Gateway::start("a", &redis.url());
+    let b = Gateway::start("b", &redis.url());
+    let client = Client::connect_with(fast_backoff(vec![a.url(), b.url()]))
+        .await
+        .expect("client");
+    let mut events = client.events();
+    let mut sub = client.subscribe("r").await.expect("subscribe");
+
+    drop(redis);
+    a.kill();
+    // B is up but has no backplane: the resume is refused for now, more than once.
+    for _ in 0..2 {
+        wait_for_event(&mut events, |e| {
+            matches!(e, Event::Disconnected { reason, .. } if reason.contains("could not resume r"))
+        })
+        .await;
+    }
+    let _redis = Redis::start_on(port);
+    let mut lost = false;
+    timeout(WAIT, async {
+        loop {
+            match events.recv().await {
+                Ok(Event::RecoveryFailed { channel }) if channel == "r" => return,
+                Ok(Event::SubscriptionLost { .. }) => lost = true,
+                Ok(_) => {}
+                Err(e) => panic!("events ended: {e}"),
+            }
+        }
+    })
+    .await
+    .expect("the resume goes through once Redis is back");
+    assert!(!lost, "a transient refusal must not drop the subscription");
+
+    let publisher = Client::connect(&b.url(), None).await.expect("publisher");
+    publisher
+        .publish("r", json!("after"))
+        .await
+        .expect("publish");
+    assert_eq!(next_message(&mut sub).await.data, json!("after"));
+}
+
 /// Subscribers on node A, A killed while a publisher on node B keeps publishing: every
 /// subscriber moves to B and sees every message exactly once, in order.
 #[tokio::test]
