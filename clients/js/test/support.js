@@ -20,9 +20,10 @@ export const repoRoot = resolve(here, '../../..');
 export const START_TIMEOUT_MS = 30_000;
 export const WAIT_TIMEOUT_MS = 20_000;
 
-/** The gateway binary: $WSFLEET_GATEWAY_BIN, else the workspace's debug build. */
+/** The gateway binary: $WSFLEET_GATEWAY_BIN, else the debug build in cargo's target directory. */
 export function gatewayBin() {
-  const bin = process.env.WSFLEET_GATEWAY_BIN ?? join(repoRoot, 'target/debug/wsfleet-gateway');
+  const target = process.env.CARGO_TARGET_DIR ? resolve(repoRoot, process.env.CARGO_TARGET_DIR) : join(repoRoot, 'target');
+  const bin = process.env.WSFLEET_GATEWAY_BIN ?? join(target, 'debug/wsfleet-gateway');
   if (!existsSync(bin)) {
     throw new Error(`no gateway binary at ${bin}: run \`cargo build -p wsfleet-gateway\` or set WSFLEET_GATEWAY_BIN`);
   }
