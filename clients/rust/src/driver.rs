@@ -473,7 +473,9 @@ impl Driver {
             }
             ServerFrame::Reconnect { after_ms, reason } => {
                 tracing::debug!(after_ms, %reason, "gateway asked us to reconnect");
-                *hint = Some(Instant::now() + Duration::from_millis(after_ms));
+                let after = Duration::from_millis(after_ms);
+                *hint = Some(Instant::now() + after);
+                self.emit(Event::Draining { after, reason });
                 Vec::new()
             }
             ServerFrame::Welcome { .. } => Vec::new(),

@@ -10,6 +10,9 @@ use crate::error::ErrorCode;
 pub enum Event {
     /// A session started: the gateway's `welcome`.
     Connected { client_id: String, node: String },
+    /// The node is draining: the client keeps reading and moves to the next endpoint after
+    /// `after` (the gateway's jittered `reconnect` hint).
+    Draining { after: Duration, reason: String },
     /// The connection ended; `code` is the WebSocket close code when the gateway sent one.
     Disconnected { code: Option<u16>, reason: String },
     /// The client waits `delay` before its next connection attempt.
