@@ -88,6 +88,9 @@ pub struct DrainReport {
     pub window_secs: u64,
     /// Clients ÷ window: the reconnects per second a perfectly even drain would cause.
     pub even_rate: f64,
+    /// Per second since the drain started: the reconnect times clients were given (hint
+    /// received + its `after_ms`): the schedule, without the load machine's stalls.
+    pub scheduled_per_second: Vec<u64>,
     /// Per second since the drain started: clients that set out to reconnect (their first
     /// attempt after the hint, the handshakes the rest of the fleet must absorb).
     pub attempts_per_second: Vec<u64>,
@@ -95,6 +98,7 @@ pub struct DrainReport {
     pub welcomes_per_second: Vec<u64>,
     /// The drained node's connections at each second since the drain started (from `/status`).
     pub remaining_per_second: Vec<u64>,
+    pub peak_scheduled_ratio: f64,
     pub peak_attempts_ratio: f64,
     pub peak_welcomes_ratio: f64,
     pub moved: usize,
@@ -120,6 +124,7 @@ pub struct DrainReport {
 /// What one client saw, times relative to the drain's start.
 #[derive(Default)]
 struct Followed {
+    scheduled_after: Option<Duration>,
     attempt_after: Option<Duration>,
     welcome_after: Option<Duration>,
     returned_to_drained: bool,
@@ -338,6 +343,9 @@ impl Followed {
             drain_started.map(|at| (Instant::now() + extra).saturating_duration_since(at))
         };
         match event {
+            Event::Draining { after, .. } if self.scheduled_after.is_none() => {
+                self.scheduled_after = since(after);
+            }
             Event::Reconnecting { delay, .. } if self.attempt_after.is_none() => {
                 self.attempt_after = since(delay);
             }
@@ -529,6 +537,7 @@ fn summarize(
     acked: &[bool],
 ) -> DrainReport {
     let even_rate = setup.clients_connected as f64 / args.window_secs as f64;
+    let scheduled_per_second = per_second(followed.iter().filter_map(|f| f.scheduled_after));
     let attempts_per_second = per_second(followed.iter().filter_map(|f| f.attempt_after));
     let welcomes_per_second = per_second(followed.iter().filter_map(|f| f.welcome_after));
     let moved = followed
@@ -548,8 +557,10 @@ fn summarize(
         started_elsewhere: setup.started_elsewhere,
         window_secs: args.window_secs,
         even_rate,
+        peak_scheduled_ratio: peak_ratio(&scheduled_per_second, even_rate),
         peak_attempts_ratio: peak_ratio(&attempts_per_second, even_rate),
         peak_welcomes_ratio: peak_ratio(&welcomes_per_second, even_rate),
+        scheduled_per_second,
         attempts_per_second,
         welcomes_per_second,
         remaining_per_second: outcome.remaining_per_second,
@@ -586,16 +597,18 @@ pub fn print_human(r: &DrainReport) {
     if r.started_elsewhere > 0 {
         println!("  {} clients started on another node", r.started_elsewhere);
     }
-    println!("  second  attempts  welcomes  remaining");
+    println!("  second  scheduled  attempts  welcomes  remaining");
     let seconds = r
-        .attempts_per_second
+        .scheduled_per_second
         .len()
+        .max(r.attempts_per_second.len())
         .max(r.welcomes_per_second.len())
         .max(r.remaining_per_second.len());
     let at = |v: &[u64], i: usize| v.get(i).map_or("-".to_owned(), u64::to_string);
     for i in 0..seconds {
         println!(
-            "  {i:>6}  {:>8}  {:>8}  {:>9}",
+            "  {i:>6}  {:>9}  {:>8}  {:>8}  {:>9}",
+            at(&r.scheduled_per_second, i),
             at(&r.attempts_per_second, i),
             at(&r.welcomes_per_second, i),
             at(&r.remaining_per_second, i)
@@ -603,8 +616,13 @@ pub fn print_human(r: &DrainReport) {
     }
     let secs = |s: Option<f64>| s.map_or("never".to_owned(), |s| format!("{s:.1} s"));
     println!(
-        "  peak/even: attempts {:.2}x, welcomes {:.2}x; moved {}, not moved {}, back on the drained node {}",
-        r.peak_attempts_ratio, r.peak_welcomes_ratio, r.moved, r.not_moved, r.returned_to_drained
+        "  peak/even: scheduled {:.2}x, attempts {:.2}x, welcomes {:.2}x; moved {}, not moved {}, back on the drained node {}",
+        r.peak_scheduled_ratio,
+        r.peak_attempts_ratio,
+        r.peak_welcomes_ratio,
+        r.moved,
+        r.not_moved,
+        r.returned_to_drained
     );
     println!(
         "  time to empty {}, last welcome {}",
@@ -659,6 +677,15 @@ mod tests {
         f.note(connected("a"), None, "a");
         assert!(f.welcome_after.is_none() && !f.returned_to_drained);
         let started = Instant::now();
+        f.note(
+            Event::Draining {
+                after: Duration::from_secs(2),
+                reason: "test".into(),
+            },
+            Some(started),
+            "a",
+        );
+        assert!(f.scheduled_after.expect("schedule recorded") >= Duration::from_secs(2));
         f.note(
             Event::Reconnecting {
                 delay: Duration::from_secs(2),
