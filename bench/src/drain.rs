@@ -86,7 +86,8 @@ pub struct DrainReport {
     /// Clients whose first session was not on the drained node (should be 0).
     pub started_elsewhere: usize,
     pub window_secs: u64,
-    /// Clients ÷ window: the reconnects per second a perfectly even drain would cause.
+    /// Clients on the drained node ÷ window: the reconnects per second a perfectly even drain
+    /// would cause.
     pub even_rate: f64,
     /// Per second since the drain started: the reconnect times clients were given (hint
     /// received + its `after_ms`): the schedule, without the load machine's stalls.
@@ -536,7 +537,10 @@ fn summarize(
     followed: &[Followed],
     acked: &[bool],
 ) -> DrainReport {
-    let even_rate = setup.clients_connected as f64 / args.window_secs as f64;
+    // Clients whose first session landed elsewhere (e.g. the drained node was slow to answer
+    // during set-up) are not part of the drain.
+    let on_drained = setup.clients_connected - setup.started_elsewhere;
+    let even_rate = on_drained as f64 / args.window_secs as f64;
     let scheduled_per_second = per_second(followed.iter().filter_map(|f| f.scheduled_after));
     let attempts_per_second = per_second(followed.iter().filter_map(|f| f.attempt_after));
     let welcomes_per_second = per_second(followed.iter().filter_map(|f| f.welcome_after));
@@ -565,7 +569,7 @@ fn summarize(
         welcomes_per_second,
         remaining_per_second: outcome.remaining_per_second,
         moved,
-        not_moved: setup.clients_connected - moved,
+        not_moved: on_drained.saturating_sub(moved),
         returned_to_drained: followed.iter().filter(|f| f.returned_to_drained).count(),
         time_to_empty_secs: outcome.time_to_empty,
         last_welcome_secs: followed
@@ -595,7 +599,10 @@ pub fn print_human(r: &DrainReport) {
         println!("  connect failure: {failure}");
     }
     if r.started_elsewhere > 0 {
-        println!("  {} clients started on another node", r.started_elsewhere);
+        println!(
+            "  {} clients started on another node (not part of the drain)",
+            r.started_elsewhere
+        );
     }
     println!("  second  scheduled  attempts  welcomes  remaining");
     let seconds = r
