@@ -103,6 +103,8 @@ pub struct BroadcastResult {
     pub wait_secs: f64,
     /// Gateways' CPU time from the publish until every load process reported.
     pub gateway_cpu_us: Option<u64>,
+    /// The load processes' CPU time over the same span (receiving and counting it).
+    pub load_cpu_us: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -372,6 +374,8 @@ async fn broadcast(
 ) -> Result<BroadcastResult> {
     children.tell(&format!("broadcast {seq}"))?;
     let cpu_before = procstat::sample_all(&args.gateway_pids).ok();
+    let load_pids = children.pids();
+    let load_before = procstat::sample_all(&load_pids).ok();
     let posted = Instant::now();
     let body = json!({
         "channel": args.channel,
@@ -392,6 +396,10 @@ async fn broadcast(
         }
         _ => None,
     };
+    let load_cpu_us = match (load_before, procstat::sample_all(&load_pids).ok()) {
+        (Some(before), Some(after)) => cpu_delta(&before, &after),
+        _ => 0,
+    };
     let mut latency = Latency::new();
     for s in &seen {
         latency.merge(&Latency::from_buckets(&s.latency_buckets));
@@ -409,6 +417,7 @@ async fn broadcast(
         latency: latency.summary(),
         wait_secs: seen.iter().map(|s| s.waited_secs).fold(0.0, f64::max),
         gateway_cpu_us,
+        load_cpu_us,
     })
 }
 
@@ -694,7 +703,7 @@ pub fn print_human(r: &ScaleReport) {
     for b in &r.broadcasts {
         let error = b.publish_error.as_deref().unwrap_or("");
         println!(
-            "  broadcast {}: received by {} of {} ({} missing); latency p50 {} p90 {} p99 {} max {}; publish {}; gateway CPU {:.2}s {error}",
+            "  broadcast {}: received by {} of {} ({} missing); latency p50 {} p90 {} p99 {} max {}; publish {}; CPU gateways {:.2}s, load {:.2}s {error}",
             b.seq,
             b.received,
             b.expected,
@@ -705,6 +714,7 @@ pub fn print_human(r: &ScaleReport) {
             latency::human(b.latency.max_us),
             latency::human(b.publish_us),
             b.gateway_cpu_us.unwrap_or(0) as f64 / 1e6,
+            b.load_cpu_us as f64 / 1e6,
         );
     }
     let m = &r.memory;
