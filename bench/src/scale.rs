@@ -116,6 +116,9 @@ pub struct Memory {
     /// Gateways' CPU time while the connections were opened and subscribed.
     pub gateway_cpu_open_us: u64,
     pub redis_rss_bytes: Option<u64>,
+    /// redis-server's CPU time while the connections were opened and subscribed (the client
+    /// registry writes and refreshes, the subscribe position reads).
+    pub redis_cpu_open_us: Option<u64>,
     pub load_pids: Vec<u32>,
     pub load_rss_bytes: u64,
     pub load_rss_per_connection_bytes: f64,
@@ -177,6 +180,7 @@ pub async fn run(args: ScaleArgs) -> Result<Option<ScaleReport>> {
     let slab_before_bytes = machine::slab_bytes();
     let loadavg_before = machine::loadavg();
     let gateways_before = procstat::sample_all(&args.gateway_pids)?;
+    let redis_before = args.redis_pid.and_then(|pid| procstat::sample(pid).ok());
     let mut children = Children::spawn(&args, &shares)?;
     let ready_limit = Duration::from_secs(args.max_secs + 2 * args.handshake_timeout_secs + 60);
     let opened = children
@@ -189,13 +193,17 @@ pub async fn run(args: ScaleArgs) -> Result<Option<ScaleReport>> {
 
     tokio::time::sleep(Duration::from_secs(args.hold_secs)).await;
     let gateways_held = procstat::sample_all(&args.gateway_pids)?;
-    let memory = memory(
+    let mut memory = memory(
         &args,
         &children.pids(),
         &gateways_before,
         &gateways_held,
         open.subscribed,
     );
+    memory.redis_cpu_open_us = match (redis_before, args.redis_pid.map(procstat::sample)) {
+        (Some(before), Some(Ok(held))) => Some(held.cpu_us.saturating_sub(before.cpu_us)),
+        _ => None,
+    };
     let sockstat_held = machine::sockstat();
     let slab_held_bytes = machine::slab_bytes();
     let loadavg_held = machine::loadavg();
@@ -350,6 +358,7 @@ fn memory(
             .redis_pid
             .and_then(|pid| procstat::sample(pid).ok())
             .map(|s| s.rss_bytes),
+        redis_cpu_open_us: None,
         load_pids: load_pids.to_vec(),
         load_rss_bytes: rss(&load),
         load_rss_per_connection_bytes: per(rss(&load) as f64),
@@ -726,9 +735,10 @@ pub fn print_human(r: &ScaleReport) {
         m.gateway_cpu_open_us as f64 / 1e6
     );
     println!(
-        "  redis-server RSS {}; load processes RSS {:.0} MiB ({:.2} KiB per connection), CPU {:.1}s to open",
+        "  redis-server RSS {}, CPU {:.1}s while opening; load processes RSS {:.0} MiB ({:.2} KiB per connection), CPU {:.1}s to open",
         m.redis_rss_bytes
             .map_or("?".into(), |b| format!("{:.1} MiB", mib(b))),
+        m.redis_cpu_open_us.unwrap_or(0) as f64 / 1e6,
         mib(m.load_rss_bytes),
         m.load_rss_per_connection_bytes / 1024.0,
         r.load_cpu_us as f64 / 1e6
