@@ -12,7 +12,8 @@
 #
 # Environment:
 #   SCALE_N (200000), SCALE_GATEWAYS (12), SCALE_PROCS (12), SCALE_C (384 dialers in total),
-#   SCALE_BROADCASTS (3), SCALE_MAX_CONNECTIONS (19000 per gateway), SCALE_MAX_SECS (600)
+#   SCALE_BROADCASTS (3), SCALE_MAX_CONNECTIONS (19000 per gateway), SCALE_MAX_SECS (600),
+#   SCALE_HOLD_SECS (3: idle hold before the broadcasts, over which gateway CPU is measured)
 #   WSFLEET_GATEWAY_BIN  use this gateway binary instead of building it here
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,6 +27,7 @@ SCALE_C=${SCALE_C:-384}
 SCALE_BROADCASTS=${SCALE_BROADCASTS:-3}
 SCALE_MAX_CONNECTIONS=${SCALE_MAX_CONNECTIONS:-19000}
 SCALE_MAX_SECS=${SCALE_MAX_SECS:-600}
+SCALE_HOLD_SECS=${SCALE_HOLD_SECS:-3}
 SOURCES=127.0.1.1-127.0.1.240
 (( SCALE_GATEWAYS >= 1 && SCALE_GATEWAYS <= 200 )) || { echo "SCALE_GATEWAYS must be 1..200" >&2; exit 2; }
 export WSFLEET_ADMIN_TOKEN=scale-admin-$$
@@ -134,7 +136,7 @@ done
 join() { local IFS=,; echo "$*"; }
 args=(scale --urls "$(join "${urls[@]}")" --admin-urls "$(join "${admins[@]}")"
   -n "$SCALE_N" -c "$SCALE_C" --procs "$SCALE_PROCS" --source-ips "$SOURCES"
-  --broadcasts "$SCALE_BROADCASTS" --max-secs "$SCALE_MAX_SECS"
+  --broadcasts "$SCALE_BROADCASTS" --max-secs "$SCALE_MAX_SECS" --hold-secs "$SCALE_HOLD_SECS"
   --gateway-pid "$(join "${gw_pids[@]}")" --redis-pid "$redis_pid")
 echo "== wsfleet-bench ${args[*]}"
 "$bench" "${args[@]}" --json-out "$out/scale.json"

@@ -115,6 +115,10 @@ pub struct Memory {
     pub gateway_rss_per_connection_bytes: f64,
     /// Gateways' CPU time while the connections were opened and subscribed.
     pub gateway_cpu_open_us: u64,
+    /// Gateways' CPU time while every connection was held idle for `--hold-secs` (heartbeats
+    /// and the client registry's periodic rewrite in Redis).
+    pub gateway_cpu_hold_us: u64,
+    pub hold_secs: u64,
     pub redis_rss_bytes: Option<u64>,
     /// redis-server's CPU time while the connections were opened and subscribed (the client
     /// registry writes and refreshes, the subscribe position reads).
@@ -190,14 +194,14 @@ pub async fn run(args: ScaleArgs) -> Result<Option<ScaleReport>> {
         })
         .await?;
     let open = merge_opened(opened);
+    let gateways_open = procstat::sample_all(&args.gateway_pids)?;
 
     tokio::time::sleep(Duration::from_secs(args.hold_secs)).await;
     let gateways_held = procstat::sample_all(&args.gateway_pids)?;
     let mut memory = memory(
         &args,
         &children.pids(),
-        &gateways_before,
-        &gateways_held,
+        [&gateways_before, &gateways_open, &gateways_held],
         open.subscribed,
     );
     memory.redis_cpu_open_us = match (redis_before, args.redis_pid.map(procstat::sample)) {
@@ -331,8 +335,7 @@ fn rate(count: u64, secs: f64) -> f64 {
 fn memory(
     args: &ScaleArgs,
     load_pids: &[u32],
-    before: &[procstat::Sample],
-    held: &[procstat::Sample],
+    [before, open, held]: [&[procstat::Sample]; 3],
     subscribed: u64,
 ) -> Memory {
     let rss = |samples: &[procstat::Sample]| samples.iter().map(|s| s.rss_bytes).sum::<u64>();
@@ -353,7 +356,9 @@ fn memory(
         gateway_rss_before_bytes: rss_before,
         gateway_rss_held_bytes: rss_held,
         gateway_rss_per_connection_bytes: per(rss_held as f64 - rss_before as f64),
-        gateway_cpu_open_us: cpu_delta(before, held),
+        gateway_cpu_open_us: cpu_delta(before, open),
+        gateway_cpu_hold_us: cpu_delta(open, held),
+        hold_secs: args.hold_secs,
         redis_rss_bytes: args
             .redis_pid
             .and_then(|pid| procstat::sample(pid).ok())
@@ -728,11 +733,13 @@ pub fn print_human(r: &ScaleReport) {
     }
     let m = &r.memory;
     println!(
-        "  gateways RSS {:.0} MiB -> {:.0} MiB = {:.2} KiB per connection; CPU {:.1}s to accept and subscribe",
+        "  gateways RSS {:.0} MiB -> {:.0} MiB = {:.2} KiB per connection; CPU {:.1}s to accept and subscribe, {:.2}s while holding for {}s",
         mib(m.gateway_rss_before_bytes),
         mib(m.gateway_rss_held_bytes),
         m.gateway_rss_per_connection_bytes / 1024.0,
-        m.gateway_cpu_open_us as f64 / 1e6
+        m.gateway_cpu_open_us as f64 / 1e6,
+        m.gateway_cpu_hold_us as f64 / 1e6,
+        m.hold_secs
     );
     println!(
         "  redis-server RSS {}, CPU {:.1}s while opening; load processes RSS {:.0} MiB ({:.2} KiB per connection), CPU {:.1}s to open",
