@@ -573,7 +573,9 @@ impl Children {
             if let Some(token) = &args.token {
                 command.args(["--token", token]);
             }
-            // On error, dropping `children` kills the ones already started.
+            // On error, dropping `children` kills the ones already started. The children's
+            // parent-death signal follows the spawning thread: this runs on the main thread
+            // (`#[tokio::main]` polls the top-level future there), which lives until exit.
             let mut child = command.spawn().context("starting a load process")?;
             let stdout = child.stdout.take().context("load process stdout")?;
             children.procs.push(child);
