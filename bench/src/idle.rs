@@ -159,7 +159,7 @@ const FD_RESERVE: u64 = 200;
 
 /// Refuses a per-process share that cannot fit under the open-file limit, up front, instead of
 /// reporting thousands of `too_many_open_files` failures.
-fn check_fd_budget(per_process: usize) -> Result<()> {
+pub(crate) fn check_fd_budget(per_process: usize) -> Result<()> {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,

@@ -7,7 +7,9 @@ mod drain;
 mod fanout;
 mod idle;
 mod latency;
+mod machine;
 mod procstat;
+mod scale;
 mod sequence;
 
 use std::path::Path;
@@ -36,6 +38,8 @@ enum Scenario {
     Fanout(fanout::FanoutArgs),
     /// Clients on one node that is drained: reconnect curve, time to empty, messages lost.
     Drain(drain::DrainArgs),
+    /// Many connections over many gateway and load processes, all receiving one broadcast.
+    Scale(scale::ScaleArgs),
 }
 
 #[tokio::main]
@@ -70,6 +74,17 @@ async fn main() -> Result<()> {
                 &report,
                 drain::print_human,
             )?;
+        }
+        Scenario::Scale(args) => {
+            // Load processes report to their parent themselves.
+            if let Some(report) = scale::run(args).await? {
+                output(
+                    cli.json,
+                    cli.json_out.as_deref(),
+                    &report,
+                    scale::print_human,
+                )?;
+            }
         }
     }
     Ok(())
