@@ -7,6 +7,7 @@ mod drain;
 mod fanout;
 mod idle;
 mod latency;
+mod peer;
 mod procstat;
 mod sequence;
 
