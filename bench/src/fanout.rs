@@ -174,7 +174,7 @@ pub(crate) struct Consumed {
 /// by the group's tasks: one histogram per subscriber would cost ~140 KiB each.
 pub(crate) type Group = Arc<Mutex<Latency>>;
 
-/// Reads one subscription until it has every acknowledged message, or until `stop`.
+/// Reads one subscription until it has every message sent, or until `stop`.
 async fn consume(
     mut sub: Subscriber,
     group: Group,
@@ -295,7 +295,10 @@ pub async fn run(args: FanoutArgs) -> Result<FanoutReport> {
     let acked = sequence::publish(&publisher, &args.channel, args.rate, total).await;
     let publish_secs = started.elapsed().as_secs_f64();
     let published = acked.iter().filter(|ok| **ok).count() as u64;
-    let _ = done_tx.send(Some(published));
+    // Consumers wait for every message sent, not only the acknowledged ones: under saturation
+    // an ack can time out while its message is still delivered, and stopping at the acked
+    // count would cut the deliveries short. Loss still counts acknowledged messages only.
+    let _ = done_tx.send(Some(total));
 
     // Let deliveries in flight arrive, bounded by --settle-secs.
     let stopper = tokio::spawn(async move {

@@ -77,7 +77,7 @@ impl Publisher {
     }
 }
 
-/// Reads one subscriber's connection until it has every acknowledged message, or until `stop`.
+/// Reads one subscriber's connection until it has every message sent, or until `stop`.
 async fn consume(
     mut sub: Subscriber,
     protocol: Protocol,
@@ -201,7 +201,10 @@ pub async fn run(args: &FanoutArgs, total: u64) -> Result<FanoutReport> {
         sequence::publish_with(args.rate, total, |data| publisher.publish(channel, data)).await;
     let publish_secs = started.elapsed().as_secs_f64();
     let published = acked.iter().filter(|ok| **ok).count() as u64;
-    let _ = done_tx.send(Some(published));
+    // Consumers wait for every message sent, not only the acknowledged ones: under saturation
+    // an ack can time out while its message is still delivered, and stopping at the acked
+    // count would cut the deliveries short. Loss still counts acknowledged messages only.
+    let _ = done_tx.send(Some(total));
 
     let settle = Duration::from_secs(args.settle_secs);
     let stopper = tokio::spawn(async move {
