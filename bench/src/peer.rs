@@ -7,6 +7,7 @@ pub mod engineio;
 pub mod fanout;
 pub mod nchan;
 pub mod socketio;
+pub mod wsfleet;
 
 use std::net::Ipv4Addr;
 use std::time::Duration;
@@ -25,6 +26,9 @@ pub enum Protocol {
     /// wsfleet gateways (`ws://host:port/ws`).
     #[default]
     Wsfleet,
+    /// wsfleet gateways driven over a raw WebSocket like the peers (fan-out subscribers and
+    /// publisher without the Rust client); for idle connections the same as `wsfleet`.
+    WsfleetRaw,
     /// nginx + Nchan: WebSocket subscribers on `/sub/<channel>`, HTTP POST to `/pub/<channel>`.
     Nchan,
     /// Socket.IO 4 over a raw Engine.IO v4 WebSocket (`/socket.io/?EIO=4&transport=websocket`).
@@ -35,6 +39,7 @@ impl Protocol {
     pub fn name(self) -> &'static str {
         match self {
             Protocol::Wsfleet => "wsfleet",
+            Protocol::WsfleetRaw => "wsfleet-raw",
             Protocol::Nchan => "nchan",
             Protocol::Socketio => "socketio",
         }
@@ -44,7 +49,7 @@ impl Protocol {
     /// where the URL is the subscription.
     pub fn endpoint(self, url: &str, channel: &str) -> String {
         match self {
-            Protocol::Wsfleet => url.to_owned(),
+            Protocol::Wsfleet | Protocol::WsfleetRaw => url.to_owned(),
             Protocol::Nchan => nchan::subscriber_url(url, channel),
             Protocol::Socketio => engineio::websocket_url(url),
         }
@@ -88,6 +93,11 @@ pub fn read_frame(protocol: Protocol, text: &str) -> Frame {
     match protocol {
         // The wsfleet adapter is the Rust client, which reads its own frames.
         Protocol::Wsfleet => Frame::Foreign,
+        Protocol::WsfleetRaw => match wsfleet::read(text) {
+            Some(wsfleet::ServerFrame::Message(data)) => Frame::Data(data),
+            Some(_) => Frame::Control,
+            None => Frame::Foreign,
+        },
         Protocol::Nchan => serde_json::from_str(text).map_or(Frame::Foreign, Frame::Data),
         Protocol::Socketio => match engineio::decode(text) {
             Ok(engineio::Packet::Ping) => Frame::Reply(engineio::PONG),
@@ -145,5 +155,16 @@ mod tests {
             Frame::Control
         );
         assert_eq!(read_frame(Protocol::Socketio, "x"), Frame::Foreign);
+        assert_eq!(
+            read_frame(
+                Protocol::WsfleetRaw,
+                r#"{"op":"message","channel":"c","offset":1,"data":7}"#
+            ),
+            Frame::Data(json!(7))
+        );
+        assert_eq!(
+            read_frame(Protocol::WsfleetRaw, r#"{"op":"welcome"}"#),
+            Frame::Control
+        );
     }
 }

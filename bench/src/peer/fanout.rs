@@ -10,7 +10,7 @@ use serde_json::Value;
 use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::Message;
 
-use super::{Frame, Protocol, nchan, socketio};
+use super::{Frame, Protocol, nchan, socketio, wsfleet};
 use crate::dial::{self, Conn, Target};
 use crate::fanout::{Consumed, FanoutArgs, FanoutReport, Group, Outcome, SubscriberReport};
 use crate::fanout::{lock, summarize};
@@ -38,9 +38,17 @@ async fn connect_subscriber(
     let mut conn = super::open(protocol, &target, None, CONNECT_TIMEOUT)
         .await
         .map_err(|e| anyhow!("connecting to {node}: {}", dial::classify(&e)))?;
-    if protocol == Protocol::Socketio {
-        tokio::time::timeout(CONNECT_TIMEOUT, socketio::subscribe(&mut conn, &channel))
-            .await
+    let subscribed = match protocol {
+        Protocol::Socketio => Some(
+            tokio::time::timeout(CONNECT_TIMEOUT, socketio::subscribe(&mut conn, &channel)).await,
+        ),
+        Protocol::WsfleetRaw => Some(
+            tokio::time::timeout(CONNECT_TIMEOUT, wsfleet::subscribe(&mut conn, &channel)).await,
+        ),
+        Protocol::Nchan | Protocol::Wsfleet => None,
+    };
+    if let Some(subscribed) = subscribed {
+        subscribed
             .map_err(|_| anyhow!("subscribe on {node} timed out"))?
             .with_context(|| format!("subscribing on {node}"))?;
     }
@@ -50,6 +58,7 @@ async fn connect_subscriber(
 enum Publisher {
     Nchan(nchan::Publisher),
     Socketio(socketio::Publisher),
+    Wsfleet(wsfleet::Publisher),
 }
 
 impl Publisher {
@@ -58,12 +67,15 @@ impl Publisher {
             Protocol::Nchan => Ok(Publisher::Nchan(nchan::Publisher::new(
                 nchan::publisher_url(node, channel)?,
             ))),
-            Protocol::Socketio => {
+            Protocol::Socketio | Protocol::WsfleetRaw => {
                 let target = Target::new(&protocol.endpoint(node, channel), None)?;
                 let conn = super::open(protocol, &target, None, CONNECT_TIMEOUT)
                     .await
                     .map_err(|e| anyhow!("publisher on {node}: {}", dial::classify(&e)))?;
-                Ok(Publisher::Socketio(socketio::Publisher::new(conn)))
+                Ok(match protocol {
+                    Protocol::Socketio => Publisher::Socketio(socketio::Publisher::new(conn)),
+                    _ => Publisher::Wsfleet(wsfleet::Publisher::new(conn)),
+                })
             }
             Protocol::Wsfleet => Err(anyhow!("wsfleet fan-out uses the wsfleet client")),
         }
@@ -73,6 +85,7 @@ impl Publisher {
         match self {
             Publisher::Nchan(p) => p.publish(data.to_string()).await,
             Publisher::Socketio(p) => p.publish(channel, data).await,
+            Publisher::Wsfleet(p) => p.publish(channel, data).await,
         }
     }
 }
