@@ -108,6 +108,7 @@ pub fn classify(error: &DialError) -> String {
         DialError::Ws(tungstenite::Error::Io(e)) => format!("io:{:?}", e.kind()),
         DialError::Ws(tungstenite::Error::Protocol(_)) => "ws_protocol".into(),
         DialError::Ws(_) => "ws_other".into(),
+        DialError::Session(cause) => (*cause).into(),
     }
 }
 
@@ -116,6 +117,9 @@ pub enum DialError {
     Timeout,
     Io(std::io::Error),
     Ws(tungstenite::Error),
+    /// The WebSocket opened but the peer protocol's own set-up failed (e.g. Socket.IO's
+    /// namespace connect), with a short cause.
+    Session(&'static str),
 }
 
 /// Small buffers: the load side holds tens of thousands of mostly idle connections.

@@ -15,6 +15,7 @@ use tokio::sync::{broadcast, watch};
 use wsfleet_client::{Client, ClientConfig, Event, Subscription};
 
 use crate::latency::{self, Latency, Summary};
+use crate::peer::{self, Protocol};
 use crate::procstat;
 use crate::sequence::{self, MAX_MESSAGES, SeqTracker, now_us, stamp};
 
@@ -54,6 +55,10 @@ pub struct FanoutArgs {
     /// JWT for gateways that require one.
     #[arg(long)]
     pub token: Option<String>,
+    /// The system under test. For the peers, --urls are node bases (ws://127.0.0.1:PORT) and
+    /// the adapter adds the protocol's path.
+    #[arg(long, value_enum, default_value_t = Protocol::Wsfleet)]
+    pub protocol: Protocol,
 }
 
 /// What one subscriber saw.
@@ -83,6 +88,7 @@ pub struct CpuCost {
 #[derive(Debug, Clone, Serialize)]
 pub struct FanoutReport {
     pub scenario: &'static str,
+    pub protocol: Protocol,
     pub urls: Vec<String>,
     pub channel: String,
     pub subscribers: usize,
@@ -96,6 +102,12 @@ pub struct FanoutReport {
     pub deliveries: u64,
     pub expected_deliveries: u64,
     pub deliveries_per_sec: f64,
+    /// From the first publish to the last delivery: longer than `publish_secs` when the system
+    /// falls behind the publish rate.
+    pub delivery_secs: f64,
+    /// Deliveries ÷ `delivery_secs`: what the system sustained (its saturation rate when the
+    /// publish rate is above it).
+    pub sustained_deliveries_per_sec: f64,
     pub latency: Summary,
     pub cross_node_latency: Summary,
     pub same_node_latency: Summary,
@@ -151,16 +163,18 @@ async fn connect_subscriber(
 }
 
 /// What a consuming task hands back.
-struct Consumed {
-    report: SubscriberReport,
-    tracker: SeqTracker,
+pub(crate) struct Consumed {
+    pub(crate) report: SubscriberReport,
+    pub(crate) tracker: SeqTracker,
+    /// When the last stamped message arrived (µs since the epoch, 0 if none did).
+    pub(crate) last_received_us: u64,
 }
 
 /// Latency of one group of subscribers (same node as the publisher, or another node). Shared
 /// by the group's tasks: one histogram per subscriber would cost ~140 KiB each.
-type Group = Arc<Mutex<Latency>>;
+pub(crate) type Group = Arc<Mutex<Latency>>;
 
-/// Reads one subscription until it has every acknowledged message, or until `stop`.
+/// Reads one subscription until it has every message sent, or until `stop`.
 async fn consume(
     mut sub: Subscriber,
     group: Group,
@@ -168,6 +182,7 @@ async fn consume(
     mut stop: watch::Receiver<bool>,
 ) -> Consumed {
     let mut tracker = SeqTracker::default();
+    let mut last_received_us = 0;
     let mut report = SubscriberReport {
         node: sub.node.clone(),
         ..SubscriberReport::default()
@@ -187,6 +202,7 @@ async fn consume(
                             group.record(received_at.saturating_sub(sent_at));
                         }
                         tracker.record(seq);
+                        last_received_us = received_at;
                     }
                     None => report.foreign += 1,
                 }
@@ -203,7 +219,11 @@ async fn consume(
             Err(_) => break,
         }
     }
-    Consumed { report, tracker }
+    Consumed {
+        report,
+        tracker,
+        last_received_us,
+    }
 }
 
 pub async fn run(args: FanoutArgs) -> Result<FanoutReport> {
@@ -221,6 +241,9 @@ pub async fn run(args: FanoutArgs) -> Result<FanoutReport> {
         .urls
         .get(args.publisher_node)
         .context("--publisher-node is not an index into --urls")?;
+    if args.protocol != Protocol::Wsfleet {
+        return peer::fanout::run(&args, total).await;
+    }
 
     // Set-up: every subscriber subscribed before the first publish.
     let setups = futures::stream::iter((0..args.subscribers).map(|i| {
@@ -268,10 +291,14 @@ pub async fn run(args: FanoutArgs) -> Result<FanoutReport> {
     let before = procstat::sample_all(&args.gateway_pids)?;
     let load_before = procstat::sample(std::process::id())?;
     let started = Instant::now();
+    let started_us = now_us();
     let acked = sequence::publish(&publisher, &args.channel, args.rate, total).await;
     let publish_secs = started.elapsed().as_secs_f64();
     let published = acked.iter().filter(|ok| **ok).count() as u64;
-    let _ = done_tx.send(Some(published));
+    // Consumers wait for every message sent, not only the acknowledged ones: under saturation
+    // an ack can time out while its message is still delivered, and stopping at the acked
+    // count would cut the deliveries short. Loss still counts acknowledged messages only.
+    let _ = done_tx.send(Some(total));
 
     // Let deliveries in flight arrive, bounded by --settle-secs.
     let stopper = tokio::spawn(async move {
@@ -299,6 +326,7 @@ pub async fn run(args: FanoutArgs) -> Result<FanoutReport> {
         settle_expired,
         load_cpu_us: load_after.cpu_us.saturating_sub(load_before.cpu_us),
         elapsed_secs: started.elapsed().as_secs_f64(),
+        started_us,
     };
     let (same, cross) = (lock(&same), lock(&cross));
     Ok(summarize(
@@ -312,27 +340,29 @@ pub async fn run(args: FanoutArgs) -> Result<FanoutReport> {
 }
 
 /// What a run produced, before per-subscriber results are folded in.
-struct Outcome {
-    subscribe_failures: Vec<String>,
-    publisher_node: String,
-    subscribers_connected: usize,
-    published: u64,
-    total: u64,
-    publish_secs: f64,
-    acked: Vec<bool>,
-    settle_expired: bool,
-    load_cpu_us: u64,
-    elapsed_secs: f64,
+pub(crate) struct Outcome {
+    pub(crate) subscribe_failures: Vec<String>,
+    pub(crate) publisher_node: String,
+    pub(crate) subscribers_connected: usize,
+    pub(crate) published: u64,
+    pub(crate) total: u64,
+    pub(crate) publish_secs: f64,
+    pub(crate) acked: Vec<bool>,
+    pub(crate) settle_expired: bool,
+    pub(crate) load_cpu_us: u64,
+    pub(crate) elapsed_secs: f64,
+    /// When publishing started (µs since the epoch).
+    pub(crate) started_us: u64,
 }
 
 /// The group's histogram; a poisoned lock (a panicked task) still holds valid counts.
-fn lock(group: &Group) -> MutexGuard<'_, Latency> {
+pub(crate) fn lock(group: &Group) -> MutexGuard<'_, Latency> {
     group
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-fn summarize(
+pub(crate) fn summarize(
     args: &FanoutArgs,
     run: Outcome,
     consumed: Vec<Consumed>,
@@ -344,6 +374,10 @@ fn summarize(
     all.merge(same);
     all.merge(cross);
     let mut per_subscriber = Vec::with_capacity(consumed.len());
+    let last_received_us = consumed.iter().map(|c| c.last_received_us).max();
+    let delivery_secs = last_received_us
+        .filter(|last| *last > run.started_us)
+        .map_or(0.0, |last| (last - run.started_us) as f64 / 1e6);
     for mut c in consumed {
         c.report.lost = c.tracker.lost(&run.acked);
         c.report.duplicated = c.tracker.duplicated;
@@ -372,6 +406,7 @@ fn summarize(
     });
     FanoutReport {
         scenario: "fanout",
+        protocol: args.protocol,
         urls: args.urls.clone(),
         channel: args.channel.clone(),
         subscribers: args.subscribers,
@@ -386,6 +421,12 @@ fn summarize(
         expected_deliveries: run.published * run.subscribers_connected as u64,
         deliveries_per_sec: if run.publish_secs > 0.0 {
             deliveries as f64 / run.publish_secs
+        } else {
+            0.0
+        },
+        delivery_secs,
+        sustained_deliveries_per_sec: if delivery_secs > 0.0 {
+            deliveries as f64 / delivery_secs
         } else {
             0.0
         },
@@ -421,7 +462,8 @@ pub fn print_human(r: &FanoutReport) {
         )
     };
     println!(
-        "fanout: {} of {} subscribers on {} node URL(s), channel {:?}, publisher on node {:?}",
+        "fanout ({}): {} of {} subscribers on {} node URL(s), channel {:?}, publisher on node {:?}",
+        r.protocol.name(),
         r.subscribers_connected,
         r.subscribers,
         r.urls.len(),
@@ -436,8 +478,12 @@ pub fn print_human(r: &FanoutReport) {
         r.published, r.rate, r.publish_secs, r.publish_failed
     );
     println!(
-        "  deliveries: {} of {} expected, {:.0}/s",
-        r.deliveries, r.expected_deliveries, r.deliveries_per_sec
+        "  deliveries: {} of {} expected, {:.0}/s; last one {:.2}s after the first publish ({:.0}/s sustained)",
+        r.deliveries,
+        r.expected_deliveries,
+        r.deliveries_per_sec,
+        r.delivery_secs,
+        r.sustained_deliveries_per_sec
     );
     println!("  latency all:        {}", show(&r.latency));
     println!("  latency cross-node: {}", show(&r.cross_node_latency));

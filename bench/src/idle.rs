@@ -12,12 +12,14 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use futures::StreamExt;
+use futures::{SinkExt, StreamExt};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
+use tokio_tungstenite::tungstenite::Message;
 
 use crate::dial::{self, Target};
 use crate::latency::{self, Latency, Summary};
+use crate::peer::{self, Frame, Protocol};
 use crate::procstat;
 
 #[derive(Debug, Clone, clap::Args)]
@@ -52,6 +54,11 @@ pub struct IdleArgs {
     /// JWT for gateways that require one.
     #[arg(long)]
     pub token: Option<String>,
+    /// The system under test. For the peers, --url is the node's base (ws://127.0.0.1:PORT):
+    /// Nchan connections subscribe to channel `bench.idle`, Socket.IO ones connect to the
+    /// default namespace (part of the measured handshake).
+    #[arg(long, value_enum, default_value_t = Protocol::Wsfleet)]
+    pub protocol: Protocol,
     /// Internal: run as a child of `--procs`, report on stdout, hold until stdin closes.
     #[arg(long, hide = true)]
     pub child: bool,
@@ -88,6 +95,7 @@ pub struct GatewayCost {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct IdleReport {
     pub scenario: &'static str,
+    pub protocol: Protocol,
     pub url: String,
     pub processes: usize,
     pub concurrency: usize,
@@ -104,7 +112,8 @@ pub async fn run(args: IdleArgs) -> Result<Option<IdleReport>> {
         Some(spec) => dial::parse_source_ips(spec)?,
         None => Vec::new(),
     };
-    let target = Target::new(&args.url, args.token.clone())?;
+    let endpoint = args.protocol.endpoint(&args.url, peer::IDLE_CHANNEL);
+    let target = Target::new(&endpoint, args.token.clone())?;
     if args.child {
         run_child(&args, &target, &sources).await?;
         return Ok(None);
@@ -144,7 +153,8 @@ pub async fn run(args: IdleArgs) -> Result<Option<IdleReport>> {
     };
     Ok(Some(IdleReport {
         scenario: "idle",
-        url: args.url.clone(),
+        protocol: args.protocol,
+        url: endpoint,
         processes: args.procs,
         concurrency: args.concurrency,
         open,
@@ -228,10 +238,24 @@ impl Held {
     }
 }
 
-async fn hold(mut ws: dial::Conn, mut stop: watch::Receiver<bool>, closed: Arc<AtomicU64>) {
+async fn hold(
+    mut ws: dial::Conn,
+    protocol: Protocol,
+    mut stop: watch::Receiver<bool>,
+    closed: Arc<AtomicU64>,
+) {
     loop {
         tokio::select! {
             frame = ws.next() => match frame {
+                Some(Ok(Message::Text(text))) => {
+                    // Socket.IO closes connections that do not answer its pings.
+                    if let Frame::Reply(answer) = peer::read_frame(protocol, text.as_str())
+                        && ws.send(Message::text(answer)).await.is_err()
+                    {
+                        closed.fetch_add(1, Ordering::Relaxed);
+                        return;
+                    }
+                }
                 Some(Ok(_)) => {}
                 Some(Err(_)) | None => {
                     closed.fetch_add(1, Ordering::Relaxed);
@@ -265,6 +289,7 @@ async fn open_connections(
     let deadline = started + Duration::from_secs(args.max_secs);
     let timeout = Duration::from_secs(args.handshake_timeout_secs);
     let total = args.connections;
+    let protocol = args.protocol;
     let sources: Arc<[Ipv4Addr]> = sources.into();
     let dialers: Vec<_> = (0..args.concurrency.min(total))
         .map(|_| {
@@ -285,11 +310,12 @@ async fn open_connections(
                     result.attempted += 1;
                     let source = (!sources.is_empty()).then(|| sources[i % sources.len()]);
                     let began = Instant::now();
-                    match dial::dial(&target, source, timeout).await {
+                    match peer::open(protocol, &target, source, timeout).await {
                         Ok(ws) => {
                             result.latency.record(began.elapsed().as_micros() as u64);
                             result.holders.push(tokio::spawn(hold(
                                 ws,
+                                protocol,
                                 stop_rx.clone(),
                                 closed.clone(),
                             )));
@@ -396,6 +422,7 @@ fn spawn_children(args: &IdleArgs, sources: &[Ipv4Addr]) -> Result<Vec<Child>> {
         command
             .args(["idle", "--child", "--url", &args.url])
             .args(["-n", &n.to_string(), "-c", &c.to_string()])
+            .args(["--protocol", args.protocol.name()])
             .args([
                 "--handshake-timeout-secs",
                 &args.handshake_timeout_secs.to_string(),
@@ -516,8 +543,13 @@ pub fn print_human(report: &IdleReport) {
     let o = &report.open;
     let l = &o.handshake_latency;
     println!(
-        "idle: {} of {} connections open to {} ({} process(es), {} dialers)",
-        o.connected, o.attempted, report.url, report.processes, report.concurrency
+        "idle ({}): {} of {} connections open to {} ({} process(es), {} dialers)",
+        report.protocol.name(),
+        o.connected,
+        o.attempted,
+        report.url,
+        report.processes,
+        report.concurrency
     );
     println!(
         "  handshakes: {:.0}/s over {:.2}s; latency p50 {} p99 {} max {}",

@@ -8,6 +8,7 @@ mod fanout;
 mod idle;
 mod latency;
 mod machine;
+mod peer;
 mod procstat;
 mod scale;
 mod sequence;

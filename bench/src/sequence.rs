@@ -90,6 +90,32 @@ pub async fn publish(publisher: &Client, channel: &str, rate: f64, total: u64) -
     acked
 }
 
+/// Like [`publish`], through any system's publish call: `send` gets each stamped message and
+/// resolves to whether it was acknowledged. Used for the peers, which have no wsfleet client.
+pub async fn publish_with<F, Fut>(rate: f64, total: u64, mut send: F) -> Vec<bool>
+where
+    F: FnMut(Value) -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let mut acked = vec![false; total as usize];
+    let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut pending = FuturesUnordered::new();
+    for seq in 0..total {
+        ticker.tick().await;
+        let ack = send(json!({ "seq": seq, "ts_us": now_us() }));
+        pending.push(ack.map(move |ok| (seq, ok)));
+        while let Some(Some((seq, ok))) = pending.next().now_or_never() {
+            acked[seq as usize] = ok;
+        }
+    }
+    // Each adapter bounds its acks in time (HTTP timeout, ack timeout).
+    while let Some((seq, ok)) = pending.next().await {
+        acked[seq as usize] = ok;
+    }
+    acked
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

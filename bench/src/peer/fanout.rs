@@ -1,0 +1,259 @@
+//! The `fanout` scenario against a peer (Nchan or Socket.IO): the same subscribers, publisher,
+//! stamps and accounting as against wsfleet (`crate::fanout`), with raw WebSocket subscribers
+//! speaking the peer's protocol instead of the wsfleet client.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow};
+use futures::{SinkExt, StreamExt};
+use serde_json::Value;
+use tokio::sync::watch;
+use tokio_tungstenite::tungstenite::Message;
+
+use super::{Frame, Protocol, nchan, socketio, wsfleet};
+use crate::dial::{self, Conn, Target};
+use crate::fanout::{Consumed, FanoutArgs, FanoutReport, Group, Outcome, SubscriberReport};
+use crate::fanout::{lock, summarize};
+use crate::procstat;
+use crate::sequence::{self, SeqTracker, now_us, stamp};
+
+/// Per-step limit for a subscriber's connect and subscribe.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+/// Nchan acknowledges no subscription: this pause after the last subscriber connected lets
+/// its Redis SUBSCRIBE complete before the first publish.
+const NCHAN_SUBSCRIBE_GRACE: Duration = Duration::from_secs(1);
+
+struct Subscriber {
+    conn: Conn,
+    /// The node's base URL: peers have no node names.
+    node: String,
+}
+
+async fn connect_subscriber(
+    protocol: Protocol,
+    node: String,
+    channel: String,
+) -> Result<Subscriber> {
+    let target = Target::new(&protocol.endpoint(&node, &channel), None)?;
+    let mut conn = super::open(protocol, &target, None, CONNECT_TIMEOUT)
+        .await
+        .map_err(|e| anyhow!("connecting to {node}: {}", dial::classify(&e)))?;
+    let subscribed = match protocol {
+        Protocol::Socketio => Some(
+            tokio::time::timeout(CONNECT_TIMEOUT, socketio::subscribe(&mut conn, &channel)).await,
+        ),
+        Protocol::WsfleetRaw => Some(
+            tokio::time::timeout(CONNECT_TIMEOUT, wsfleet::subscribe(&mut conn, &channel)).await,
+        ),
+        Protocol::Nchan | Protocol::Wsfleet => None,
+    };
+    if let Some(subscribed) = subscribed {
+        subscribed
+            .map_err(|_| anyhow!("subscribe on {node} timed out"))?
+            .with_context(|| format!("subscribing on {node}"))?;
+    }
+    Ok(Subscriber { conn, node })
+}
+
+enum Publisher {
+    Nchan(nchan::Publisher),
+    Socketio(socketio::Publisher),
+    Wsfleet(wsfleet::Publisher),
+}
+
+impl Publisher {
+    async fn connect(protocol: Protocol, node: &str, channel: &str) -> Result<Publisher> {
+        match protocol {
+            Protocol::Nchan => Ok(Publisher::Nchan(nchan::Publisher::new(
+                nchan::publisher_url(node, channel)?,
+            ))),
+            Protocol::Socketio | Protocol::WsfleetRaw => {
+                let target = Target::new(&protocol.endpoint(node, channel), None)?;
+                let conn = super::open(protocol, &target, None, CONNECT_TIMEOUT)
+                    .await
+                    .map_err(|e| anyhow!("publisher on {node}: {}", dial::classify(&e)))?;
+                Ok(match protocol {
+                    Protocol::Socketio => Publisher::Socketio(socketio::Publisher::new(conn)),
+                    _ => Publisher::Wsfleet(wsfleet::Publisher::new(conn)),
+                })
+            }
+            Protocol::Wsfleet => Err(anyhow!("wsfleet fan-out uses the wsfleet client")),
+        }
+    }
+
+    async fn publish(&self, channel: &str, data: Value) -> bool {
+        match self {
+            Publisher::Nchan(p) => p.publish(data.to_string()).await,
+            Publisher::Socketio(p) => p.publish(channel, data).await,
+            Publisher::Wsfleet(p) => p.publish(channel, data).await,
+        }
+    }
+}
+
+/// Reads one subscriber's connection until it has every message sent, or until `stop`.
+async fn consume(
+    mut sub: Subscriber,
+    protocol: Protocol,
+    group: Group,
+    mut done: watch::Receiver<Option<u64>>,
+    mut stop: watch::Receiver<bool>,
+) -> Consumed {
+    let mut tracker = SeqTracker::default();
+    let mut last_received_us = 0;
+    let mut report = SubscriberReport {
+        node: sub.node.clone(),
+        ..SubscriberReport::default()
+    };
+    loop {
+        if done.borrow().is_some_and(|total| tracker.unique >= total) {
+            break;
+        }
+        tokio::select! {
+            frame = sub.conn.next() => match frame {
+                Some(Ok(Message::Text(text))) => match super::read_frame(protocol, text.as_str()) {
+                    Frame::Data(data) => {
+                        let received_at = now_us();
+                        report.received += 1;
+                        match stamp(&data) {
+                            Some((seq, sent_at)) => {
+                                if let Ok(mut group) = group.lock() {
+                                    group.record(received_at.saturating_sub(sent_at));
+                                }
+                                tracker.record(seq);
+                                last_received_us = received_at;
+                            }
+                            None => report.foreign += 1,
+                        }
+                    }
+                    Frame::Reply(answer) => {
+                        if sub.conn.send(Message::text(answer)).await.is_err() {
+                            report.disconnects += 1;
+                            break;
+                        }
+                    }
+                    Frame::Control => {}
+                    Frame::Foreign => report.foreign += 1,
+                },
+                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => {
+                    report.disconnects += 1;
+                    break;
+                }
+                Some(Ok(_)) => {}
+            },
+            _ = done.changed() => {}
+            _ = stop.changed() => break,
+        }
+    }
+    Consumed {
+        report,
+        tracker,
+        last_received_us,
+    }
+}
+
+/// Runs the scenario; `total` messages were validated by the caller.
+pub async fn run(args: &FanoutArgs, total: u64) -> Result<FanoutReport> {
+    let protocol = args.protocol;
+    if protocol == Protocol::Nchan {
+        nchan::check_channel(&args.channel)?;
+    }
+    let publisher_node = args.urls[args.publisher_node].clone();
+    let setups = futures::stream::iter((0..args.subscribers).map(|i| {
+        connect_subscriber(
+            protocol,
+            args.urls[i % args.urls.len()].clone(),
+            args.channel.clone(),
+        )
+    }))
+    .buffer_unordered(args.connect_concurrency)
+    .collect::<Vec<_>>()
+    .await;
+    let mut subscribers = Vec::new();
+    let mut subscribe_failures = Vec::new();
+    for setup in setups {
+        match setup {
+            Ok(sub) => subscribers.push(sub),
+            Err(e) => subscribe_failures.push(format!("{e:#}")),
+        }
+    }
+    let publisher = Publisher::connect(protocol, &publisher_node, &args.channel).await?;
+    if protocol == Protocol::Nchan {
+        tokio::time::sleep(NCHAN_SUBSCRIBE_GRACE).await;
+    }
+
+    let (done_tx, done_rx) = watch::channel(None);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let same: Group = Group::default();
+    let cross: Group = Group::default();
+    let consumers: Vec<_> = subscribers
+        .into_iter()
+        .map(|sub| {
+            let group = if sub.node == publisher_node {
+                same.clone()
+            } else {
+                cross.clone()
+            };
+            tokio::spawn(consume(
+                sub,
+                protocol,
+                group,
+                done_rx.clone(),
+                stop_rx.clone(),
+            ))
+        })
+        .collect();
+    let subscribers_connected = consumers.len();
+
+    let before = procstat::sample_all(&args.gateway_pids)?;
+    let load_before = procstat::sample(std::process::id())?;
+    let started = Instant::now();
+    let started_us = now_us();
+    let channel = args.channel.as_str();
+    let publisher = &publisher;
+    let acked =
+        sequence::publish_with(args.rate, total, |data| publisher.publish(channel, data)).await;
+    let publish_secs = started.elapsed().as_secs_f64();
+    let published = acked.iter().filter(|ok| **ok).count() as u64;
+    // Consumers wait for every message sent, not only the acknowledged ones: under saturation
+    // an ack can time out while its message is still delivered, and stopping at the acked
+    // count would cut the deliveries short. Loss still counts acknowledged messages only.
+    let _ = done_tx.send(Some(total));
+
+    let settle = Duration::from_secs(args.settle_secs);
+    let stopper = tokio::spawn(async move {
+        tokio::time::sleep(settle).await;
+        let _ = stop_tx.send(true);
+    });
+    let mut consumed = Vec::with_capacity(consumers.len());
+    for consumer in consumers {
+        if let Ok(c) = consumer.await {
+            consumed.push(c);
+        }
+    }
+    stopper.abort();
+    let settle_expired = *stop_rx.borrow();
+    let after = procstat::sample_all(&args.gateway_pids)?;
+    let load_after = procstat::sample(std::process::id())?;
+    let outcome = Outcome {
+        subscribe_failures,
+        publisher_node,
+        subscribers_connected,
+        published,
+        total,
+        publish_secs,
+        acked,
+        settle_expired,
+        load_cpu_us: load_after.cpu_us.saturating_sub(load_before.cpu_us),
+        elapsed_secs: started.elapsed().as_secs_f64(),
+        started_us,
+    };
+    let (same, cross) = (lock(&same), lock(&cross));
+    Ok(summarize(
+        args,
+        outcome,
+        consumed,
+        [&same, &cross],
+        &before,
+        &after,
+    ))
+}
