@@ -11,10 +11,11 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use futures::stream::StreamExt;
 use serde::Serialize;
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio::sync::{broadcast, watch};
 use wsfleet_client::{Client, ClientConfig, Event, Subscription};
 
+use crate::admin::Admin;
 use crate::dial::Target;
 use crate::sequence::{self, MAX_MESSAGES, SeqTracker, stamp};
 
@@ -143,7 +144,11 @@ struct Member {
 
 pub async fn run(args: DrainArgs) -> Result<DrainReport> {
     validate(&args)?;
-    let admin = Admin::new(&args.admin_url, args.admin_token.clone());
+    let admin = Admin::new(
+        &args.admin_url,
+        args.admin_token.clone(),
+        Duration::from_secs(5),
+    )?;
     let drained_node = admin
         .node()
         .await
@@ -233,17 +238,6 @@ fn validate(args: &DrainArgs) -> Result<()> {
     }
     for url in std::iter::once(&args.url).chain(&args.others) {
         Target::new(url, None)?;
-    }
-    let admin_host = args
-        .admin_url
-        .strip_prefix("http://")
-        .and_then(|rest| rest.split([':', '/']).next())
-        .context("--admin-url must be an http:// URL")?;
-    if !matches!(admin_host, "localhost" | "[::1]") && !admin_host.starts_with("127.") {
-        bail!(
-            "the load tool only targets loopback; {} is not",
-            args.admin_url
-        );
     }
     if !(args.rate >= 0.0 && args.rate.is_finite()) {
         bail!("--rate must be 0 or a positive number");
@@ -397,7 +391,7 @@ async fn start_drain(args: &DrainArgs, admin: &Admin) -> Result<&'static str> {
         "deadline_seconds": args.deadline_secs.unwrap_or(args.window_secs + 30),
         "reason": "wsfleet-bench drain",
     });
-    admin.post_drain(body).await?;
+    admin.post("/drain", body).await?;
     Ok("admin_api")
 }
 
@@ -422,72 +416,6 @@ async fn watch_drained_node(
         tokio::time::sleep(POLL).await;
     }
     (per_second, None)
-}
-
-/// The drained node's admin API, over plain HTTP on loopback.
-struct Admin {
-    agent: ureq::Agent,
-    base: String,
-    token: Option<String>,
-}
-
-impl Admin {
-    fn new(base: &str, token: Option<String>) -> Admin {
-        let agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(5)))
-            .build()
-            .into();
-        Admin {
-            agent,
-            base: base.trim_end_matches('/').to_owned(),
-            token,
-        }
-    }
-
-    async fn status(&self) -> Result<Value> {
-        let (agent, url) = (self.agent.clone(), format!("{}/status", self.base));
-        tokio::task::spawn_blocking(move || -> Result<Value> {
-            let mut reply = agent.get(&url).call()?;
-            Ok(reply.body_mut().read_json()?)
-        })
-        .await?
-    }
-
-    async fn node(&self) -> Result<String> {
-        let status = self.status().await?;
-        status["node"]
-            .as_str()
-            .map(str::to_owned)
-            .context("/status has no node id")
-    }
-
-    async fn connections(&self) -> Result<u64> {
-        self.status().await?["connections"]
-            .as_u64()
-            .context("/status has no connection count")
-    }
-
-    async fn post_drain(&self, body: Value) -> Result<()> {
-        let token = self
-            .token
-            .clone()
-            .context("the admin API needs --admin-token (or WSFLEET_ADMIN_TOKEN)")?;
-        let (agent, url) = (self.agent.clone(), format!("{}/drain", self.base));
-        tokio::task::spawn_blocking(move || -> Result<()> {
-            let mut reply = agent
-                .post(&url)
-                .header("Authorization", format!("Bearer {token}"))
-                .send_json(&body)?;
-            let status = reply.status().as_u16();
-            if !matches!(status, 200 | 202) {
-                let text = reply.body_mut().read_to_string().unwrap_or_default();
-                bail!("POST {url} answered {status}: {text}");
-            }
-            Ok(())
-        })
-        .await?
-    }
 }
 
 /// What was known before the drain.

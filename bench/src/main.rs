@@ -2,6 +2,7 @@
 //! bounded in connections and time and stops by itself; `--json` prints a machine-readable
 //! report for scripts instead of the human summary.
 
+mod admin;
 mod dial;
 mod drain;
 mod fanout;

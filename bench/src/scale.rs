@@ -17,7 +17,7 @@ use anyhow::{Context, Result, bail};
 use serde::Serialize;
 use serde_json::json;
 
-use admin::Admin;
+use admin::Admins;
 use procs::Children;
 
 use crate::dial::{self, Target};
@@ -259,7 +259,7 @@ pub async fn run(args: ScaleArgs) -> Result<Option<ScaleReport>> {
     }))
 }
 
-fn validate(args: &ScaleArgs) -> Result<Admin> {
+fn validate(args: &ScaleArgs) -> Result<Admins> {
     if args.broadcasts == 0 || args.broadcasts > child::MAX_BROADCASTS {
         bail!("--broadcasts must be 1..={}", child::MAX_BROADCASTS);
     }
@@ -277,7 +277,7 @@ fn validate(args: &ScaleArgs) -> Result<Admin> {
         .admin_token
         .clone()
         .context("publishing needs --admin-token (or WSFLEET_ADMIN_TOKEN)")?;
-    Admin::new(&args.admin_urls, token)
+    Admins::new(&args.admin_urls, token)
 }
 
 /// Refuses, up front, shares that cannot fit a process's open-file limit or a source
@@ -384,7 +384,7 @@ fn cpu_delta(before: &[procstat::Sample], after: &[procstat::Sample]) -> u64 {
 /// the send time, and each child reports what its connections received.
 async fn broadcast(
     args: &ScaleArgs,
-    admin: &Admin,
+    admin: &Admins,
     children: &mut Children,
     seq: u32,
 ) -> Result<BroadcastResult> {

@@ -7,71 +7,46 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
-/// The gateways' admin APIs, over plain HTTP on loopback.
-pub struct Admin {
-    agent: ureq::Agent,
-    bases: Vec<String>,
-    token: String,
-}
+use crate::admin::Admin;
 
-impl Admin {
-    pub fn new(bases: &[String], token: String) -> Result<Admin> {
-        for base in bases {
-            if !(base.starts_with("http://127.") || base.starts_with("http://localhost")) {
-                bail!("admin URLs must be http:// on loopback, got {base}");
-            }
-        }
-        let agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(30)))
-            .build()
-            .into();
-        Ok(Admin {
-            agent,
-            bases: bases
-                .iter()
-                .map(|b| b.trim_end_matches('/').to_owned())
-                .collect(),
-            token,
-        })
-    }
+/// The admin APIs of every gateway of the run, in `--admin-urls` order.
+pub struct Admins(Vec<Admin>);
 
-    async fn status(&self, index: usize) -> Result<Value> {
-        let (agent, url) = (self.agent.clone(), format!("{}/status", self.bases[index]));
-        tokio::task::spawn_blocking(move || -> Result<Value> {
-            let mut reply = agent.get(&url).call()?;
-            Ok(reply.body_mut().read_json()?)
-        })
-        .await?
+impl Admins {
+    pub fn new(bases: &[String], token: String) -> Result<Admins> {
+        bases
+            .iter()
+            .map(|base| Admin::new(base, Some(token.clone()), Duration::from_secs(30)))
+            .collect::<Result<_>>()
+            .map(Admins)
     }
 
     /// Each gateway's connection count, `None` where `/status` did not answer.
     pub async fn connections(&self) -> Vec<Option<u64>> {
-        let mut counts = Vec::with_capacity(self.bases.len());
-        for index in 0..self.bases.len() {
-            let status = self.status(index).await.ok();
-            counts.push(status.and_then(|s| s["connections"].as_u64()));
+        let mut counts = Vec::with_capacity(self.0.len());
+        for admin in &self.0 {
+            counts.push(admin.connections().await.ok());
         }
         counts
     }
 
     /// Refuses a run that would push a gateway past its `max_connections`.
     pub async fn check_capacity(&self, per_gateway: &[usize]) -> Result<()> {
-        for (index, wanted) in per_gateway.iter().enumerate() {
-            let status = self
-                .status(index)
+        for (admin, wanted) in self.0.iter().zip(per_gateway) {
+            let status = admin
+                .status()
                 .await
-                .with_context(|| format!("reading {}/status", self.bases[index]))?;
+                .with_context(|| format!("reading {}/status", admin.base()))?;
             let (Some(max), Some(now)) = (
                 status["max_connections"].as_u64(),
                 status["connections"].as_u64(),
             ) else {
-                bail!("{}/status has no connection counts", self.bases[index]);
+                bail!("{}/status has no connection counts", admin.base());
             };
             if *wanted as u64 > max.saturating_sub(now) {
                 bail!(
                     "gateway {} would get {wanted} connections but has room for {} (max_connections {max}): add gateways",
-                    self.bases[index],
+                    admin.base(),
                     max.saturating_sub(now)
                 );
             }
@@ -79,21 +54,9 @@ impl Admin {
         Ok(())
     }
 
+    /// A broadcast through the first gateway's `POST /api/v1/publish`.
     pub async fn publish(&self, body: Value) -> Result<()> {
-        let (agent, token) = (self.agent.clone(), self.token.clone());
-        let url = format!("{}/api/v1/publish", self.bases[0]);
-        tokio::task::spawn_blocking(move || -> Result<()> {
-            let mut reply = agent
-                .post(&url)
-                .header("Authorization", format!("Bearer {token}"))
-                .send_json(&body)?;
-            let status = reply.status().as_u16();
-            if status != 200 {
-                let text = reply.body_mut().read_to_string().unwrap_or_default();
-                bail!("POST {url} answered {status}: {text}");
-            }
-            Ok(())
-        })
-        .await?
+        let first = self.0.first().context("no gateway admin URL")?;
+        first.post("/api/v1/publish", body).await
     }
 }
