@@ -69,6 +69,8 @@ struct Subscribed {
     messages: mpsc::UnboundedSender<Message>,
     /// The application's `subscribe` call, answered by the first ack.
     waiting: Option<Reply<Ack>>,
+    /// The last offset received on the current connection, whether delivered or not.
+    wire_last: Option<u64>,
 }
 
 /// A request sent on the current connection and not yet answered.
@@ -351,28 +353,36 @@ impl Driver {
     async fn resume_all(&mut self, ws: &mut Ws) -> Result<(), tungstenite::Error> {
         let channels: Vec<String> = self.subscriptions.keys().cloned().collect();
         for channel in channels {
-            let since = self
-                .subscriptions
-                .get(&channel)
-                .and_then(|s| s.cursor.since());
-            let id = self.request_id();
-            self.in_flight.insert(
-                id.clone(),
-                InFlight::Subscribe {
-                    channel: channel.clone(),
-                },
-            );
-            write(
-                ws,
-                &ClientFrame::Subscribe {
-                    channel,
-                    since,
-                    id: Some(id),
-                },
-            )
-            .await?;
+            let frame = self.resubscribe(channel);
+            write(ws, &frame).await?;
         }
         Ok(())
+    }
+
+    /// A `subscribe` from the subscription's cursor, registered as in flight.
+    fn resubscribe(&mut self, channel: String) -> ClientFrame {
+        let since = self.subscriptions.get_mut(&channel).and_then(|s| {
+            s.wire_last = None;
+            s.cursor.since()
+        });
+        let id = self.request_id();
+        self.in_flight.insert(
+            id.clone(),
+            InFlight::Subscribe {
+                channel: channel.clone(),
+            },
+        );
+        ClientFrame::Subscribe {
+            channel,
+            since,
+            id: Some(id),
+        }
+    }
+
+    fn subscribing(&self, channel: &str) -> bool {
+        self.in_flight
+            .values()
+            .any(|f| matches!(f, InFlight::Subscribe { channel: c } if c == channel))
     }
 
     /// Handles what the socket produced; `Some` when the session is over.
@@ -486,10 +496,24 @@ impl Driver {
         let Some(sub) = self.subscriptions.get_mut(&channel) else {
             return Vec::new();
         };
+        // Within a connection the gateway sends a channel's offsets in increasing order
+        // (replays included). A lower one means the channel's history was lost and a new epoch
+        // restarted its offsets (docs/protocol.md, "Known limit"): resubscribing with `since`
+        // learns the new position from the ack, which reports the failed recovery.
+        let backwards = sub.wire_last.is_some_and(|last| offset < last);
+        sub.wire_last = Some(offset);
         let missed = sub.cursor.missed_before(offset);
-        if !sub.cursor.accept(offset) {
-            return Vec::new();
+        let fresh = sub.cursor.accept(offset);
+        let mut replies = Vec::new();
+        if backwards && !self.subscribing(&channel) {
+            replies.push(self.resubscribe(channel.clone()));
         }
+        if !fresh {
+            return replies;
+        }
+        let Some(sub) = self.subscriptions.get_mut(&channel) else {
+            return Vec::new();
+        };
         let message = Message {
             channel: channel.clone(),
             offset,
@@ -503,7 +527,7 @@ impl Driver {
         if missed > 0 {
             self.emit(Event::Gap { channel, missed });
         }
-        Vec::new()
+        replies
     }
 
     fn on_ack(
@@ -663,6 +687,7 @@ impl Driver {
             cursor: Cursor::default(),
             messages,
             waiting: Some(reply),
+            wire_last: None,
         };
         self.subscriptions.insert(channel.to_owned(), sub);
         true

@@ -388,3 +388,57 @@ async fn lost_history_is_reported() {
         }
     }
 }
+
+/// Redis loses its data while the client stays connected: the channel's offsets restart under
+/// a new epoch on the same connection. The client notices the offsets going backwards,
+/// resubscribes, reports the failed recovery and delivers the new epoch's messages (instead of
+/// dropping them as repeats of offsets it has already seen).
+#[tokio::test]
+async fn offsets_going_backwards_on_a_live_connection_resync() {
+    let redis = Redis::start();
+    let port = redis.port;
+    let node = Gateway::start("n", &redis.url());
+    let client = Client::connect(&node.url(), None).await.expect("client");
+    let mut events = client.events();
+    let mut sub = client.subscribe("live").await.expect("subscribe");
+    let publisher = Client::connect(&node.url(), None).await.expect("publisher");
+    for n in 0..3 {
+        publisher.publish("live", json!(n)).await.expect("publish");
+        assert_eq!(next_message(&mut sub).await.data, json!(n));
+    }
+
+    drop(redis);
+    let _redis = Redis::start_on(port);
+    // Publish until the node is back on the empty Redis and the client has resynced.
+    let resynced = timeout(Duration::from_secs(60), async {
+        let mut n = 100;
+        loop {
+            let _ = publisher.publish("live", json!(n)).await;
+            n += 1;
+            if let Ok(Ok(event)) = timeout(Duration::from_millis(200), events.recv()).await {
+                match event {
+                    Event::RecoveryFailed { channel } if channel == "live" => return,
+                    Event::Connected { .. } | Event::Disconnected { .. } => {
+                        panic!("the connection should stay up: {event:?}")
+                    }
+                    _ => {}
+                }
+            }
+        }
+    });
+    resynced.await.expect("the client resyncs within a minute");
+    publisher
+        .publish("live", json!("after"))
+        .await
+        .expect("publish");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let message = timeout(deadline - tokio::time::Instant::now(), sub.recv())
+            .await
+            .expect("the message after the resync")
+            .expect("subscription open");
+        if message.data == json!("after") {
+            break;
+        }
+    }
+}
