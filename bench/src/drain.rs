@@ -195,18 +195,8 @@ pub async fn run(args: DrainArgs) -> Result<DrainReport> {
         None => (0, 0, Vec::new()),
     };
     done_tx.send_replace(Some(published));
-    let stopper = tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_secs(args.settle_secs)).await;
-        stop_tx.send_replace(true);
-    });
-    let mut followed = Vec::with_capacity(followers.len());
-    for follower in followers {
-        if let Ok(f) = follower.await {
-            followed.push(f);
-        }
-    }
-    stopper.abort();
-    let settle_expired = *stop.borrow();
+    let (followed, settle_expired) =
+        sequence::settle(followers, Duration::from_secs(args.settle_secs), stop_tx).await;
 
     Ok(summarize(
         &args,

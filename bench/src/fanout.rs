@@ -301,18 +301,8 @@ pub async fn run(args: FanoutArgs) -> Result<FanoutReport> {
     let _ = done_tx.send(Some(total));
 
     // Let deliveries in flight arrive, bounded by --settle-secs.
-    let stopper = tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_secs(args.settle_secs)).await;
-        let _ = stop_tx.send(true);
-    });
-    let mut consumed = Vec::with_capacity(consumers.len());
-    for consumer in consumers {
-        if let Ok(c) = consumer.await {
-            consumed.push(c);
-        }
-    }
-    stopper.abort();
-    let settle_expired = *stop_rx.borrow();
+    let (consumed, settle_expired) =
+        sequence::settle(consumers, Duration::from_secs(args.settle_secs), stop_tx).await;
     let after = procstat::sample_all(&args.gateway_pids)?;
     let load_after = procstat::sample(std::process::id())?;
     let outcome = Outcome {

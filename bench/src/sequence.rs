@@ -116,6 +116,32 @@ where
     acked
 }
 
+/// Waits for the subscribers' tasks to finish, telling them to stop (through `stop`) once
+/// `settle` has passed; returns what they handed back and whether the settle time ran out.
+pub async fn settle<T>(
+    consumers: Vec<tokio::task::JoinHandle<T>>,
+    settle: Duration,
+    stop: tokio::sync::watch::Sender<bool>,
+) -> (Vec<T>, bool) {
+    let stop = std::sync::Arc::new(stop);
+    let stopper = tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            tokio::time::sleep(settle).await;
+            stop.send_replace(true);
+        }
+    });
+    let mut results = Vec::with_capacity(consumers.len());
+    for consumer in consumers {
+        if let Ok(result) = consumer.await {
+            results.push(result);
+        }
+    }
+    stopper.abort();
+    let expired = *stop.borrow();
+    (results, expired)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -219,19 +219,8 @@ pub async fn run(args: &FanoutArgs, total: u64) -> Result<FanoutReport> {
     // count would cut the deliveries short. Loss still counts acknowledged messages only.
     let _ = done_tx.send(Some(total));
 
-    let settle = Duration::from_secs(args.settle_secs);
-    let stopper = tokio::spawn(async move {
-        tokio::time::sleep(settle).await;
-        let _ = stop_tx.send(true);
-    });
-    let mut consumed = Vec::with_capacity(consumers.len());
-    for consumer in consumers {
-        if let Ok(c) = consumer.await {
-            consumed.push(c);
-        }
-    }
-    stopper.abort();
-    let settle_expired = *stop_rx.borrow();
+    let (consumed, settle_expired) =
+        sequence::settle(consumers, Duration::from_secs(args.settle_secs), stop_tx).await;
     let after = procstat::sample_all(&args.gateway_pids)?;
     let load_after = procstat::sample(std::process::id())?;
     let outcome = Outcome {
