@@ -286,23 +286,65 @@ pub async fn run(args: FanoutArgs) -> Result<FanoutReport> {
             tokio::spawn(consume(sub, group, done_rx.clone(), stop_rx.clone()))
         })
         .collect();
-    let subscribers_connected = consumers.len();
+    let subscribers = Subscribers {
+        subscribe_failures,
+        publisher_node,
+        consumers,
+        done: done_tx,
+        stop: stop_tx,
+        same,
+        cross,
+    };
+    let publish = sequence::publish(&publisher, &args.channel, args.rate, total);
+    measure(&args, total, subscribers, publish).await
+}
 
+/// Subscribers of a fan-out run, subscribed and consuming, and what they report back to.
+pub(crate) struct Subscribers {
+    pub(crate) subscribe_failures: Vec<String>,
+    pub(crate) publisher_node: String,
+    pub(crate) consumers: Vec<tokio::task::JoinHandle<Consumed>>,
+    /// Tells the consumers how many messages were sent, once publishing is over.
+    pub(crate) done: watch::Sender<Option<u64>>,
+    pub(crate) stop: watch::Sender<bool>,
+    pub(crate) same: Group,
+    pub(crate) cross: Group,
+}
+
+/// The measured phase, the same for every protocol: runs `publish` (which sends `total`
+/// stamped messages and returns which were acknowledged), lets deliveries settle, and sums up
+/// with the servers' and the load process's CPU over that time.
+pub(crate) async fn measure(
+    args: &FanoutArgs,
+    total: u64,
+    subscribers: Subscribers,
+    publish: impl Future<Output = Vec<bool>>,
+) -> Result<FanoutReport> {
+    let Subscribers {
+        subscribe_failures,
+        publisher_node,
+        consumers,
+        done,
+        stop,
+        same,
+        cross,
+    } = subscribers;
+    let subscribers_connected = consumers.len();
     let before = procstat::sample_all(&args.gateway_pids)?;
     let load_before = procstat::sample(std::process::id())?;
     let started = Instant::now();
     let started_us = now_us();
-    let acked = sequence::publish(&publisher, &args.channel, args.rate, total).await;
+    let acked = publish.await;
     let publish_secs = started.elapsed().as_secs_f64();
     let published = acked.iter().filter(|ok| **ok).count() as u64;
     // Consumers wait for every message sent, not only the acknowledged ones: under saturation
     // an ack can time out while its message is still delivered, and stopping at the acked
     // count would cut the deliveries short. Loss still counts acknowledged messages only.
-    let _ = done_tx.send(Some(total));
+    let _ = done.send(Some(total));
 
     // Let deliveries in flight arrive, bounded by --settle-secs.
     let (consumed, settle_expired) =
-        sequence::settle(consumers, Duration::from_secs(args.settle_secs), stop_tx).await;
+        sequence::settle(consumers, Duration::from_secs(args.settle_secs), stop).await;
     let after = procstat::sample_all(&args.gateway_pids)?;
     let load_after = procstat::sample(std::process::id())?;
     let outcome = Outcome {
@@ -320,7 +362,7 @@ pub async fn run(args: FanoutArgs) -> Result<FanoutReport> {
     };
     let (same, cross) = (lock(&same), lock(&cross));
     Ok(summarize(
-        &args,
+        args,
         outcome,
         consumed,
         [&same, &cross],
@@ -330,29 +372,29 @@ pub async fn run(args: FanoutArgs) -> Result<FanoutReport> {
 }
 
 /// What a run produced, before per-subscriber results are folded in.
-pub(crate) struct Outcome {
-    pub(crate) subscribe_failures: Vec<String>,
-    pub(crate) publisher_node: String,
-    pub(crate) subscribers_connected: usize,
-    pub(crate) published: u64,
-    pub(crate) total: u64,
-    pub(crate) publish_secs: f64,
-    pub(crate) acked: Vec<bool>,
-    pub(crate) settle_expired: bool,
-    pub(crate) load_cpu_us: u64,
-    pub(crate) elapsed_secs: f64,
+struct Outcome {
+    subscribe_failures: Vec<String>,
+    publisher_node: String,
+    subscribers_connected: usize,
+    published: u64,
+    total: u64,
+    publish_secs: f64,
+    acked: Vec<bool>,
+    settle_expired: bool,
+    load_cpu_us: u64,
+    elapsed_secs: f64,
     /// When publishing started (µs since the epoch).
-    pub(crate) started_us: u64,
+    started_us: u64,
 }
 
 /// The group's histogram; a poisoned lock (a panicked task) still holds valid counts.
-pub(crate) fn lock(group: &Group) -> MutexGuard<'_, Latency> {
+fn lock(group: &Group) -> MutexGuard<'_, Latency> {
     group
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-pub(crate) fn summarize(
+fn summarize(
     args: &FanoutArgs,
     run: Outcome,
     consumed: Vec<Consumed>,

@@ -68,26 +68,16 @@ pub fn stamp(data: &Value) -> Option<(u64, u64)> {
     Some((data.get("seq")?.as_u64()?, data.get("ts_us")?.as_u64()?))
 }
 
-/// Publishes `total` stamped messages at `rate`, in order; returns which were acknowledged.
+/// Publishes `total` stamped messages at `rate`, in order, through the wsfleet client;
+/// returns which were acknowledged. Every publish times out on its own (the client's request
+/// timeout).
 pub async fn publish(publisher: &Client, channel: &str, rate: f64, total: u64) -> Vec<bool> {
-    let mut acked = vec![false; total as usize];
-    let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
-    // Catch up after a stall so the run publishes `rate` on average, as a real source would.
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-    let mut pending = FuturesUnordered::new();
-    for seq in 0..total {
-        ticker.tick().await;
-        let ack = publisher.publish(channel, json!({ "seq": seq, "ts_us": now_us() }));
-        pending.push(ack.map(move |result| (seq, result.is_ok())));
-        while let Some(Some((seq, ok))) = pending.next().now_or_never() {
-            acked[seq as usize] = ok;
-        }
-    }
-    // Every publish future times out on its own (the client's request timeout).
-    while let Some((seq, ok)) = pending.next().await {
-        acked[seq as usize] = ok;
-    }
-    acked
+    publish_with(rate, total, |data| {
+        publisher
+            .publish(channel, data)
+            .map(|result| result.is_ok())
+    })
+    .await
 }
 
 /// Like [`publish`], through any system's publish call: `send` gets each stamped message and
@@ -99,6 +89,7 @@ where
 {
     let mut acked = vec![false; total as usize];
     let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
+    // Catch up after a stall so the run publishes `rate` on average, as a real source would.
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let mut pending = FuturesUnordered::new();
     for seq in 0..total {

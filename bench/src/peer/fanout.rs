@@ -2,7 +2,7 @@
 //! stamps and accounting as against wsfleet (`crate::fanout`), with raw WebSocket subscribers
 //! speaking the peer's protocol instead of the wsfleet client.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow};
 use futures::{SinkExt, StreamExt};
@@ -12,9 +12,8 @@ use tokio_tungstenite::tungstenite::Message;
 
 use super::{Frame, Protocol, nchan, socketio, wsfleet};
 use crate::dial::{self, Conn, Target};
-use crate::fanout::{Consumed, FanoutArgs, FanoutReport, Group, Outcome, SubscriberReport};
-use crate::fanout::{lock, summarize};
-use crate::procstat;
+use crate::fanout::{Consumed, FanoutArgs, FanoutReport, Group, SubscriberReport};
+use crate::fanout::{Subscribers, measure};
 use crate::sequence::{self, SeqTracker, now_us, stamp};
 
 /// Per-step limit for a subscriber's connect and subscribe.
@@ -202,47 +201,17 @@ pub async fn run(args: &FanoutArgs, total: u64) -> Result<FanoutReport> {
             ))
         })
         .collect();
-    let subscribers_connected = consumers.len();
-
-    let before = procstat::sample_all(&args.gateway_pids)?;
-    let load_before = procstat::sample(std::process::id())?;
-    let started = Instant::now();
-    let started_us = now_us();
-    let channel = args.channel.as_str();
-    let publisher = &publisher;
-    let acked =
-        sequence::publish_with(args.rate, total, |data| publisher.publish(channel, data)).await;
-    let publish_secs = started.elapsed().as_secs_f64();
-    let published = acked.iter().filter(|ok| **ok).count() as u64;
-    // Consumers wait for every message sent, not only the acknowledged ones: under saturation
-    // an ack can time out while its message is still delivered, and stopping at the acked
-    // count would cut the deliveries short. Loss still counts acknowledged messages only.
-    let _ = done_tx.send(Some(total));
-
-    let (consumed, settle_expired) =
-        sequence::settle(consumers, Duration::from_secs(args.settle_secs), stop_tx).await;
-    let after = procstat::sample_all(&args.gateway_pids)?;
-    let load_after = procstat::sample(std::process::id())?;
-    let outcome = Outcome {
+    let subscribers = Subscribers {
         subscribe_failures,
         publisher_node,
-        subscribers_connected,
-        published,
-        total,
-        publish_secs,
-        acked,
-        settle_expired,
-        load_cpu_us: load_after.cpu_us.saturating_sub(load_before.cpu_us),
-        elapsed_secs: started.elapsed().as_secs_f64(),
-        started_us,
+        consumers,
+        done: done_tx,
+        stop: stop_tx,
+        same,
+        cross,
     };
-    let (same, cross) = (lock(&same), lock(&cross));
-    Ok(summarize(
-        args,
-        outcome,
-        consumed,
-        [&same, &cross],
-        &before,
-        &after,
-    ))
+    let channel = args.channel.as_str();
+    let publisher = &publisher;
+    let publish = sequence::publish_with(args.rate, total, |data| publisher.publish(channel, data));
+    measure(args, total, subscribers, publish).await
 }
