@@ -19,6 +19,16 @@ async fn next_message(sub: &mut Subscription) -> wsfleet_client::Message {
         .expect("subscription open")
 }
 
+/// A message published through a new client on `url` is the next one `sub` receives.
+async fn delivery_goes_on(url: &str, channel: &str, sub: &mut Subscription) {
+    let publisher = Client::connect(url, None).await.expect("publisher");
+    publisher
+        .publish(channel, json!("after"))
+        .await
+        .expect("publish");
+    assert_eq!(next_message(sub).await.data, json!("after"));
+}
+
 fn fast_backoff(endpoints: Vec<String>) -> ClientConfig {
     ClientConfig::new(endpoints).backoff(Duration::from_millis(50), Duration::from_secs(1))
 }
@@ -160,14 +170,7 @@ async fn restarted_node_reports_lost_history_and_delivery_resumes() {
         |e| matches!(e, Event::RecoveryFailed { channel } if channel == "restart"),
     )
     .await;
-    let publisher = Client::connect(&node.url(), None)
-        .await
-        .expect("publisher again");
-    publisher
-        .publish("restart", json!("after"))
-        .await
-        .expect("publish");
-    assert_eq!(next_message(&mut sub).await.data, json!("after"));
+    delivery_goes_on(&node.url(), "restart", &mut sub).await;
 }
 
 /// With two endpoints, losing the first moves the client to the second, where its
@@ -256,12 +259,7 @@ async fn a_resume_the_node_cannot_serve_yet_is_retried() {
     .expect("the resume goes through once Redis is back");
     assert!(!lost, "a transient refusal must not drop the subscription");
 
-    let publisher = Client::connect(&b.url(), None).await.expect("publisher");
-    publisher
-        .publish("r", json!("after"))
-        .await
-        .expect("publish");
-    assert_eq!(next_message(&mut sub).await.data, json!("after"));
+    delivery_goes_on(&b.url(), "r", &mut sub).await;
 }
 
 /// Subscribers on node A, A killed while a publisher on node B keeps publishing: every
