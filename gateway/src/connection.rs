@@ -1,11 +1,11 @@
 //! One client connection after the upgrade: a single task reads client frames, writes queued
-//! frames in batches (feed them all, then one flush), and keeps the heartbeat. It ends on
+//! frames in batches (the shared, pre-encoded frames of [`crate::frame`], one vectored write
+//! per batch), and keeps the heartbeat. It ends on
 //! close, on a protocol violation, on an oversized message (1009), when the client stops
 //! answering (heartbeat timeout), when it cannot keep up (1008 under `disconnect`), or when
 //! a drain moves it away (a `reconnect` hint, then 1012 at the hinted time).
 
 use crate::auth::Identity;
-use crate::corked::Corked;
 use crate::drain::Phase;
 use crate::metrics::metrics;
 use crate::node::{ConnSlot, Node};
@@ -14,9 +14,11 @@ use crate::protocol::{
     ClientMessage, ErrorCode, ProtocolError, ServerMessage, encode, parse_client,
 };
 use crate::subscriptions::ConnId;
+use crate::wire::Wire;
 use futures::{SinkExt, StreamExt};
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::{Instant, sleep_until};
@@ -34,7 +36,7 @@ const MAX_BATCHES_PER_WAKE: usize = 8;
 /// Most channels one connection may be subscribed to at once.
 pub const MAX_SUBSCRIPTIONS: usize = 1024;
 
-type Socket = WebSocketStream<Corked<TcpStream>>;
+type Socket = WebSocketStream<Wire<TcpStream>>;
 
 /// Why the connection task ends.
 enum End {
@@ -351,8 +353,8 @@ impl Connection<'_> {
         }
     }
 
-    /// Writes queued frames in batches (feed every frame of a batch, then flush once) until
-    /// the queue is empty, the client falls too far behind, or the write stalls.
+    /// Writes queued frames in batches (one vectored write per batch when the socket takes
+    /// it) until the queue is empty, the client falls too far behind, or the write stalls.
     async fn flush_outbox(&mut self, ws: &mut Socket, batch: &mut Vec<Queued>) -> Option<End> {
         for _ in 0..MAX_BATCHES_PER_WAKE {
             if self.outbox.overflowed() {
@@ -367,10 +369,14 @@ impl Connection<'_> {
             };
             let count = batch.len() as u64;
             let write = async {
+                // Whatever tungstenite still holds (a pong) goes first; then the shared
+                // frames go to the socket as they are, without a copy per connection.
+                ws.flush().await?;
+                let wire = ws.get_mut();
                 for queued in batch.drain(..) {
-                    ws.feed(Message::Text(queued.frame)).await?;
+                    wire.queue(queued.frame.into_bytes());
                 }
-                ws.flush().await
+                wire.flush().await.map_err(tungstenite::Error::Io)
             };
             let outcome = tokio::select! {
                 written = tokio::time::timeout(self.node.config.heartbeat_timeout, write) => written,

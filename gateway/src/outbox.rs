@@ -2,13 +2,13 @@
 //! and the connection task (which drains them into the socket). The queue allocates only when
 //! a frame is waiting, so idle connections cost a few dozen bytes here.
 
+use crate::frame::Frame;
 use crate::metrics::metrics;
 use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::sync::Notify;
 use tokio::time::Instant;
-use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 /// What to do when a connection's queue is full.
 #[derive(
@@ -24,7 +24,7 @@ pub enum SlowConsumerPolicy {
 
 /// A frame waiting to be written, with the time it was queued (for the latency metric).
 pub struct Queued {
-    pub frame: Utf8Bytes,
+    pub frame: Frame,
     pub at: Instant,
 }
 
@@ -53,7 +53,7 @@ impl Outbox {
     }
 
     /// Queues a frame for the connection, applying the slow-consumer policy when full.
-    pub fn push(&self, frame: Utf8Bytes, at: Instant) {
+    pub fn push(&self, frame: Frame, at: Instant) {
         if self.overflowed.load(Ordering::Relaxed) {
             metrics().dropped_slow_consumer.inc();
             return;
@@ -128,7 +128,7 @@ mod tests {
         outbox.take_all(&mut batch);
         batch
             .into_iter()
-            .map(|q| q.frame.as_str().to_owned())
+            .map(|q| q.frame.payload().to_owned())
             .collect()
     }
 

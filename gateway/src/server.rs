@@ -6,9 +6,9 @@
 use crate::auth::{AuthError, Identity};
 use crate::config::RefusalMode;
 use crate::connection;
-use crate::corked::Corked;
 use crate::metrics::metrics;
 use crate::node::{ConnSlot, Node};
+use crate::wire::Wire;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
@@ -94,9 +94,9 @@ enum Admission {
 }
 
 /// The WebSocket settings of every connection: small buffers keep idle connections lean
-/// (tungstenite's default read buffer is 128 KiB, allocated eagerly). Frames fed in one batch
-/// are written together up to 2 KiB per syscall; the write buffer is allocated on first use
-/// and keeps its largest size, so a small one bounds what a connection holds after a burst.
+/// (tungstenite's default read buffer is 128 KiB, allocated eagerly). Channel and direct
+/// messages bypass tungstenite's write buffer ([`crate::wire`]); it only carries replies and
+/// control frames, is allocated on first use and keeps its largest size, so it stays small.
 pub fn websocket_config(max_message_bytes: usize) -> WebSocketConfig {
     WebSocketConfig::default()
         .read_buffer_size(512)
@@ -146,7 +146,7 @@ async fn handle(node: Arc<Node>, stream: TcpStream) {
     // Boxed so the (large) handshake state is freed once the upgrade is done, instead of
     // sizing every connection's task for it.
     let handshake = Box::pin(tokio_tungstenite::accept_hdr_async_with_config(
-        Corked::new(stream),
+        Wire::new(stream),
         callback,
         Some(config),
     ));

@@ -2,12 +2,12 @@
 //! local connections belong to each client id. Sharded so that subscribing, delivering and
 //! disconnecting on different keys do not contend on one lock.
 
+use crate::frame::Frame;
 use crate::outbox::Outbox;
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use tokio::time::Instant;
-use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 /// Identifies one local connection for its whole life.
 pub type ConnId = u64;
@@ -84,7 +84,7 @@ impl Index {
     }
 
     /// Queues one shared frame for every member of `key`; returns how many got it.
-    fn deliver(&self, key: &str, frame: &Utf8Bytes, at: Instant) -> usize {
+    fn deliver(&self, key: &str, frame: &Frame, at: Instant) -> usize {
         let shard = self.read(key);
         let Some(members) = shard.get(key) else {
             return 0;
@@ -140,7 +140,7 @@ impl Subscriptions {
     }
 
     /// Queues a frame for every local subscriber of `channel`.
-    pub fn deliver_channel(&self, channel: &str, frame: &Utf8Bytes, at: Instant) -> usize {
+    pub fn deliver_channel(&self, channel: &str, frame: &Frame, at: Instant) -> usize {
         self.channels.deliver(channel, frame, at)
     }
 
@@ -155,7 +155,7 @@ impl Subscriptions {
     }
 
     /// Queues a frame for every local connection of a client.
-    pub fn deliver_client(&self, client_id: &str, frame: &Utf8Bytes, at: Instant) -> usize {
+    pub fn deliver_client(&self, client_id: &str, frame: &Frame, at: Instant) -> usize {
         self.clients.deliver(client_id, frame, at)
     }
 

@@ -4,6 +4,7 @@
 //! with an older epoch are told `recovered: false`).
 
 use super::{EngineError, HistoryBounds, Position, Subscribed};
+use crate::frame::Frame;
 use crate::outbox::Outbox;
 use crate::protocol::{ServerMessage, Since, encode};
 use crate::subscriptions::{ConnId, Subscriptions};
@@ -12,14 +13,13 @@ use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasher, RandomState};
 use std::sync::{Arc, Mutex};
 use tokio::time::Instant;
-use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 const SHARDS: usize = 32;
 
 /// One retained message: its offset, its encoded `message` frame and when it was published.
 struct Entry {
     offset: u64,
-    frame: Utf8Bytes,
+    frame: Frame,
     at: Instant,
 }
 
@@ -163,7 +163,7 @@ impl MemoryEngine {
         };
         log.last += 1;
         let offset = log.last;
-        let frame = Utf8Bytes::from(encode(&ServerMessage::Message {
+        let frame = Frame::text(encode(&ServerMessage::Message {
             channel,
             offset,
             data,
@@ -175,7 +175,7 @@ impl MemoryEngine {
     }
 
     pub fn send(&self, from: &str, to: &str, data: &RawValue) -> Result<(), EngineError> {
-        let frame = Utf8Bytes::from(encode(&ServerMessage::Direct { from, data }));
+        let frame = Frame::text(encode(&ServerMessage::Direct { from, data }));
         match self.local.deliver_client(to, &frame, Instant::now()) {
             0 => Err(EngineError::ClientNotFound(to.to_owned())),
             _ => Ok(()),
@@ -207,7 +207,7 @@ mod tests {
         batch
             .iter()
             .map(|q| {
-                let frame: serde_json::Value = serde_json::from_str(q.frame.as_str()).unwrap();
+                let frame: serde_json::Value = serde_json::from_str(q.frame.payload()).unwrap();
                 frame["offset"].as_u64().unwrap()
             })
             .collect()
@@ -231,7 +231,7 @@ mod tests {
         assert_eq!(engine.publish("b", &data).offset, 1);
         let mut batch = Vec::new();
         outbox.take_all(&mut batch);
-        let texts: Vec<&str> = batch.iter().map(|q| q.frame.as_str()).collect();
+        let texts: Vec<&str> = batch.iter().map(|q| q.frame.payload()).collect();
         assert_eq!(
             texts,
             [

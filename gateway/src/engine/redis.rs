@@ -8,6 +8,7 @@ use super::{EngineError, Position, Subscribed};
 use crate::backplane::{
     self, Backplane, BackplaneError, BackplaneState, Deliveries, Delivery, Recovery,
 };
+use crate::frame::Frame;
 use crate::outbox::Outbox;
 use crate::protocol::{ServerMessage, Since, encode};
 use crate::subscriptions::{ConnId, Subscriptions};
@@ -18,7 +19,6 @@ use std::hash::{BuildHasher, RandomState};
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
-use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 const SHARDS: usize = 32;
 
@@ -248,7 +248,7 @@ impl RedisEngine {
     /// Local connections of `to` get the frame directly; otherwise it goes through the
     /// registry to whichever node holds the client.
     pub async fn send(&self, from: &str, to: &str, data: &RawValue) -> Result<(), EngineError> {
-        let frame = Utf8Bytes::from(encode(&ServerMessage::Direct { from, data }));
+        let frame = Frame::text(encode(&ServerMessage::Direct { from, data }));
         if self.local.deliver_client(to, &frame, Instant::now()) > 0 {
             return Ok(());
         }
@@ -302,9 +302,9 @@ fn unavailable(error: BackplaneError) -> EngineError {
 }
 
 /// The `message` frame for raw JSON from the backplane; `None` (logged) if it is not JSON.
-fn message_frame(channel: &str, offset: u64, data: &Bytes) -> Option<Utf8Bytes> {
+fn message_frame(channel: &str, offset: u64, data: &Bytes) -> Option<Frame> {
     match serde_json::from_slice::<&RawValue>(data) {
-        Ok(data) => Some(Utf8Bytes::from(encode(&ServerMessage::Message {
+        Ok(data) => Some(Frame::text(encode(&ServerMessage::Message {
             channel,
             offset,
             data,
@@ -346,7 +346,7 @@ async fn deliver(mut deliveries: Deliveries, local: Arc<Subscriptions>, resumes:
                     tracing::warn!(to, "dropping a direct message that is not JSON");
                     continue;
                 };
-                let frame = Utf8Bytes::from(encode(&ServerMessage::Direct { from: &from, data }));
+                let frame = Frame::text(encode(&ServerMessage::Direct { from: &from, data }));
                 local.deliver_client(&to, &frame, at);
             }
         }
@@ -357,7 +357,7 @@ async fn deliver(mut deliveries: Deliveries, local: Arc<Subscriptions>, resumes:
 struct Live<'a> {
     offset: u64,
     epoch: &'a str,
-    frame: &'a Utf8Bytes,
+    frame: &'a Frame,
     at: Instant,
 }
 
@@ -365,7 +365,7 @@ struct Live<'a> {
 struct Held {
     offset: u64,
     epoch: Arc<str>,
-    frame: Utf8Bytes,
+    frame: Frame,
 }
 
 /// What was held for one resuming connection.
@@ -488,7 +488,7 @@ mod tests {
     use crate::outbox::SlowConsumerPolicy;
 
     fn offer(resumes: &Resumes, local: &Subscriptions, offset: u64, epoch: &str) {
-        let frame = Utf8Bytes::from(offset.to_string());
+        let frame = Frame::text(offset.to_string());
         let live = Live {
             offset,
             epoch,
@@ -503,7 +503,7 @@ mod tests {
     fn frames(outbox: &Outbox) -> Vec<String> {
         let mut batch = Vec::new();
         outbox.take_all(&mut batch);
-        batch.iter().map(|q| q.frame.as_str().to_owned()).collect()
+        batch.iter().map(|q| q.frame.payload().to_owned()).collect()
     }
 
     #[test]

@@ -1,0 +1,253 @@
+//! The write side of a client socket. Channel messages are already complete WebSocket frames
+//! ([`crate::frame::Frame`], shared by every subscriber); they are queued here and leave in
+//! vectored writes, without being copied into a per-connection buffer. Whatever tungstenite
+//! writes itself (acks, pings, pongs, the close frame) goes through [`Wire`]'s `AsyncWrite`
+//! after the queued frames, so the byte stream stays in order even when a write is cut short.
+//!
+//! During the handshake the `101 Switching Protocols` is held back until the `welcome` frame
+//! is written, so both leave in one `writev`: accepting is the gateway's most frequent costly
+//! path (a drain moves every client at once). A refused upgrade (`401`, `429`, `503`, …) has
+//! nothing following it and goes out at once.
+
+use bytes::{Buf, Bytes};
+use std::collections::VecDeque;
+use std::io::{self, IoSlice};
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+const SWITCHING_PROTOCOLS: &[u8] = b"HTTP/1.1 101 ";
+
+/// Most chunks handed to one `writev` (Linux takes up to 1024; a batch is rarely this long).
+const MAX_SLICES: usize = 64;
+
+pub struct Wire<S> {
+    inner: S,
+    /// Bytes accepted but not yet written, oldest first.
+    queue: VecDeque<Bytes>,
+    /// Still in the handshake: a `101` is queued instead of written.
+    holding: bool,
+}
+
+impl<S> Wire<S> {
+    pub fn new(inner: S) -> Wire<S> {
+        Wire {
+            inner,
+            queue: VecDeque::new(),
+            holding: true,
+        }
+    }
+
+    /// Ends the handshake's hold: what was held leaves with the next write or flush.
+    pub fn release(&mut self) {
+        self.holding = false;
+    }
+
+    /// Queues bytes to be written, in order, by the next flush (or before the next write).
+    pub fn queue(&mut self, bytes: Bytes) {
+        if !bytes.is_empty() {
+            self.queue.push_back(bytes);
+        }
+    }
+}
+
+impl<S: AsyncWrite + Unpin> Wire<S> {
+    /// Writes out everything queued, as many chunks per syscall as the socket takes.
+    fn poll_queue(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while !self.queue.is_empty() {
+            let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+            let count = self.queue.len().min(MAX_SLICES);
+            for (slice, chunk) in slices.iter_mut().zip(&self.queue) {
+                *slice = IoSlice::new(chunk);
+            }
+            let written =
+                ready!(Pin::new(&mut self.inner).poll_write_vectored(cx, &slices[..count]))?;
+            if written == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.consume(written);
+        }
+        // Free the queue: most connections sit idle for hours between messages.
+        self.queue = VecDeque::new();
+        Poll::Ready(Ok(()))
+    }
+
+    /// Drops `written` bytes from the front of the queue.
+    fn consume(&mut self, mut written: usize) {
+        while written > 0 {
+            let Some(front) = self.queue.front_mut() else {
+                return;
+            };
+            if written < front.len() {
+                front.advance(written);
+                return;
+            }
+            written -= front.len();
+            self.queue.pop_front();
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Wire<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Wire<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if this.holding {
+            if this.queue.is_empty() && !buf.starts_with(SWITCHING_PROTOCOLS) {
+                this.holding = false;
+            } else {
+                this.queue.push_back(Bytes::copy_from_slice(buf));
+                return Poll::Ready(Ok(buf.len()));
+            }
+        }
+        // The queue and this write together, in one syscall when the socket takes them.
+        if this.queue.len() == 1 {
+            let slices = [IoSlice::new(&this.queue[0]), IoSlice::new(buf)];
+            let written = ready!(Pin::new(&mut this.inner).poll_write_vectored(cx, &slices))?;
+            let queued = this.queue[0].len();
+            if written >= queued {
+                this.queue = VecDeque::new();
+                if written > queued {
+                    return Poll::Ready(Ok(written - queued));
+                }
+            } else {
+                this.consume(written);
+            }
+        }
+        ready!(this.poll_queue(cx))?;
+        Pin::new(&mut this.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.holding {
+            return Poll::Ready(Ok(()));
+        }
+        ready!(this.poll_queue(cx))?;
+        Pin::new(&mut this.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        this.holding = false;
+        ready!(this.poll_queue(cx))?;
+        Pin::new(&mut this.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, duplex};
+
+    #[tokio::test]
+    async fn a_101_waits_for_the_next_write_and_leaves_with_it() {
+        let (near, mut far) = duplex(1024);
+        let mut wire = Wire::new(near);
+        wire.write_all(b"HTTP/1.1 101 Switching Protocols\r\n\r\n")
+            .await
+            .unwrap();
+        wire.flush().await.unwrap();
+        let mut buf = [0u8; 64];
+        let nothing =
+            tokio::time::timeout(std::time::Duration::from_millis(50), far.read(&mut buf));
+        assert!(nothing.await.is_err(), "the 101 was held");
+        wire.release();
+        wire.write_all(b"welcome").await.unwrap();
+        wire.flush().await.unwrap();
+        let mut got = vec![0u8; 43];
+        far.read_exact(&mut got).await.unwrap();
+        assert_eq!(got, b"HTTP/1.1 101 Switching Protocols\r\n\r\nwelcome");
+    }
+
+    #[tokio::test]
+    async fn a_refusal_goes_out_at_once() {
+        let (near, mut far) = duplex(1024);
+        let mut wire = Wire::new(near);
+        wire.write_all(b"HTTP/1.1 503 Service Unavailable\r\n\r\n")
+            .await
+            .unwrap();
+        wire.flush().await.unwrap();
+        let mut got = vec![0u8; 36];
+        far.read_exact(&mut got).await.unwrap();
+        assert!(got.starts_with(b"HTTP/1.1 503"));
+    }
+
+    #[tokio::test]
+    async fn held_bytes_are_written_by_a_flush_after_release_and_by_shutdown() {
+        for by_shutdown in [false, true] {
+            let (near, mut far) = duplex(1024);
+            let mut wire = Wire::new(near);
+            wire.write_all(b"HTTP/1.1 101 \r\n\r\n").await.unwrap();
+            if by_shutdown {
+                wire.shutdown().await.unwrap();
+            } else {
+                wire.release();
+                wire.flush().await.unwrap();
+            }
+            let mut got = vec![0u8; 17];
+            far.read_exact(&mut got).await.unwrap();
+            assert_eq!(got, b"HTTP/1.1 101 \r\n\r\n");
+        }
+    }
+
+    /// A pipe of 7 bytes forces partial writes inside chunks and across them.
+    #[tokio::test]
+    async fn a_full_socket_gets_everything_in_order() {
+        let (near, mut far) = duplex(7);
+        let mut wire = Wire::new(near);
+        let reader = tokio::spawn(async move {
+            let mut all = Vec::new();
+            far.read_to_end(&mut all).await.unwrap();
+            all
+        });
+        wire.write_all(b"HTTP/1.1 101 Switching").await.unwrap();
+        wire.release();
+        wire.write_all(b"-welcome").await.unwrap();
+        for chunk in ["-one", "-two-longer-than-the-pipe", "", "-three"] {
+            wire.queue(Bytes::from(chunk));
+        }
+        wire.flush().await.unwrap();
+        wire.queue(Bytes::from_static(b"-queued"));
+        wire.write_all(b"-written-after").await.unwrap();
+        wire.shutdown().await.unwrap();
+        drop(wire);
+        assert_eq!(
+            reader.await.unwrap(),
+            b"HTTP/1.1 101 Switching-welcome-one-two-longer-than-the-pipe-three-queued-written-after"
+        );
+    }
+
+    /// A flush cut short (its future dropped) leaves the rest queued, ahead of later writes.
+    #[tokio::test]
+    async fn an_abandoned_flush_keeps_its_place() {
+        let (near, mut far) = duplex(4);
+        let mut wire = Wire::new(near);
+        wire.release();
+        wire.queue(Bytes::from_static(b"frame-one"));
+        let cut = tokio::time::timeout(std::time::Duration::from_millis(20), wire.flush());
+        assert!(cut.await.is_err(), "the pipe is full");
+        let reader = tokio::spawn(async move {
+            let mut all = Vec::new();
+            far.read_to_end(&mut all).await.unwrap();
+            all
+        });
+        wire.write_all(b"close").await.unwrap();
+        wire.shutdown().await.unwrap();
+        drop(wire);
+        assert_eq!(reader.await.unwrap(), b"frame-oneclose");
+    }
+}
