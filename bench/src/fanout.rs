@@ -168,17 +168,20 @@ pub(crate) struct Consumed {
     pub(crate) tracker: SeqTracker,
     /// When the last stamped message arrived (µs since the epoch, 0 if none did).
     pub(crate) last_received_us: u64,
+    /// The subscriber's connection, closed only once every consumer is done and the servers'
+    /// CPU is sampled: closing early would load the servers while others still receive.
+    pub(crate) _connection: Box<dyn Send>,
 }
 
 /// Latency of one group of subscribers (same node as the publisher, or another node). Shared
 /// by the group's tasks: one histogram per subscriber would cost ~140 KiB each.
 pub(crate) type Group = Arc<Mutex<Latency>>;
 
-/// Reads one subscription until it has every message sent, or until `stop`.
+/// Reads one subscription until it has all `total` messages, or until `stop`.
 async fn consume(
     mut sub: Subscriber,
     group: Group,
-    mut done: watch::Receiver<Option<u64>>,
+    total: u64,
     mut stop: watch::Receiver<bool>,
 ) -> Consumed {
     let mut tracker = SeqTracker::default();
@@ -187,10 +190,7 @@ async fn consume(
         node: sub.node.clone(),
         ..SubscriberReport::default()
     };
-    loop {
-        if done.borrow().is_some_and(|total| tracker.unique >= total) {
-            break;
-        }
+    while tracker.unique < total {
         tokio::select! {
             message = sub.subscription.recv() => {
                 let Some(message) = message else { break };
@@ -207,7 +207,6 @@ async fn consume(
                     None => report.foreign += 1,
                 }
             }
-            _ = done.changed() => {}
             _ = stop.changed() => break,
         }
     }
@@ -223,6 +222,7 @@ async fn consume(
         report,
         tracker,
         last_received_us,
+        _connection: Box::new(sub),
     }
 }
 
@@ -271,7 +271,6 @@ pub async fn run(args: FanoutArgs) -> Result<FanoutReport> {
         .context("connecting the publisher")?;
     let publisher_node = publisher.session().map(|s| s.node).unwrap_or_default();
 
-    let (done_tx, done_rx) = watch::channel(None);
     let (stop_tx, stop_rx) = watch::channel(false);
     let same: Group = Arc::default();
     let cross: Group = Arc::default();
@@ -283,14 +282,13 @@ pub async fn run(args: FanoutArgs) -> Result<FanoutReport> {
             } else {
                 cross.clone()
             };
-            tokio::spawn(consume(sub, group, done_rx.clone(), stop_rx.clone()))
+            tokio::spawn(consume(sub, group, total, stop_rx.clone()))
         })
         .collect();
     let subscribers = Subscribers {
         subscribe_failures,
         publisher_node,
         consumers,
-        done: done_tx,
         stop: stop_tx,
         same,
         cross,
@@ -303,9 +301,9 @@ pub async fn run(args: FanoutArgs) -> Result<FanoutReport> {
 pub(crate) struct Subscribers {
     pub(crate) subscribe_failures: Vec<String>,
     pub(crate) publisher_node: String,
+    /// Each reads until it has every message published (the count is known before the
+    /// first one: rate × duration), so the end of publishing wakes nobody.
     pub(crate) consumers: Vec<tokio::task::JoinHandle<Consumed>>,
-    /// Tells the consumers how many messages were sent, once publishing is over.
-    pub(crate) done: watch::Sender<Option<u64>>,
     pub(crate) stop: watch::Sender<bool>,
     pub(crate) same: Group,
     pub(crate) cross: Group,
@@ -324,7 +322,6 @@ pub(crate) async fn measure(
         subscribe_failures,
         publisher_node,
         consumers,
-        done,
         stop,
         same,
         cross,
@@ -340,7 +337,6 @@ pub(crate) async fn measure(
     // Consumers wait for every message sent, not only the acknowledged ones: under saturation
     // an ack can time out while its message is still delivered, and stopping at the acked
     // count would cut the deliveries short. Loss still counts acknowledged messages only.
-    let _ = done.send(Some(total));
 
     // Let deliveries in flight arrive, bounded by --settle-secs.
     let (consumed, settle_expired) =

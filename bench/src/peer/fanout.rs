@@ -89,12 +89,12 @@ impl Publisher {
     }
 }
 
-/// Reads one subscriber's connection until it has every message sent, or until `stop`.
+/// Reads one subscriber's connection until it has all `total` messages, or until `stop`.
 async fn consume(
     mut sub: Subscriber,
     protocol: Protocol,
     group: Group,
-    mut done: watch::Receiver<Option<u64>>,
+    total: u64,
     mut stop: watch::Receiver<bool>,
 ) -> Consumed {
     let mut tracker = SeqTracker::default();
@@ -103,10 +103,7 @@ async fn consume(
         node: sub.node.clone(),
         ..SubscriberReport::default()
     };
-    loop {
-        if done.borrow().is_some_and(|total| tracker.unique >= total) {
-            break;
-        }
+    while tracker.unique < total {
         tokio::select! {
             frame = sub.conn.next() => match frame {
                 Some(Ok(Message::Text(text))) => match super::read_frame(protocol, text.as_str()) {
@@ -139,7 +136,6 @@ async fn consume(
                 }
                 Some(Ok(_)) => {}
             },
-            _ = done.changed() => {}
             _ = stop.changed() => break,
         }
     }
@@ -147,6 +143,7 @@ async fn consume(
         report,
         tracker,
         last_received_us,
+        _connection: Box::new(sub),
     }
 }
 
@@ -180,7 +177,6 @@ pub async fn run(args: &FanoutArgs, total: u64) -> Result<FanoutReport> {
         tokio::time::sleep(NCHAN_SUBSCRIBE_GRACE).await;
     }
 
-    let (done_tx, done_rx) = watch::channel(None);
     let (stop_tx, stop_rx) = watch::channel(false);
     let same: Group = Group::default();
     let cross: Group = Group::default();
@@ -192,20 +188,13 @@ pub async fn run(args: &FanoutArgs, total: u64) -> Result<FanoutReport> {
             } else {
                 cross.clone()
             };
-            tokio::spawn(consume(
-                sub,
-                protocol,
-                group,
-                done_rx.clone(),
-                stop_rx.clone(),
-            ))
+            tokio::spawn(consume(sub, protocol, group, total, stop_rx.clone()))
         })
         .collect();
     let subscribers = Subscribers {
         subscribe_failures,
         publisher_node,
         consumers,
-        done: done_tx,
         stop: stop_tx,
         same,
         cross,
