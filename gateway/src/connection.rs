@@ -13,8 +13,10 @@ use crate::outbox::{Outbox, Queued};
 use crate::protocol::{
     ClientMessage, ErrorCode, ProtocolError, ServerMessage, encode, parse_client,
 };
+use crate::server::websocket_config;
 use crate::subscriptions::ConnId;
 use crate::wire::Wire;
+use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,6 +25,7 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::{Instant, sleep_until};
 use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::tungstenite::protocol::frame::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{self, Message};
@@ -67,11 +70,26 @@ struct Connection<'a> {
 }
 
 /// Serves an upgraded connection until it ends, then releases its subscriptions and registry
-/// entry.
-pub async fn run(slot: ConnSlot, mut ws: Socket, identity: Identity) {
+/// entry. `answer` is the `101 Switching Protocols`, held back to leave with the `welcome` in
+/// one write; `early` is what the client sent after its request head.
+pub async fn run(
+    slot: ConnSlot,
+    stream: TcpStream,
+    early: Vec<u8>,
+    answer: Bytes,
+    identity: Identity,
+) {
     let node = slot.node();
     let id = slot.id;
     let config = &node.config;
+    let mut wire = Wire::new(stream);
+    wire.queue(answer);
+    let settings = Some(websocket_config(config.max_message_bytes));
+    let mut ws = if early.is_empty() {
+        WebSocketStream::from_raw_socket(wire, Role::Server, settings).await
+    } else {
+        WebSocketStream::from_partially_read(wire, early, Role::Server, settings).await
+    };
     let outbox = Arc::new(Outbox::new(
         config.send_queue_messages,
         config.slow_consumer_policy,
@@ -117,8 +135,7 @@ impl Connection<'_> {
             node: &self.node.config.node_id,
             heartbeat_ms: self.node.config.heartbeat_ms(),
         });
-        // The held-back 101 leaves together with the welcome.
-        ws.get_mut().release();
+        // The queued 101 leaves together with the welcome.
         if Box::pin(self.write(ws, Message::text(welcome)))
             .await
             .is_err()

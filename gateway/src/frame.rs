@@ -6,8 +6,11 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-/// Opcode byte of a final (unfragmented) text frame.
+/// Opcode bytes of a final (unfragmented) text frame and of a close frame.
 const FIN_TEXT: u8 = 0x81;
+const FIN_CLOSE: u8 = 0x88;
+/// Longest close reason: a control frame's payload is at most 125 bytes, 2 of them the code.
+const MAX_CLOSE_REASON: usize = 123;
 /// Largest payload whose length fits in the first length byte.
 const SHORT_LEN_MAX: usize = 125;
 /// Marker lengths saying a 16-bit or 64-bit length follows.
@@ -35,6 +38,21 @@ impl Frame {
             frame.put_u64(len as u64);
         }
         frame.put_slice(payload);
+        Frame(frame.freeze())
+    }
+
+    /// A close frame with `code` and `reason` (cut to 123 bytes at a character boundary).
+    pub fn close(code: u16, reason: &str) -> Frame {
+        let mut end = reason.len().min(MAX_CLOSE_REASON);
+        while !reason.is_char_boundary(end) {
+            end -= 1;
+        }
+        let reason = &reason.as_bytes()[..end];
+        let mut frame = BytesMut::with_capacity(4 + reason.len());
+        frame.put_u8(FIN_CLOSE);
+        frame.put_u8(2 + reason.len() as u8);
+        frame.put_u16(code);
+        frame.put_slice(reason);
         Frame(frame.freeze())
     }
 
@@ -85,6 +103,26 @@ mod tests {
                 "length {len}"
             );
         }
+    }
+
+    #[test]
+    fn close_frames_carry_code_and_a_reason_cut_to_fit() {
+        let Message::Close(Some(close)) = read_as_client(Frame::close(1013, "full").into_bytes())
+        else {
+            panic!("expected a close frame");
+        };
+        assert_eq!(u16::from(close.code), 1013);
+        assert_eq!(close.reason.as_str(), "full");
+        let long = "é".repeat(100);
+        let Message::Close(Some(close)) = read_as_client(Frame::close(1013, &long).into_bytes())
+        else {
+            panic!("expected a close frame");
+        };
+        assert_eq!(
+            close.reason.len(),
+            122,
+            "61 two-byte characters fit in 123 bytes"
+        );
     }
 
     #[test]

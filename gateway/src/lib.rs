@@ -16,4 +16,5 @@ pub mod outbox;
 pub mod protocol;
 pub mod server;
 pub mod subscriptions;
+pub mod upgrade;
 pub mod wire;

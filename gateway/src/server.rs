@@ -1,28 +1,32 @@
 //! The WebSocket listener: accepts TCP connections and runs each upgrade through admission —
-//! drain state, the connection cap, the handshake budget and authentication — before a
-//! connection task takes over. Refusals are an HTTP status with `Retry-After`, or (in
-//! `close-1013` refusal mode) an accepted upgrade closed at once with 1013 and a reason.
+//! drain state, the connection cap, the handshake budget and authentication — before the
+//! connection takes over. Refusals are an HTTP status with `Retry-After`, or (in `close-1013`
+//! refusal mode) an accepted upgrade closed at once with 1013 and a reason.
 
 use crate::auth::{AuthError, Identity};
 use crate::config::RefusalMode;
 use crate::connection;
+use crate::frame::Frame;
 use crate::metrics::metrics;
 use crate::node::{ConnSlot, Node};
-use crate::wire::Wire;
+use crate::upgrade::{self, Read, Request, Status};
+use bytes::Bytes;
+use socket2::SockRef;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
-use tokio_tungstenite::tungstenite::http::{StatusCode, header};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-use tokio_tungstenite::tungstenite::protocol::frame::CloseFrame;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 /// Seconds a client refused at the cap or while draining is told to wait (it should add
 /// jitter; see docs/protocol.md).
 const RETRY_AFTER_FULL_SECS: u64 = 5;
 /// Seconds a client refused by the handshake budget is told to wait.
 const RETRY_AFTER_RATE_SECS: u64 = 1;
+/// How long writing a refusal may take before the socket is just dropped.
+const REFUSAL_WRITE_TIMEOUT: Duration = Duration::from_secs(2);
+/// The close code of a refusal in `close-1013` mode: "try again later".
+const TRY_AGAIN_LATER: u16 = 1013;
 
 /// Why an upgrade was not admitted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,13 +40,13 @@ enum Refusal {
 }
 
 impl Refusal {
-    fn status(self) -> StatusCode {
+    fn status(self) -> Status {
         match self {
-            Refusal::NotFound => StatusCode::NOT_FOUND,
-            Refusal::Draining | Refusal::AtCapacity => StatusCode::SERVICE_UNAVAILABLE,
-            Refusal::RateLimited => StatusCode::TOO_MANY_REQUESTS,
-            Refusal::Unauthorized => StatusCode::UNAUTHORIZED,
-            Refusal::Forbidden => StatusCode::FORBIDDEN,
+            Refusal::NotFound => Status::NOT_FOUND,
+            Refusal::Draining | Refusal::AtCapacity => Status::SERVICE_UNAVAILABLE,
+            Refusal::RateLimited => Status::TOO_MANY_REQUESTS,
+            Refusal::Unauthorized => Status::UNAUTHORIZED,
+            Refusal::Forbidden => Status::FORBIDDEN,
         }
     }
 
@@ -109,10 +113,13 @@ pub fn websocket_config(max_message_bytes: usize) -> WebSocketConfig {
 /// Accepts connections until the process ends. Accept errors (e.g. out of file descriptors)
 /// are logged and retried after a pause rather than ending the node.
 pub async fn serve(node: Arc<Node>, listener: TcpListener) {
+    let inherited = nodelay_for_accepted(&listener);
     loop {
         match listener.accept().await {
             Ok((stream, _peer)) => {
-                let _ = stream.set_nodelay(true);
+                if !inherited {
+                    let _ = stream.set_nodelay(true);
+                }
                 tokio::spawn(handle(Arc::clone(&node), stream));
             }
             Err(err) => {
@@ -123,77 +130,111 @@ pub async fn serve(node: Arc<Node>, listener: TcpListener) {
     }
 }
 
+/// Replies and pings must not wait for Nagle. Linux copies TCP_NODELAY from the listener to
+/// every accepted socket, which saves a syscall per connection; returns whether it does here.
+fn nodelay_for_accepted(listener: &TcpListener) -> bool {
+    cfg!(target_os = "linux") && SockRef::from(listener).set_tcp_nodelay(true).is_ok()
+}
+
 /// Runs one connection from handshake to close.
-// The callback's error type is fixed by tungstenite's `Callback` trait.
-#[allow(clippy::result_large_err)]
 async fn handle(node: Arc<Node>, stream: TcpStream) {
-    let mut admission = None;
-    let callback = |request: &Request, response: Response| {
-        let decision = admit(&node, request);
-        let reply = match &decision {
-            Admission::Refused(refusal)
-                if !(refusal.load_shedding()
-                    && node.config.refusal_mode == RefusalMode::Close1013) =>
-            {
-                Err(refusal_response(*refusal))
-            }
-            _ => Ok(response),
-        };
-        admission = Some(decision);
-        reply
+    // Boxed so the handshake's state is freed once the upgrade is done, instead of sizing
+    // every connection's task for it.
+    let Some(upgraded) = Box::pin(handshake(&node, stream)).await else {
+        return;
     };
-    let config = websocket_config(node.config.max_message_bytes);
-    // Boxed so the (large) handshake state is freed once the upgrade is done, instead of
-    // sizing every connection's task for it.
-    let handshake = Box::pin(tokio_tungstenite::accept_hdr_async_with_config(
-        Wire::new(stream),
-        callback,
-        Some(config),
-    ));
-    let result = tokio::time::timeout(node.config.handshake_timeout, handshake).await;
-    let mut ws = match result {
-        Ok(Ok(ws)) => ws,
-        Ok(Err(_)) => {
-            let label = match &admission {
-                Some(Admission::Refused(refusal)) => refusal.label(),
-                _ => "failed",
-            };
-            metrics().handshake(label);
-            return;
+    connection::run(
+        upgraded.slot,
+        upgraded.stream,
+        upgraded.early,
+        upgraded.answer,
+        upgraded.identity,
+    )
+    .await;
+}
+
+/// An admitted upgrade, ready to become a connection.
+struct Upgraded {
+    slot: ConnSlot,
+    identity: Identity,
+    stream: TcpStream,
+    /// Bytes the client sent after its request head (WebSocket frames it did not wait with).
+    early: Vec<u8>,
+    /// The `101 Switching Protocols`, not sent yet: it leaves together with the `welcome`.
+    answer: Bytes,
+}
+
+/// Reads the upgrade request and decides on it; answers refusals itself.
+async fn handshake(node: &Arc<Node>, mut stream: TcpStream) -> Option<Upgraded> {
+    let read = tokio::time::timeout(node.config.handshake_timeout, upgrade::read(&mut stream));
+    let (request, early) = match read.await {
+        Ok(Read::Upgrade(request, early)) => (request, early),
+        Ok(Read::Bad(bad)) => {
+            metrics().handshake("failed");
+            tracing::debug!(%bad, "upgrade refused: bad request");
+            let answer = upgrade::refusal(bad.status(), &bad.to_string(), None);
+            send_and_close(stream, &[answer]).await;
+            return None;
+        }
+        Ok(Read::Gone) => {
+            metrics().handshake("failed");
+            return None;
         }
         Err(_) => {
             metrics().handshake("timeout");
-            return;
+            return None;
         }
     };
-    match admission {
-        Some(Admission::Admitted(slot, identity)) => {
+    let answer = upgrade::switching_protocols(&request.key);
+    match admit(node, &request) {
+        Admission::Admitted(slot, identity) => {
             metrics().handshake("accepted");
-            // A task of its own, sized for the connection only: this one (with the
-            // handshake's state) ends here.
-            tokio::spawn(connection::run(slot, ws, identity));
+            Some(Upgraded {
+                slot,
+                identity,
+                stream,
+                early,
+                answer,
+            })
         }
-        Some(Admission::Refused(refusal)) => {
+        Admission::Refused(refusal) => {
             metrics().handshake(refusal.label());
-            let reason = format!(
-                "{}; retry after {}s",
-                refusal.reason(),
-                refusal.retry_after().unwrap_or(RETRY_AFTER_FULL_SECS)
-            );
-            ws.get_mut().release();
-            let frame = CloseFrame {
-                code: CloseCode::Again,
-                reason: reason.into(),
-            };
-            let _ = tokio::time::timeout(Duration::from_secs(2), ws.close(Some(frame))).await;
+            let retry_after = refusal.retry_after();
+            let answer =
+                if refusal.load_shedding() && node.config.refusal_mode == RefusalMode::Close1013 {
+                    let reason = format!(
+                        "{}; retry after {}s",
+                        refusal.reason(),
+                        retry_after.unwrap_or(RETRY_AFTER_FULL_SECS)
+                    );
+                    vec![answer, Frame::close(TRY_AGAIN_LATER, &reason).into_bytes()]
+                } else {
+                    vec![upgrade::refusal(
+                        refusal.status(),
+                        refusal.reason(),
+                        retry_after,
+                    )]
+                };
+            send_and_close(stream, &answer).await;
+            None
         }
-        None => metrics().handshake("failed"),
     }
+}
+
+/// Writes a refusal and closes the socket, giving up on a client that does not read.
+async fn send_and_close(mut stream: TcpStream, answer: &[Bytes]) {
+    let send = async {
+        for part in answer {
+            stream.write_all(part).await?;
+        }
+        stream.shutdown().await
+    };
+    let _ = tokio::time::timeout(REFUSAL_WRITE_TIMEOUT, send).await;
 }
 
 /// Decides whether an upgrade request may become a connection.
 fn admit(node: &Arc<Node>, request: &Request) -> Admission {
-    if request.uri().path() != "/ws" {
+    if request.path != "/ws" {
         return Admission::Refused(Refusal::NotFound);
     }
     if !node.serving() {
@@ -205,11 +246,11 @@ fn admit(node: &Arc<Node>, request: &Request) -> Admission {
     if !node.take_handshake() {
         return Admission::Refused(Refusal::RateLimited);
     }
-    let authorization = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
-    let identity = match node.auth.authenticate(authorization, request.uri().query()) {
+    let authorization = request.authorization.as_deref();
+    let identity = match node
+        .auth
+        .authenticate(authorization, request.query.as_deref())
+    {
         Ok(identity) => identity,
         Err(AuthError::Unauthorized(why)) => {
             tracing::debug!(%why, "upgrade refused: unauthorized");
@@ -227,13 +268,21 @@ fn admit(node: &Arc<Node>, request: &Request) -> Admission {
     }
 }
 
-fn refusal_response(refusal: Refusal) -> ErrorResponse {
-    let mut response = ErrorResponse::new(Some(format!("{}\n", refusal.reason())));
-    *response.status_mut() = refusal.status();
-    if let Some(secs) = refusal.retry_after() {
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, header::HeaderValue::from(secs));
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn accepted_sockets_have_nodelay() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let inherited = nodelay_for_accepted(&listener);
+        assert_eq!(inherited, cfg!(target_os = "linux"));
+        let _client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (accepted, _) = listener.accept().await.unwrap();
+        if inherited {
+            assert!(accepted.nodelay().unwrap(), "TCP_NODELAY was not inherited");
+        }
     }
-    response
 }

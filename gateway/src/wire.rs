@@ -3,11 +3,8 @@
 //! vectored writes, without being copied into a per-connection buffer. Whatever tungstenite
 //! writes itself (acks, pings, pongs, the close frame) goes through [`Wire`]'s `AsyncWrite`
 //! after the queued frames, so the byte stream stays in order even when a write is cut short.
-//!
-//! During the handshake the `101 Switching Protocols` is held back until the `welcome` frame
-//! is written, so both leave in one `writev`: accepting is the gateway's most frequent costly
-//! path (a drain moves every client at once). A refused upgrade (`401`, `429`, `503`, …) has
-//! nothing following it and goes out at once.
+//! The handshake's `101 Switching Protocols` is queued the same way and leaves with the
+//! `welcome` frame in one `writev`.
 
 use bytes::{Buf, Bytes};
 use std::collections::VecDeque;
@@ -16,8 +13,6 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-const SWITCHING_PROTOCOLS: &[u8] = b"HTTP/1.1 101 ";
-
 /// Most chunks handed to one `writev` (Linux takes up to 1024; a batch is rarely this long).
 const MAX_SLICES: usize = 64;
 
@@ -25,8 +20,6 @@ pub struct Wire<S> {
     inner: S,
     /// Bytes accepted but not yet written, oldest first.
     queue: VecDeque<Bytes>,
-    /// Still in the handshake: a `101` is queued instead of written.
-    holding: bool,
 }
 
 impl<S> Wire<S> {
@@ -34,13 +27,7 @@ impl<S> Wire<S> {
         Wire {
             inner,
             queue: VecDeque::new(),
-            holding: true,
         }
-    }
-
-    /// Ends the handshake's hold: what was held leaves with the next write or flush.
-    pub fn release(&mut self) {
-        self.holding = false;
     }
 
     /// Queues bytes to be written, in order, by the next flush (or before the next write).
@@ -105,14 +92,6 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Wire<S> {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        if this.holding {
-            if this.queue.is_empty() && !buf.starts_with(SWITCHING_PROTOCOLS) {
-                this.holding = false;
-            } else {
-                this.queue.push_back(Bytes::copy_from_slice(buf));
-                return Poll::Ready(Ok(buf.len()));
-            }
-        }
         // The queue and this write together, in one syscall when the socket takes them.
         if this.queue.len() == 1 {
             let slices = [IoSlice::new(&this.queue[0]), IoSlice::new(buf)];
@@ -133,16 +112,12 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Wire<S> {
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        if this.holding {
-            return Poll::Ready(Ok(()));
-        }
         ready!(this.poll_queue(cx))?;
         Pin::new(&mut this.inner).poll_flush(cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        this.holding = false;
         ready!(this.poll_queue(cx))?;
         Pin::new(&mut this.inner).poll_shutdown(cx)
     }
@@ -154,53 +129,39 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt, duplex};
 
     #[tokio::test]
-    async fn a_101_waits_for_the_next_write_and_leaves_with_it() {
+    async fn queued_bytes_leave_with_the_next_write_in_one_writev() {
         let (near, mut far) = duplex(1024);
         let mut wire = Wire::new(near);
-        wire.write_all(b"HTTP/1.1 101 Switching Protocols\r\n\r\n")
-            .await
-            .unwrap();
-        wire.flush().await.unwrap();
+        wire.queue(Bytes::from_static(
+            b"HTTP/1.1 101 Switching Protocols\r\n\r\n",
+        ));
         let mut buf = [0u8; 64];
         let nothing =
             tokio::time::timeout(std::time::Duration::from_millis(50), far.read(&mut buf));
-        assert!(nothing.await.is_err(), "the 101 was held");
-        wire.release();
+        assert!(
+            nothing.await.is_err(),
+            "queued bytes wait for a write or flush"
+        );
         wire.write_all(b"welcome").await.unwrap();
-        wire.flush().await.unwrap();
         let mut got = vec![0u8; 43];
         far.read_exact(&mut got).await.unwrap();
         assert_eq!(got, b"HTTP/1.1 101 Switching Protocols\r\n\r\nwelcome");
     }
 
     #[tokio::test]
-    async fn a_refusal_goes_out_at_once() {
-        let (near, mut far) = duplex(1024);
-        let mut wire = Wire::new(near);
-        wire.write_all(b"HTTP/1.1 503 Service Unavailable\r\n\r\n")
-            .await
-            .unwrap();
-        wire.flush().await.unwrap();
-        let mut got = vec![0u8; 36];
-        far.read_exact(&mut got).await.unwrap();
-        assert!(got.starts_with(b"HTTP/1.1 503"));
-    }
-
-    #[tokio::test]
-    async fn held_bytes_are_written_by_a_flush_after_release_and_by_shutdown() {
+    async fn queued_bytes_are_written_by_a_flush_and_by_shutdown() {
         for by_shutdown in [false, true] {
             let (near, mut far) = duplex(1024);
             let mut wire = Wire::new(near);
-            wire.write_all(b"HTTP/1.1 101 \r\n\r\n").await.unwrap();
+            wire.queue(Bytes::from_static(b"frame"));
             if by_shutdown {
                 wire.shutdown().await.unwrap();
             } else {
-                wire.release();
                 wire.flush().await.unwrap();
             }
-            let mut got = vec![0u8; 17];
+            let mut got = vec![0u8; 5];
             far.read_exact(&mut got).await.unwrap();
-            assert_eq!(got, b"HTTP/1.1 101 \r\n\r\n");
+            assert_eq!(got, b"frame");
         }
     }
 
@@ -214,8 +175,7 @@ mod tests {
             far.read_to_end(&mut all).await.unwrap();
             all
         });
-        wire.write_all(b"HTTP/1.1 101 Switching").await.unwrap();
-        wire.release();
+        wire.queue(Bytes::from_static(b"HTTP/1.1 101 Switching"));
         wire.write_all(b"-welcome").await.unwrap();
         for chunk in ["-one", "-two-longer-than-the-pipe", "", "-three"] {
             wire.queue(Bytes::from(chunk));
@@ -236,7 +196,6 @@ mod tests {
     async fn an_abandoned_flush_keeps_its_place() {
         let (near, mut far) = duplex(4);
         let mut wire = Wire::new(near);
-        wire.release();
         wire.queue(Bytes::from_static(b"frame-one"));
         let cut = tokio::time::timeout(std::time::Duration::from_millis(20), wire.flush());
         assert!(cut.await.is_err(), "the pipe is full");
