@@ -6,6 +6,7 @@ mod admin;
 mod dial;
 mod drain;
 mod fanout;
+mod floor;
 mod idle;
 mod latency;
 mod machine;
@@ -42,6 +43,8 @@ enum Scenario {
     Drain(drain::DrainArgs),
     /// Many connections over many gateway and load processes, all receiving one broadcast.
     Scale(scale::ScaleArgs),
+    /// A bare epoll acceptor to measure with `idle`: the kernel's share of accepting.
+    Floor(floor::FloorArgs),
 }
 
 #[tokio::main]
@@ -88,6 +91,7 @@ async fn main() -> Result<()> {
                 )?;
             }
         }
+        Scenario::Floor(args) => floor::run(args)?,
     }
     Ok(())
 }
