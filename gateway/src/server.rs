@@ -14,7 +14,7 @@ use bytes::Bytes;
 use socket2::SockRef;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
@@ -25,6 +25,9 @@ const RETRY_AFTER_FULL_SECS: u64 = 5;
 const RETRY_AFTER_RATE_SECS: u64 = 1;
 /// How long writing a refusal may take before the socket is just dropped.
 const REFUSAL_WRITE_TIMEOUT: Duration = Duration::from_secs(2);
+/// After a refusal, how long and how much of what the client still sends is read and dropped.
+const REFUSAL_LINGER: Duration = Duration::from_secs(1);
+const REFUSAL_LINGER_BYTES: usize = 64 * 1024;
 /// The close code of a refusal in `close-1013` mode: "try again later".
 const TRY_AGAIN_LATER: u16 = 1013;
 
@@ -229,7 +232,26 @@ async fn send_and_close(mut stream: TcpStream, answer: &[Bytes]) {
         }
         stream.shutdown().await
     };
-    let _ = tokio::time::timeout(REFUSAL_WRITE_TIMEOUT, send).await;
+    if !matches!(
+        tokio::time::timeout(REFUSAL_WRITE_TIMEOUT, send).await,
+        Ok(Ok(()))
+    ) {
+        return;
+    }
+    // Closing a socket with unread bytes from the client makes Linux send a reset, which can
+    // destroy the answer before the client reads it (e.g. a 431 while it is still sending
+    // its head): read and drop what it still sends, briefly, until it closes.
+    let linger = async {
+        let mut sink = [0u8; 4096];
+        let mut left = REFUSAL_LINGER_BYTES;
+        while left > 0 {
+            match stream.read(&mut sink).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => left = left.saturating_sub(n),
+            }
+        }
+    };
+    let _ = tokio::time::timeout(REFUSAL_LINGER, linger).await;
 }
 
 /// Decides whether an upgrade request may become a connection.

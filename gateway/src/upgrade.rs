@@ -9,10 +9,11 @@ use std::fmt::Write as _;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
-/// Largest request head accepted; tokens in the query or in `Authorization` fit easily.
-pub const MAX_HEAD_BYTES: usize = 16 * 1024;
+/// Largest request head accepted: browsers send every cookie of the domain with the upgrade,
+/// and proxies add headers of their own.
+pub const MAX_HEAD_BYTES: usize = 64 * 1024;
 /// Most header lines in a request head.
-const MAX_HEADERS: usize = 48;
+const MAX_HEADERS: usize = 100;
 /// What a typical upgrade request needs; the buffer grows up to [`MAX_HEAD_BYTES`].
 const FIRST_READ_BYTES: usize = 2048;
 
@@ -41,6 +42,8 @@ pub enum BadRequest {
     Version,
     #[error("missing Sec-WebSocket-Key")]
     NoKey,
+    #[error("header {0} appears more than once")]
+    Repeated(&'static str),
 }
 
 impl BadRequest {
@@ -82,19 +85,27 @@ pub enum Read {
     Gone,
 }
 
-/// Reads one request head from `stream`.
+/// Reads one request head from `stream`. The head is parsed only once its blank line has
+/// arrived, so a client that trickles it a byte at a time costs a scan of each new byte, not
+/// a parse of the whole buffer per read.
 pub async fn read<S: AsyncRead + Unpin>(stream: &mut S) -> Read {
     let mut buf = Vec::with_capacity(FIRST_READ_BYTES);
     loop {
-        if buf.len() == buf.capacity() {
-            if buf.len() >= MAX_HEAD_BYTES {
-                return Read::Bad(BadRequest::TooLarge);
-            }
-            buf.reserve((buf.len()).min(MAX_HEAD_BYTES - buf.len()));
+        if buf.len() >= MAX_HEAD_BYTES {
+            return Read::Bad(BadRequest::TooLarge);
         }
+        if buf.len() == buf.capacity() {
+            buf.reserve(buf.len().min(MAX_HEAD_BYTES - buf.len()));
+        }
+        let before = buf.len();
         match stream.read_buf(&mut buf).await {
             Ok(0) | Err(_) => return Read::Gone,
             Ok(_) => {}
+        }
+        // The blank line may straddle two reads: look back over the last 3 old bytes.
+        let fresh = &buf[before.saturating_sub(3)..];
+        if !(contains(fresh, b"\r\n\r\n") || contains(fresh, b"\n\n")) {
+            continue;
         }
         match parse(&buf) {
             Ok(Some((request, head_len))) => {
@@ -126,7 +137,7 @@ pub fn parse(head: &[u8]) -> Result<Option<(Request, usize)>, BadRequest> {
     if parsed.method != Some("GET") {
         return Err(BadRequest::NotGet);
     }
-    let target = parsed.path.unwrap_or("/");
+    let target = origin_form(parsed.path.unwrap_or("/"));
     let (path, query) = match target.split_once('?') {
         Some((path, query)) => (path, Some(query.to_owned())),
         None => (target, None),
@@ -138,7 +149,11 @@ pub fn parse(head: &[u8]) -> Result<Option<(Request, usize)>, BadRequest> {
     let mut authorization = None;
     for header in parsed.headers.iter() {
         let name = header.name;
-        let Ok(value) = std::str::from_utf8(header.value) else {
+        // Header values are visible ASCII in practice; anything else is ignored, as if absent.
+        let Some(value) = std::str::from_utf8(header.value)
+            .ok()
+            .filter(|v| v.is_ascii())
+        else {
             continue;
         };
         if name.eq_ignore_ascii_case("upgrade") {
@@ -146,11 +161,11 @@ pub fn parse(head: &[u8]) -> Result<Option<(Request, usize)>, BadRequest> {
         } else if name.eq_ignore_ascii_case("connection") {
             connection_upgrade |= has_token(value, "upgrade");
         } else if name.eq_ignore_ascii_case("sec-websocket-version") {
-            version = Some(value.trim());
+            once(&mut version, value.trim(), "Sec-WebSocket-Version")?;
         } else if name.eq_ignore_ascii_case("sec-websocket-key") {
-            key = Some(value.trim());
+            once(&mut key, value.trim(), "Sec-WebSocket-Key")?;
         } else if name.eq_ignore_ascii_case("authorization") {
-            authorization = Some(value.to_owned());
+            once(&mut authorization, value, "Authorization")?;
         }
     }
     if !(upgrade && connection_upgrade) {
@@ -166,10 +181,46 @@ pub fn parse(head: &[u8]) -> Result<Option<(Request, usize)>, BadRequest> {
     let request = Request {
         path: path.to_owned(),
         query,
-        authorization,
+        authorization: authorization.map(str::to_owned),
         key,
     };
     Ok(Some((request, head_len)))
+}
+
+/// Keeps the first value of a header that must appear at most once; a second is an error
+/// (two keys or two credentials would make the answer depend on which one is read).
+fn once<'a>(
+    slot: &mut Option<&'a str>,
+    value: &'a str,
+    name: &'static str,
+) -> Result<(), BadRequest> {
+    match slot {
+        Some(_) => Err(BadRequest::Repeated(name)),
+        None => {
+            *slot = Some(value);
+            Ok(())
+        }
+    }
+}
+
+/// The path and query of a request target, also when a client (or a proxy) sent it in
+/// absolute form (`GET http://host/ws?x HTTP/1.1`).
+fn origin_form(target: &str) -> &str {
+    let Some(after_scheme) = target
+        .strip_prefix("http://")
+        .or_else(|| target.strip_prefix("https://"))
+    else {
+        return target;
+    };
+    after_scheme
+        .find(['/', '?'])
+        .map_or("/", |start| &after_scheme[start..])
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|window| window == needle)
 }
 
 /// Whether a comma-separated header value holds `token` (case-insensitive).
@@ -205,7 +256,10 @@ pub fn refusal(status: Status, reason: &str, retry_after_secs: Option<u64>) -> B
         let _ = write!(answer, "Retry-After: {secs}\r\n");
     }
     if status == Status::UPGRADE_REQUIRED {
-        answer.push_str("Sec-WebSocket-Version: 13\r\n");
+        answer.push_str("Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n");
+    }
+    if status == Status::METHOD_NOT_ALLOWED {
+        answer.push_str("Allow: GET\r\n");
     }
     let _ = write!(answer, "\r\n{reason}\n");
     Bytes::from(answer)
@@ -303,6 +357,30 @@ mod tests {
     }
 
     #[test]
+    fn a_header_that_decides_the_answer_may_not_repeat() {
+        for (name, value) in [
+            ("Sec-WebSocket-Key", "b3RoZXI="),
+            ("Sec-WebSocket-Version", "13"),
+            ("Authorization", "Bearer other"),
+        ] {
+            let head = UPGRADE.replacen("\r\n\r\n", &format!("\r\n{name}: {value}\r\n\r\n"), 1);
+            assert_eq!(parsed(&head), Err(BadRequest::Repeated(name)), "{name}");
+        }
+    }
+
+    #[test]
+    fn an_absolute_target_is_read_as_its_path_and_query() {
+        let head = UPGRADE.replace("GET /ws?token=abc", "GET http://example:8080/ws?token=abc");
+        let (request, _) = parsed(&head).unwrap().unwrap();
+        assert_eq!(
+            (request.path.as_str(), request.query.as_deref()),
+            ("/ws", Some("token=abc"))
+        );
+        assert_eq!(origin_form("https://example"), "/");
+        assert_eq!(origin_form("/ws"), "/ws");
+    }
+
+    #[test]
     fn header_names_and_tokens_are_case_insensitive() {
         let head = "GET /ws HTTP/1.1\r\nUPGRADE: WebSocket\r\nconnection: upgrade\r\n\
             sec-websocket-version: 13\r\nsec-websocket-key: a2V5\r\n\r\n";
@@ -338,7 +416,31 @@ mod tests {
         let text = std::str::from_utf8(&answer).unwrap();
         assert!(text.starts_with("HTTP/1.1 426 Upgrade Required\r\n"));
         assert!(text.contains("\r\nSec-WebSocket-Version: 13\r\n"));
+        assert!(text.contains("\r\nUpgrade: websocket\r\n"));
         assert!(!text.contains("Retry-After"));
+        let answer = refusal(BadRequest::NotGet.status(), "only GET", None);
+        assert!(
+            std::str::from_utf8(&answer)
+                .unwrap()
+                .contains("\r\nAllow: GET\r\n")
+        );
+    }
+
+    #[tokio::test]
+    async fn read_takes_a_head_sent_a_byte_at_a_time() {
+        let (mut client, mut server) = tokio::io::duplex(1);
+        tokio::spawn(async move {
+            use tokio::io::AsyncWriteExt;
+            let _ = client.write_all(UPGRADE.as_bytes()).await;
+            client
+        });
+        match read(&mut server).await {
+            Read::Upgrade(request, rest) => {
+                assert_eq!(request.key, "dGhlIHNhbXBsZSBub25jZQ==");
+                assert!(rest.is_empty());
+            }
+            other => panic!("expected an upgrade, got {other:?}"),
+        }
     }
 
     #[tokio::test]
