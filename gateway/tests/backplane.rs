@@ -135,6 +135,34 @@ async fn direct_send_reaches_a_client_registered_on_the_other_node() {
     assert!(!missing, "an unregistered client is reported as not found");
 }
 
+/// A connect storm: every client's entry is written and each caller returns only once its
+/// own entry is in Redis, however the registrations were batched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_registrations_are_each_written_before_they_return() {
+    let redis = RedisServer::start().expect("redis-server");
+    let (a, _a_deliveries) = connect_up(standalone(&redis, "a")).await;
+    let (b, _b_deliveries) = connect_up(standalone(&redis, "b")).await;
+    let (a, b) = (std::sync::Arc::new(a), std::sync::Arc::new(b));
+    let registrations = (0..1000).map(|i| {
+        let (a, b) = (a.clone(), b.clone());
+        tokio::spawn(async move {
+            let id = format!("storm-{i}");
+            b.register_client(&id).await.expect("register");
+            // Checked at once: the caller must not return before its own entry is written.
+            a.client_node(&id).await.expect("lookup")
+        })
+    });
+    for node in futures::future::join_all(registrations).await {
+        assert_eq!(node.expect("task").as_deref(), Some("b"));
+    }
+    let keys = redis.cli(&[
+        "EVAL",
+        "return #redis.call('KEYS', 'wsf:client:storm-*')",
+        "0",
+    ]);
+    assert_eq!(last_number(&keys.expect("cli")), 1000);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn registry_entries_are_refreshed_and_unregistered() {
     let redis = RedisServer::start().expect("redis-server");

@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum BackplaneError {
     /// No usable Redis connection right now; the backplane keeps reconnecting in the background.
     Unavailable,

@@ -36,7 +36,7 @@ pub use stats::BackplaneStats;
 
 use connection::Commands;
 use keys::Keys;
-use registry::LocalClients;
+use registry::{LocalClients, Registrar};
 use stats::Counters;
 use subscriber::{Request, Subscriber};
 
@@ -85,6 +85,7 @@ struct Inner {
     requests: mpsc::Sender<Request>,
     state: watch::Receiver<BackplaneState>,
     clients: Arc<LocalClients>,
+    registrar: Registrar,
     presence: Arc<Mutex<Option<Presence>>>,
     counters: Arc<Counters>,
     tasks: Vec<AbortHandle>,
@@ -132,6 +133,12 @@ impl Backplane {
             clients.clone(),
             presence.clone(),
         ));
+        let (registrar, registrar_task) = Registrar::start(
+            &runtime,
+            commands.clone(),
+            keys.clone(),
+            config.registry_ttl,
+        );
         let inner = Inner {
             config,
             keys,
@@ -139,11 +146,13 @@ impl Backplane {
             requests: requests_tx,
             state: state_rx,
             clients,
+            registrar,
             presence,
             counters,
             tasks: vec![
                 subscriber_task.abort_handle(),
                 maintenance_task.abort_handle(),
+                registrar_task.abort_handle(),
             ],
         };
         Ok((
@@ -292,6 +301,14 @@ impl Backplane {
             self.inner.config.registry_ttl,
         )
         .await
+    }
+
+    /// Registers one newly connected client, written together with the other connections of
+    /// the moment (see [`Registrar`]). On error the client stays registered locally and is
+    /// written by the next refresh.
+    pub async fn register_client(&self, id: &str) -> Result<(), BackplaneError> {
+        self.inner.clients.add(id);
+        self.inner.registrar.register(id).await
     }
 
     /// Forgets a client; its registry entry is deleted unless another node already took it.

@@ -4,10 +4,11 @@
 //! when a node dies without unregistering.
 
 use std::collections::HashSet;
-use std::sync::{LazyLock, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
 use redis::Script;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 
 use super::config::RedisMode;
@@ -36,6 +37,12 @@ impl LocalClients {
         }
     }
 
+    pub fn add(&self, id: &str) {
+        if let Ok(mut set) = self.ids.lock() {
+            set.insert(id.to_owned());
+        }
+    }
+
     pub fn remove(&self, id: &str) {
         if let Ok(mut set) = self.ids.lock() {
             set.remove(id);
@@ -47,6 +54,56 @@ impl LocalClients {
             .lock()
             .map(|set| set.iter().cloned().collect())
             .unwrap_or_default()
+    }
+}
+
+/// A newly connected client's registry write, and who waits for its outcome.
+type Registration = (String, oneshot::Sender<Result<(), BackplaneError>>);
+
+/// Gathers the registry writes of newly connected clients. While one pipeline is in flight,
+/// the next connections queue and go together in the following one, so a connect storm (a
+/// drain moving thousands of clients here) costs a pipeline per batch, not a command per
+/// connection. Nothing waits to fill a batch: a lone connection is written at once.
+pub(crate) struct Registrar {
+    queue: mpsc::UnboundedSender<Registration>,
+}
+
+impl Registrar {
+    /// Starts the writer task on `runtime`; it ends when the registrar is dropped.
+    pub fn start(
+        runtime: &tokio::runtime::Handle,
+        commands: Arc<Commands>,
+        keys: Keys,
+        ttl: Duration,
+    ) -> (Registrar, tokio::task::JoinHandle<()>) {
+        let (queue, registrations) = mpsc::unbounded_channel();
+        let task = runtime.spawn(write_registrations(registrations, commands, keys, ttl));
+        (Registrar { queue }, task)
+    }
+
+    /// Writes `id → this node` with the next batch and returns once it is written (or failed).
+    pub async fn register(&self, id: &str) -> Result<(), BackplaneError> {
+        let (done, outcome) = oneshot::channel();
+        self.queue
+            .send((id.to_owned(), done))
+            .map_err(|_| BackplaneError::Unavailable)?;
+        outcome.await.unwrap_or(Err(BackplaneError::Unavailable))
+    }
+}
+
+async fn write_registrations(
+    mut registrations: mpsc::UnboundedReceiver<Registration>,
+    commands: Arc<Commands>,
+    keys: Keys,
+    ttl: Duration,
+) {
+    let mut batch = Vec::new();
+    while registrations.recv_many(&mut batch, BATCH).await > 0 {
+        let ids: Vec<String> = batch.iter().map(|(id, _)| id.clone()).collect();
+        let written = write_entries(&commands, &keys, &ids, ttl).await;
+        for (_, done) in batch.drain(..) {
+            let _ = done.send(written.clone());
+        }
     }
 }
 

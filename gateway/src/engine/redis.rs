@@ -261,11 +261,7 @@ impl RedisEngine {
 
     /// Writes the client's registry entry (kept and retried by the backplane if Redis is down).
     pub async fn register(&self, client_id: &str) {
-        if let Err(error) = self
-            .backplane
-            .register_clients(&[client_id.to_owned()])
-            .await
-        {
+        if let Err(error) = self.backplane.register_client(client_id).await {
             tracing::debug!(%error, client_id, "registry write failed; the refresh retries it");
         }
     }
