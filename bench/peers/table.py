@@ -7,9 +7,10 @@ import json
 import os
 import sys
 
-SYSTEMS = ["wsfleet", "wsfleet-raw", "nchan", "socketio"]
+SYSTEMS = ["wsfleet", "wsfleet-raw", "nchan", "socketio", "floor"]
 NAMES = {"wsfleet": "wsfleet (Rust client)", "wsfleet-raw": "wsfleet (raw WS)",
-         "nchan": "nginx + Nchan", "socketio": "Socket.IO 4"}
+         "nchan": "nginx + Nchan", "socketio": "Socket.IO 4",
+         "floor": "bare epoll acceptor (floor)"}
 
 
 def load(directory, system, scenario):
@@ -33,6 +34,8 @@ def scaled(value, factor):
 
 
 def lost(directory, system):
+    if system == "floor":
+        return ""
     parts = []
     for scenario in ("small", "big", "saturation"):
         report = load(directory, system, scenario)
