@@ -117,6 +117,93 @@ async fn welcome_names_client_node_and_heartbeat() {
     assert!(wait_until(WAIT, || gateway.connections() == 0));
 }
 
+/// A client that sends a frame right behind its upgrade request, without waiting for the
+/// `101` (which RFC 6455 asks it to do), still has that frame read and answered.
+#[tokio::test]
+async fn a_frame_sent_with_the_upgrade_request_is_answered() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_tungstenite::tungstenite::protocol::Role;
+    let gateway = anonymous(&[]);
+    let mut stream = TcpStream::connect(gateway.ws_addr).await.expect("connect");
+    let mut bytes = format!(
+        "GET /ws HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        gateway.ws_addr
+    )
+    .into_bytes();
+    let payload = br#"{"op":"subscribe","channel":"early","id":"r1"}"#;
+    let mask = [0x37, 0xfa, 0x21, 0x3d];
+    bytes.extend_from_slice(&[0x81, 0x80 | payload.len() as u8]);
+    bytes.extend_from_slice(&mask);
+    bytes.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    stream.write_all(&bytes).await.expect("write");
+    // The response head, byte by byte, so no frame bytes are taken with it.
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        head.push(stream.read_u8().await.expect("response head"));
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 101 "),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    let mut client =
+        WebSocketStream::from_raw_socket(MaybeTlsStream::Plain(stream), Role::Client, None).await;
+    assert_eq!(next_json(&mut client).await["op"], "welcome");
+    let ack = next_json(&mut client).await;
+    assert_eq!(
+        (ack["op"].as_str(), ack["id"].as_str()),
+        (Some("ack"), Some("r1")),
+        "{ack}"
+    );
+}
+
+/// Requests that are not WebSocket upgrades get a status that says why, with the headers
+/// RFC 9110 asks for, and a one-line reason.
+#[test]
+fn requests_that_are_not_upgrades_get_a_status_and_a_reason() {
+    let gateway = anonymous(&[]);
+    let upgrade = "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n";
+    let cases = [
+        (
+            format!("POST /ws HTTP/1.1\r\n{upgrade}Sec-WebSocket-Version: 13\r\n\r\n"),
+            405,
+            Some(("Allow", "GET")),
+        ),
+        (
+            format!("GET /ws HTTP/1.1\r\n{upgrade}Sec-WebSocket-Version: 8\r\n\r\n"),
+            426,
+            Some(("Sec-WebSocket-Version", "13")),
+        ),
+        ("GET /ws HTTP/1.1\r\nHost: x\r\n\r\n".to_owned(), 400, None),
+        (
+            format!("GET /elsewhere HTTP/1.1\r\n{upgrade}Sec-WebSocket-Version: 13\r\n\r\n"),
+            404,
+            None,
+        ),
+    ];
+    for (request, status, header) in cases {
+        let reply = wsfleet_tests::raw_http(gateway.ws_addr, &request);
+        assert_eq!(reply.status, status, "{request}");
+        if let Some((name, value)) = header {
+            assert_eq!(reply.header(name), Some(value), "{request}");
+        }
+        assert_eq!(
+            reply.header("Content-Length"),
+            Some(reply.body.len().to_string().as_str())
+        );
+        assert!(
+            reply.body.ends_with('\n') && reply.body.len() > 1,
+            "{:?}",
+            reply.body
+        );
+    }
+    assert_eq!(
+        gateway.metric("wsfleet_handshakes_total{result=\"failed\"}"),
+        3.0
+    );
+}
+
 #[tokio::test]
 async fn publish_reaches_subscribers_with_offsets() {
     let gateway = anonymous(&[]);
