@@ -188,7 +188,6 @@ async fn handshake(node: &Arc<Node>, mut stream: TcpStream) -> Option<Upgraded> 
             return None;
         }
     };
-    let answer = upgrade::switching_protocols(&request.key);
     match admit(node, &request) {
         Admission::Admitted(slot, identity) => {
             metrics().handshake("accepted");
@@ -197,7 +196,7 @@ async fn handshake(node: &Arc<Node>, mut stream: TcpStream) -> Option<Upgraded> 
                 identity,
                 stream,
                 early,
-                answer,
+                answer: upgrade::switching_protocols(&request.key),
             })
         }
         Admission::Refused(refusal) => {
@@ -210,7 +209,10 @@ async fn handshake(node: &Arc<Node>, mut stream: TcpStream) -> Option<Upgraded> 
                         refusal.reason(),
                         retry_after.unwrap_or(RETRY_AFTER_FULL_SECS)
                     );
-                    vec![answer, Frame::close(TRY_AGAIN_LATER, &reason).into_bytes()]
+                    vec![
+                        upgrade::switching_protocols(&request.key),
+                        Frame::close(TRY_AGAIN_LATER, &reason).into_bytes(),
+                    ]
                 } else {
                     vec![upgrade::refusal(
                         refusal.status(),
