@@ -42,21 +42,38 @@ impl<S: AsyncWrite + Unpin> Wire<S> {
     /// Writes out everything queued, as many chunks per syscall as the socket takes.
     fn poll_queue(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         while !self.queue.is_empty() {
-            let mut slices = [IoSlice::new(&[]); MAX_SLICES];
-            let count = self.queue.len().min(MAX_SLICES);
-            for (slice, chunk) in slices.iter_mut().zip(&self.queue) {
-                *slice = IoSlice::new(chunk);
-            }
-            let written =
-                ready!(Pin::new(&mut self.inner).poll_write_vectored(cx, &slices[..count]))?;
-            if written == 0 {
-                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
-            }
-            self.consume(written);
+            ready!(self.poll_write_queued(cx, &[]))?;
         }
-        // Free the queue: most connections sit idle for hours between messages.
-        self.queue = VecDeque::new();
         Poll::Ready(Ok(()))
+    }
+
+    /// One vectored write of the queued chunks followed by `tail`. `tail` goes only in a
+    /// write that holds every queued chunk, so it never overtakes one. Drops what was written
+    /// from the queue and returns how many bytes of `tail` went out.
+    fn poll_write_queued(&mut self, cx: &mut Context<'_>, tail: &[u8]) -> Poll<io::Result<usize>> {
+        let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+        let chunks = self.queue.len().min(MAX_SLICES - 1);
+        let mut queued = 0;
+        for (slice, chunk) in slices.iter_mut().zip(self.queue.iter().take(chunks)) {
+            *slice = IoSlice::new(chunk);
+            queued += chunk.len();
+        }
+        let count = if chunks == self.queue.len() {
+            slices[chunks] = IoSlice::new(tail);
+            chunks + 1
+        } else {
+            chunks
+        };
+        let written = ready!(Pin::new(&mut self.inner).poll_write_vectored(cx, &slices[..count]))?;
+        if written == 0 {
+            return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+        }
+        self.consume(written.min(queued));
+        if self.queue.is_empty() {
+            // Free the queue: most connections sit idle for hours between messages.
+            self.queue = VecDeque::new();
+        }
+        Poll::Ready(Ok(written.saturating_sub(queued)))
     }
 
     /// Drops `written` bytes from the front of the queue.
@@ -92,21 +109,13 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Wire<S> {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        // The queue and this write together, in one syscall when the socket takes them.
-        if this.queue.len() == 1 {
-            let slices = [IoSlice::new(&this.queue[0]), IoSlice::new(buf)];
-            let written = ready!(Pin::new(&mut this.inner).poll_write_vectored(cx, &slices))?;
-            let queued = this.queue[0].len();
-            if written >= queued {
-                this.queue = VecDeque::new();
-                if written > queued {
-                    return Poll::Ready(Ok(written - queued));
-                }
-            } else {
-                this.consume(written);
+        // The queue first, with this write in the same syscall when the socket takes both.
+        while !this.queue.is_empty() {
+            let sent = ready!(this.poll_write_queued(cx, buf))?;
+            if sent > 0 {
+                return Poll::Ready(Ok(sent));
             }
         }
-        ready!(this.poll_queue(cx))?;
         Pin::new(&mut this.inner).poll_write(cx, buf)
     }
 
