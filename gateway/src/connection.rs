@@ -13,7 +13,6 @@ use crate::outbox::{Outbox, Queued};
 use crate::protocol::{
     ClientMessage, ErrorCode, ProtocolError, ServerMessage, encode, parse_client,
 };
-use crate::server::websocket_config;
 use crate::subscriptions::ConnId;
 use crate::wire::Wire;
 use bytes::Bytes;
@@ -25,9 +24,9 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::{Instant, sleep_until};
 use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::tungstenite::protocol::frame::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{self, Message};
 
 /// How long writing our close frame may take before the socket is just dropped.
@@ -40,6 +39,19 @@ const MAX_BATCHES_PER_WAKE: usize = 8;
 pub const MAX_SUBSCRIPTIONS: usize = 1024;
 
 type Socket = WebSocketStream<Wire<TcpStream>>;
+
+/// The WebSocket settings of every connection: small buffers keep idle connections lean
+/// (tungstenite's default read buffer is 128 KiB, allocated eagerly). Channel and direct
+/// messages bypass tungstenite's write buffer ([`crate::wire`]); it only carries replies and
+/// control frames, is allocated on first use and keeps its largest size, so it stays small.
+fn websocket_config(max_message_bytes: usize) -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(512)
+        .write_buffer_size(2048)
+        .max_write_buffer_size(4 * max_message_bytes.max(64 * 1024))
+        .max_message_size(Some(max_message_bytes))
+        .max_frame_size(Some(max_message_bytes))
+}
 
 /// Why the connection task ends.
 enum End {

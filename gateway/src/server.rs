@@ -16,7 +16,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 /// Seconds a client refused at the cap or while draining is told to wait (it should add
 /// jitter; see docs/protocol.md).
@@ -98,19 +97,6 @@ impl Refusal {
 enum Admission {
     Admitted(ConnSlot, Identity),
     Refused(Refusal),
-}
-
-/// The WebSocket settings of every connection: small buffers keep idle connections lean
-/// (tungstenite's default read buffer is 128 KiB, allocated eagerly). Channel and direct
-/// messages bypass tungstenite's write buffer ([`crate::wire`]); it only carries replies and
-/// control frames, is allocated on first use and keeps its largest size, so it stays small.
-pub fn websocket_config(max_message_bytes: usize) -> WebSocketConfig {
-    WebSocketConfig::default()
-        .read_buffer_size(512)
-        .write_buffer_size(2048)
-        .max_write_buffer_size(4 * max_message_bytes.max(64 * 1024))
-        .max_message_size(Some(max_message_bytes))
-        .max_frame_size(Some(max_message_bytes))
 }
 
 /// Accepts connections until the process ends. Accept errors (e.g. out of file descriptors)
