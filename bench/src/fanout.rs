@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use futures::stream::StreamExt;
 use serde::Serialize;
+use serde_json::Value;
 
 use tokio::sync::{broadcast, watch};
 use wsfleet_client::{Client, ClientConfig, Event, Subscription};
@@ -173,6 +174,61 @@ pub(crate) struct Consumed {
     pub(crate) _connection: Box<dyn Send>,
 }
 
+/// What one subscriber has received so far, counted as messages arrive.
+pub(crate) struct Received {
+    report: SubscriberReport,
+    tracker: SeqTracker,
+    last_received_us: u64,
+}
+
+impl Received {
+    pub(crate) fn new(node: &str) -> Received {
+        Received {
+            report: SubscriberReport {
+                node: node.to_owned(),
+                ..SubscriberReport::default()
+            },
+            tracker: SeqTracker::default(),
+            last_received_us: 0,
+        }
+    }
+
+    /// Counts one data message; a stamped one also goes into the group's latency.
+    pub(crate) fn receive(&mut self, data: &Value, group: &Group) {
+        let received_at = now_us();
+        self.report.received += 1;
+        match stamp(data) {
+            Some((seq, sent_at)) => {
+                if let Ok(mut group) = group.lock() {
+                    group.record(received_at.saturating_sub(sent_at));
+                }
+                self.tracker.record(seq);
+                self.last_received_us = received_at;
+            }
+            None => self.report.foreign += 1,
+        }
+    }
+
+    /// Whether all `total` messages arrived (each counted once).
+    pub(crate) fn has_all(&self, total: u64) -> bool {
+        self.tracker.unique >= total
+    }
+
+    pub(crate) fn report_mut(&mut self) -> &mut SubscriberReport {
+        &mut self.report
+    }
+
+    /// The consumer's result; `connection` stays open until the result is dropped.
+    pub(crate) fn finish(self, connection: impl Send + 'static) -> Consumed {
+        Consumed {
+            report: self.report,
+            tracker: self.tracker,
+            last_received_us: self.last_received_us,
+            _connection: Box::new(connection),
+        }
+    }
+}
+
 /// Latency of one group of subscribers (same node as the publisher, or another node). Shared
 /// by the group's tasks: one histogram per subscriber would cost ~140 KiB each.
 pub(crate) type Group = Arc<Mutex<Latency>>;
@@ -184,32 +240,17 @@ async fn consume(
     total: u64,
     mut stop: watch::Receiver<bool>,
 ) -> Consumed {
-    let mut tracker = SeqTracker::default();
-    let mut last_received_us = 0;
-    let mut report = SubscriberReport {
-        node: sub.node.clone(),
-        ..SubscriberReport::default()
-    };
-    while tracker.unique < total {
+    let mut received = Received::new(&sub.node);
+    while !received.has_all(total) {
         tokio::select! {
             message = sub.subscription.recv() => {
                 let Some(message) = message else { break };
-                let received_at = now_us();
-                report.received += 1;
-                match stamp(&message.data) {
-                    Some((seq, sent_at)) => {
-                        if let Ok(mut group) = group.lock() {
-                            group.record(received_at.saturating_sub(sent_at));
-                        }
-                        tracker.record(seq);
-                        last_received_us = received_at;
-                    }
-                    None => report.foreign += 1,
-                }
+                received.receive(&message.data, &group);
             }
             _ = stop.changed() => break,
         }
     }
+    let report = received.report_mut();
     loop {
         match sub.events.try_recv() {
             Ok(Event::Disconnected { .. }) => report.disconnects += 1,
@@ -218,12 +259,7 @@ async fn consume(
             Err(_) => break,
         }
     }
-    Consumed {
-        report,
-        tracker,
-        last_received_us,
-        _connection: Box::new(sub),
-    }
+    received.finish(sub)
 }
 
 pub async fn run(args: FanoutArgs) -> Result<FanoutReport> {
@@ -271,30 +307,13 @@ pub async fn run(args: FanoutArgs) -> Result<FanoutReport> {
         .context("connecting the publisher")?;
     let publisher_node = publisher.session().map(|s| s.node).unwrap_or_default();
 
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let same: Group = Arc::default();
-    let cross: Group = Arc::default();
-    let consumers: Vec<_> = subscribers
-        .into_iter()
-        .map(|sub| {
-            let group = if sub.node == publisher_node {
-                same.clone()
-            } else {
-                cross.clone()
-            };
-            tokio::spawn(consume(sub, group, total, stop_rx.clone()))
-        })
-        .collect();
-    let subscribers = Subscribers {
-        subscribe_failures,
-        publisher_node,
-        consumers,
-        stop: stop_tx,
-        same,
-        cross,
-    };
+    let mut consumers = Subscribers::new(subscribe_failures, publisher_node);
+    for sub in subscribers {
+        let node = sub.node.clone();
+        consumers.spawn(&node, |group, stop| consume(sub, group, total, stop));
+    }
     let publish = sequence::publish(&publisher, &args.channel, args.rate, total);
-    measure(&args, total, subscribers, publish).await
+    measure(&args, total, consumers, publish).await
 }
 
 /// Subscribers of a fan-out run, subscribed and consuming, and what they report back to.
@@ -307,6 +326,37 @@ pub(crate) struct Subscribers {
     pub(crate) stop: watch::Sender<bool>,
     pub(crate) same: Group,
     pub(crate) cross: Group,
+}
+
+impl Subscribers {
+    pub(crate) fn new(subscribe_failures: Vec<String>, publisher_node: String) -> Subscribers {
+        Subscribers {
+            subscribe_failures,
+            publisher_node,
+            consumers: Vec::new(),
+            stop: watch::channel(false).0,
+            same: Group::default(),
+            cross: Group::default(),
+        }
+    }
+
+    /// Spawns the consumer of a subscriber on `node`, with the latency group it belongs to
+    /// (same node as the publisher, or another) and the run's stop signal.
+    pub(crate) fn spawn<F>(
+        &mut self,
+        node: &str,
+        consume: impl FnOnce(Group, watch::Receiver<bool>) -> F,
+    ) where
+        F: Future<Output = Consumed> + Send + 'static,
+    {
+        let group = if node == self.publisher_node {
+            &self.same
+        } else {
+            &self.cross
+        };
+        let consumer = consume(group.clone(), self.stop.subscribe());
+        self.consumers.push(tokio::spawn(consumer));
+    }
 }
 
 /// The measured phase, the same for every protocol: runs `publish` (which sends `total`

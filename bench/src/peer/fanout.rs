@@ -12,9 +12,9 @@ use tokio_tungstenite::tungstenite::Message;
 
 use super::{Frame, Protocol, nchan, socketio, wsfleet};
 use crate::dial::{self, Conn, Target};
-use crate::fanout::{Consumed, FanoutArgs, FanoutReport, Group, SubscriberReport};
+use crate::fanout::{Consumed, FanoutArgs, FanoutReport, Group, Received};
 use crate::fanout::{Subscribers, measure};
-use crate::sequence::{self, SeqTracker, now_us, stamp};
+use crate::sequence;
 
 /// Per-step limit for a subscriber's connect and subscribe.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
@@ -97,41 +97,23 @@ async fn consume(
     total: u64,
     mut stop: watch::Receiver<bool>,
 ) -> Consumed {
-    let mut tracker = SeqTracker::default();
-    let mut last_received_us = 0;
-    let mut report = SubscriberReport {
-        node: sub.node.clone(),
-        ..SubscriberReport::default()
-    };
-    while tracker.unique < total {
+    let mut received = Received::new(&sub.node);
+    while !received.has_all(total) {
         tokio::select! {
             frame = sub.conn.next() => match frame {
                 Some(Ok(Message::Text(text))) => match super::read_frame(protocol, text.as_str()) {
-                    Frame::Data(data) => {
-                        let received_at = now_us();
-                        report.received += 1;
-                        match stamp(&data) {
-                            Some((seq, sent_at)) => {
-                                if let Ok(mut group) = group.lock() {
-                                    group.record(received_at.saturating_sub(sent_at));
-                                }
-                                tracker.record(seq);
-                                last_received_us = received_at;
-                            }
-                            None => report.foreign += 1,
-                        }
-                    }
+                    Frame::Data(data) => received.receive(&data, &group),
                     Frame::Reply(answer) => {
                         if sub.conn.send(Message::text(answer)).await.is_err() {
-                            report.disconnects += 1;
+                            received.report_mut().disconnects += 1;
                             break;
                         }
                     }
                     Frame::Control => {}
-                    Frame::Foreign => report.foreign += 1,
+                    Frame::Foreign => received.report_mut().foreign += 1,
                 },
                 Some(Ok(Message::Close(_))) | Some(Err(_)) | None => {
-                    report.disconnects += 1;
+                    received.report_mut().disconnects += 1;
                     break;
                 }
                 Some(Ok(_)) => {}
@@ -139,12 +121,7 @@ async fn consume(
             _ = stop.changed() => break,
         }
     }
-    Consumed {
-        report,
-        tracker,
-        last_received_us,
-        _connection: Box::new(sub),
-    }
+    received.finish(sub)
 }
 
 /// Runs the scenario; `total` messages were validated by the caller.
@@ -177,30 +154,15 @@ pub async fn run(args: &FanoutArgs, total: u64) -> Result<FanoutReport> {
         tokio::time::sleep(NCHAN_SUBSCRIBE_GRACE).await;
     }
 
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let same: Group = Group::default();
-    let cross: Group = Group::default();
-    let consumers: Vec<_> = subscribers
-        .into_iter()
-        .map(|sub| {
-            let group = if sub.node == publisher_node {
-                same.clone()
-            } else {
-                cross.clone()
-            };
-            tokio::spawn(consume(sub, protocol, group, total, stop_rx.clone()))
-        })
-        .collect();
-    let subscribers = Subscribers {
-        subscribe_failures,
-        publisher_node,
-        consumers,
-        stop: stop_tx,
-        same,
-        cross,
-    };
+    let mut consumers = Subscribers::new(subscribe_failures, publisher_node);
+    for sub in subscribers {
+        let node = sub.node.clone();
+        consumers.spawn(&node, |group, stop| {
+            consume(sub, protocol, group, total, stop)
+        });
+    }
     let channel = args.channel.as_str();
     let publisher = &publisher;
     let publish = sequence::publish_with(args.rate, total, |data| publisher.publish(channel, data));
-    measure(args, total, subscribers, publish).await
+    measure(args, total, consumers, publish).await
 }
