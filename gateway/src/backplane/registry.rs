@@ -99,9 +99,9 @@ async fn write_registrations(
 ) {
     let mut batch = Vec::new();
     while registrations.recv_many(&mut batch, BATCH).await > 0 {
-        let ids: Vec<String> = batch.iter().map(|(id, _)| id.clone()).collect();
+        let (ids, waiting): (Vec<String>, Vec<_>) = batch.drain(..).unzip();
         let written = write_entries(&commands, &keys, &ids, ttl).await;
-        for (_, done) in batch.drain(..) {
+        for done in waiting {
             let _ = done.send(written.clone());
         }
     }
