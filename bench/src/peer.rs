@@ -3,6 +3,7 @@
 //! which URL a node is dialed on, what makes a fresh WebSocket usable, and how a received text
 //! frame is read. Node URLs of the peers are their bases (`ws://host:port`).
 
+pub mod acked;
 pub mod engineio;
 pub mod fanout;
 pub mod nchan;

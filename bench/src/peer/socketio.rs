@@ -2,22 +2,16 @@
 //! namespace connect that makes a connection usable, joining a room with an ack, and a
 //! publisher that pipelines `publish` events and matches their acks by id.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::Message;
 
+use super::acked::{Acked, Inbound};
 use super::engineio::{self, Kind, Packet, SocketPacket};
 use crate::dial::Conn;
-
-/// Longest wait for one publish's ack.
-const ACK_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The next Engine.IO packet, answering pings on the way. `Err` when the connection ends or
 /// sends something that is not Engine.IO.
@@ -92,80 +86,37 @@ pub async fn subscribe(ws: &mut Conn, room: &str) -> Result<()> {
     }
 }
 
-type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<bool>>>>;
-
-/// One Socket.IO connection that publishes: writes go out in order through a writer task;
-/// a reader task answers pings and resolves acks.
+/// One Socket.IO connection that publishes; acks are matched by id, pings answered.
 pub struct Publisher {
-    writer: mpsc::UnboundedSender<String>,
-    pending: Pending,
+    acked: Acked<u64>,
     next_id: AtomicU64,
-    tasks: [tokio::task::JoinHandle<()>; 2],
 }
 
 impl Publisher {
     /// Takes a connection that [`connect`] has already made usable.
     pub fn new(ws: Conn) -> Publisher {
-        let (mut sink, mut stream) = ws.split();
-        let (writer, mut outgoing) = mpsc::unbounded_channel::<String>();
-        let pending: Pending = Arc::default();
-        let write = tokio::spawn(async move {
-            while let Some(text) = outgoing.recv().await {
-                if sink.send(Message::text(text)).await.is_err() {
-                    return;
-                }
-            }
-        });
-        let (acks, pongs) = (pending.clone(), writer.clone());
-        let read = tokio::spawn(async move {
-            while let Some(Ok(frame)) = stream.next().await {
-                let Message::Text(text) = frame else { continue };
-                match engineio::decode(text.as_str()) {
-                    Ok(Packet::Ping) => {
-                        let _ = pongs.send(engineio::PONG.to_owned());
-                    }
-                    Ok(Packet::Message(p)) if p.kind == Kind::Ack => {
-                        let waiter = p.id.and_then(|id| lock(&acks).remove(&id));
-                        if let Some(waiter) = waiter {
-                            let _ = waiter.send(p.ack_ok());
-                        }
-                    }
-                    _ => {}
-                }
-            }
-            // The connection is gone: every publish still waiting fails now.
-            lock(&acks).clear();
-        });
         Publisher {
-            writer,
-            pending,
+            acked: Acked::new(ws, classify),
             next_id: AtomicU64::new(1),
-            tasks: [write, read],
         }
     }
 
     /// Emits `publish {room, data}`; resolves to whether the server acknowledged it in time.
     pub fn publish(&self, room: &str, data: Value) -> impl Future<Output = bool> + use<> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let (acked, ack) = oneshot::channel();
-        lock(&self.pending).insert(id, acked);
         let text = engineio::event("publish", &json!({ "room": room, "data": data }), Some(id));
-        let sent = self.writer.send(text).is_ok();
-        async move { sent && matches!(tokio::time::timeout(ACK_TIMEOUT, ack).await, Ok(Ok(true))) }
+        self.acked.request(id, text)
     }
 }
 
-impl Drop for Publisher {
-    fn drop(&mut self) {
-        for task in &self.tasks {
-            task.abort();
-        }
+/// A publisher's view of an Engine.IO frame: a ping to answer, an ack, or nothing.
+fn classify(text: &str) -> Inbound<u64> {
+    match engineio::decode(text) {
+        Ok(Packet::Ping) => Inbound::Reply(engineio::PONG.to_owned()),
+        Ok(Packet::Message(p)) if p.kind == Kind::Ack => match p.id {
+            Some(id) => Inbound::Ack(id, p.ack_ok()),
+            None => Inbound::Other,
+        },
+        _ => Inbound::Other,
     }
-}
-
-/// The pending-ack map; a poisoned lock (a panicked task) still holds valid entries.
-fn lock(pending: &Pending) -> std::sync::MutexGuard<'_, HashMap<u64, oneshot::Sender<bool>>> {
-    pending
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }

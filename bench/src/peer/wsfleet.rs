@@ -2,21 +2,15 @@
 //! the peers are driven: the same per-delivery cost on the load side for all three systems,
 //! where the Rust client (`--protocol wsfleet`) adds its own tasks, channels and bookkeeping.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::Message;
 
+use super::acked::{Acked, Inbound};
 use crate::dial::Conn;
-
-/// Longest wait for one publish's ack.
-const ACK_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What a server frame is to a subscriber: a channel message's data, an ack or error for a
 /// request id, or something else (welcome, reconnect, ...).
@@ -64,75 +58,35 @@ pub async fn subscribe(ws: &mut Conn, channel: &str) -> Result<()> {
     }
 }
 
-type Pending = Arc<Mutex<HashMap<String, oneshot::Sender<bool>>>>;
-
-/// One connection that publishes: writes go out in order through a writer task; a reader task
-/// resolves acks and errors by request id.
+/// One connection that publishes; acks and errors are matched by request id.
 pub struct Publisher {
-    writer: mpsc::UnboundedSender<String>,
-    pending: Pending,
+    acked: Acked<String>,
     next_id: AtomicU64,
-    tasks: [tokio::task::JoinHandle<()>; 2],
 }
 
 impl Publisher {
     pub fn new(ws: Conn) -> Publisher {
-        let (mut sink, mut stream) = ws.split();
-        let (writer, mut outgoing) = mpsc::unbounded_channel::<String>();
-        let pending: Pending = Arc::default();
-        let write = tokio::spawn(async move {
-            while let Some(text) = outgoing.recv().await {
-                if sink.send(Message::text(text)).await.is_err() {
-                    return;
-                }
-            }
-        });
-        let acks = pending.clone();
-        let read_task = tokio::spawn(async move {
-            while let Some(Ok(frame)) = stream.next().await {
-                let Message::Text(text) = frame else { continue };
-                let (id, ok) = match read(text.as_str()) {
-                    Some(ServerFrame::Ack(id)) => (id, true),
-                    Some(ServerFrame::Error(Some(id))) => (id, false),
-                    _ => continue,
-                };
-                if let Some(waiter) = lock(&acks).remove(&id) {
-                    let _ = waiter.send(ok);
-                }
-            }
-            lock(&acks).clear();
-        });
         Publisher {
-            writer,
-            pending,
+            acked: Acked::new(ws, classify),
             next_id: AtomicU64::new(1),
-            tasks: [write, read_task],
         }
     }
 
     /// Publishes `data` to `channel`; resolves to whether the gateway acknowledged it in time.
     pub fn publish(&self, channel: &str, data: Value) -> impl Future<Output = bool> + use<> {
         let id = format!("p{}", self.next_id.fetch_add(1, Ordering::Relaxed));
-        let (acked, ack) = oneshot::channel();
-        lock(&self.pending).insert(id.clone(), acked);
         let request = json!({ "op": "publish", "channel": channel, "data": data, "id": id });
-        let sent = self.writer.send(request.to_string()).is_ok();
-        async move { sent && matches!(tokio::time::timeout(ACK_TIMEOUT, ack).await, Ok(Ok(true))) }
+        self.acked.request(id, request.to_string())
     }
 }
 
-impl Drop for Publisher {
-    fn drop(&mut self) {
-        for task in &self.tasks {
-            task.abort();
-        }
+/// A publisher's view of a server frame: the answer to one of its requests, or nothing.
+fn classify(text: &str) -> Inbound<String> {
+    match read(text) {
+        Some(ServerFrame::Ack(id)) => Inbound::Ack(id, true),
+        Some(ServerFrame::Error(Some(id))) => Inbound::Ack(id, false),
+        _ => Inbound::Other,
     }
-}
-
-fn lock(pending: &Pending) -> std::sync::MutexGuard<'_, HashMap<String, oneshot::Sender<bool>>> {
-    pending
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 #[cfg(test)]
