@@ -282,24 +282,10 @@ pub async fn run(args: FanoutArgs) -> Result<FanoutReport> {
     }
 
     // Set-up: every subscriber subscribed before the first publish.
-    let setups = futures::stream::iter((0..args.subscribers).map(|i| {
-        connect_subscriber(
-            args.urls[i % args.urls.len()].clone(),
-            args.channel.clone(),
-            args.token.clone(),
-        )
-    }))
-    .buffer_unordered(args.connect_concurrency)
-    .collect::<Vec<_>>()
+    let (subscribers, subscribe_failures) = subscribe_all(&args, |url| {
+        connect_subscriber(url, args.channel.clone(), args.token.clone())
+    })
     .await;
-    let mut subscribers = Vec::new();
-    let mut subscribe_failures = Vec::new();
-    for setup in setups {
-        match setup {
-            Ok(sub) => subscribers.push(sub),
-            Err(e) => subscribe_failures.push(format!("{e:#}")),
-        }
-    }
     let mut config = ClientConfig::new([publisher_url.clone()]);
     config.token = args.token.clone();
     let publisher = Client::connect_with(config)
@@ -314,6 +300,32 @@ pub async fn run(args: FanoutArgs) -> Result<FanoutReport> {
     }
     let publish = sequence::publish(&publisher, &args.channel, args.rate, total);
     measure(&args, total, consumers, publish).await
+}
+
+/// Connects and subscribes `--subscribers` subscribers, spread round-robin over `--urls`,
+/// `--connect-concurrency` at a time; returns those that made it and why the others did not.
+pub(crate) async fn subscribe_all<S, F>(
+    args: &FanoutArgs,
+    connect: impl Fn(String) -> F,
+) -> (Vec<S>, Vec<String>)
+where
+    F: Future<Output = Result<S>>,
+{
+    let setups = futures::stream::iter(
+        (0..args.subscribers).map(|i| connect(args.urls[i % args.urls.len()].clone())),
+    )
+    .buffer_unordered(args.connect_concurrency)
+    .collect::<Vec<_>>()
+    .await;
+    let mut subscribers = Vec::new();
+    let mut failures = Vec::new();
+    for setup in setups {
+        match setup {
+            Ok(sub) => subscribers.push(sub),
+            Err(e) => failures.push(format!("{e:#}")),
+        }
+    }
+    (subscribers, failures)
 }
 
 /// Subscribers of a fan-out run, subscribed and consuming, and what they report back to.

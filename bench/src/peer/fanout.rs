@@ -13,7 +13,7 @@ use tokio_tungstenite::tungstenite::Message;
 use super::{Frame, Protocol, nchan, socketio, wsfleet};
 use crate::dial::{self, Conn, Target};
 use crate::fanout::{Consumed, FanoutArgs, FanoutReport, Group, Received};
-use crate::fanout::{Subscribers, measure};
+use crate::fanout::{Subscribers, measure, subscribe_all};
 use crate::sequence;
 
 /// Per-step limit for a subscriber's connect and subscribe.
@@ -131,24 +131,10 @@ pub async fn run(args: &FanoutArgs, total: u64) -> Result<FanoutReport> {
         nchan::check_channel(&args.channel)?;
     }
     let publisher_node = args.urls[args.publisher_node].clone();
-    let setups = futures::stream::iter((0..args.subscribers).map(|i| {
-        connect_subscriber(
-            protocol,
-            args.urls[i % args.urls.len()].clone(),
-            args.channel.clone(),
-        )
-    }))
-    .buffer_unordered(args.connect_concurrency)
-    .collect::<Vec<_>>()
+    let (subscribers, subscribe_failures) = subscribe_all(args, |url| {
+        connect_subscriber(protocol, url, args.channel.clone())
+    })
     .await;
-    let mut subscribers = Vec::new();
-    let mut subscribe_failures = Vec::new();
-    for setup in setups {
-        match setup {
-            Ok(sub) => subscribers.push(sub),
-            Err(e) => subscribe_failures.push(format!("{e:#}")),
-        }
-    }
     let publisher = Publisher::connect(protocol, &publisher_node, &args.channel).await?;
     if protocol == Protocol::Nchan {
         tokio::time::sleep(NCHAN_SUBSCRIBE_GRACE).await;
