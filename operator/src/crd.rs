@@ -115,8 +115,8 @@ pub struct WebSocketFleetSpec {
     #[serde(default)]
     pub sysctls: SysctlSettings,
 
-    /// How clients authenticate their WebSocket handshake.
-    #[serde(default)]
+    /// How clients authenticate their WebSocket handshake. Required: a default could only be
+    /// one that its own rule refuses (neither JWT nor anonymous), which the API server rejects.
     pub auth: AuthSettings,
 }
 

@@ -50,6 +50,8 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     telemetry::init(args.log_format);
+    // kube's TLS uses ring; say so, in case another crate in the build brought aws-lc-rs too.
+    let _ = rustls::crypto::ring::default_provider().install_default();
 
     let client = kube::Client::try_default()
         .await

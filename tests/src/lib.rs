@@ -3,6 +3,7 @@
 //! `redis-server` processes and clusters ([`redis`]), a tiny HTTP client for the admin port and
 //! deadline-bounded polling.
 
+pub mod cluster;
 pub mod redis;
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -70,7 +71,7 @@ impl Drop for TempDir {
 }
 
 /// A child process killed (and reaped) on drop.
-struct KillOnDrop(Child);
+pub(crate) struct KillOnDrop(pub(crate) Child);
 
 impl Drop for KillOnDrop {
     fn drop(&mut self) {

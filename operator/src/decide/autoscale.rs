@@ -113,7 +113,7 @@ mod tests {
 
     fn spec(autoscaling: serde_json::Value) -> WebSocketFleetSpec {
         serde_json::from_value(serde_json::json!({
-            "image": "gw", "replicas": 3, "autoscaling": autoscaling,
+            "image": "gw", "replicas": 3, "autoscaling": autoscaling, "auth": {"anonymous": true},
             "connections": {"maxPerNode": 1000}
         }))
         .expect("spec")
