@@ -56,7 +56,7 @@ pub async fn execute(
     let namespace = fleet.namespace().unwrap_or_else(|| "default".into());
     let mut failed_drains = Vec::new();
     if let Some(template) = &plan.template {
-        apply_owned_objects(client, &namespace, fleet).await?;
+        apply_owned_objects(client, &namespace, fleet, plan.status.desired_replicas).await?;
         remove_pods(client, &namespace, plan).await?;
         failed_drains = drain_nodes(client, gateway, &namespace, &plan.drain).await?;
         create_pods(client, &namespace, fleet, template, &plan.create).await?;
@@ -125,12 +125,13 @@ async fn apply_owned_objects(
     client: &kube::Client,
     ns: &str,
     fleet: &WebSocketFleet,
+    desired: i32,
 ) -> Result<()> {
     apply::<ConfigMap>(client, ns, &config_map(fleet)).await?;
     ensure_admin_secret(client, ns, fleet).await?;
     apply::<Service>(client, ns, &client_service(fleet)).await?;
     apply::<Service>(client, ns, &headless_service(fleet)).await?;
-    apply::<PodDisruptionBudget>(client, ns, &pod_disruption_budget(fleet)).await?;
+    apply::<PodDisruptionBudget>(client, ns, &pod_disruption_budget(fleet, desired)).await?;
     Ok(())
 }
 

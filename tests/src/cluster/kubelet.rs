@@ -90,8 +90,8 @@ struct Shared {
     placed: Mutex<HashMap<String, String>>,
     /// Free pod addresses.
     addresses: Mutex<BTreeSet<Ipv4Addr>>,
-    /// Live process ids, killed on drop whatever the tasks are doing.
-    pids: Mutex<BTreeSet<i32>>,
+    /// Live process ids by pod (`namespace/name`), killed on drop whatever the tasks are doing.
+    pids: Mutex<BTreeMap<String, i32>>,
     root: PathBuf,
     /// The API server and its CA, for the kubeconfigs of pods with a service-account token.
     server: String,
@@ -125,7 +125,7 @@ impl Kubelet {
                     .map(|h| Ipv4Addr::new(10, 244, subnet, h))
                     .collect(),
             ),
-            pids: Mutex::new(BTreeSet::new()),
+            pids: Mutex::new(BTreeMap::new()),
             root: dir.path().to_path_buf(),
             server: plane.server.clone(),
             ca_cert: plane.ca_cert.clone(),
@@ -144,6 +144,22 @@ impl Kubelet {
             .unwrap_or_default()
     }
 
+    /// Sends `signal` (e.g. `libc::SIGKILL`) to a pod's process, as a fault would; false when
+    /// the pod has no process here.
+    pub fn signal(&self, namespace: &str, pod: &str, signal: i32) -> bool {
+        let pid = self
+            .shared
+            .pids
+            .lock()
+            .ok()
+            .and_then(|p| p.get(&format!("{namespace}/{pod}")).copied());
+        match pid {
+            // SAFETY: kill(2) on a child this kubelet started and has not reaped.
+            Some(pid) => unsafe { libc::kill(pid, signal) == 0 },
+            None => false,
+        }
+    }
+
     /// The names of the machines.
     pub fn machines(&self) -> Vec<String> {
         self.shared.machines.keys().cloned().collect()
@@ -154,7 +170,7 @@ impl Drop for Kubelet {
     fn drop(&mut self) {
         self.task.abort();
         if let Ok(pids) = self.shared.pids.lock() {
-            for pid in pids.iter() {
+            for pid in pids.values() {
                 // SAFETY: kill(2) with a pid this kubelet started and has not reaped.
                 unsafe { libc::kill(*pid, libc::SIGKILL) };
             }
@@ -567,17 +583,25 @@ impl<'a> PodRun<'a> {
             .spawn()
             .map_err(|e| format!("starting {}: {e}", self.binary.display()))?;
         if let (Some(pid), Ok(mut pids)) = (child.id(), self.shared.pids.lock()) {
-            pids.insert(pid as i32);
+            pids.insert(self.key(), pid as i32);
         }
         self.state.running_since = Some(now());
         self.state.phase = "Running";
         Ok(child)
     }
 
-    fn forget(&self, child: &tokio::process::Child) {
-        if let (Some(pid), Ok(mut pids)) = (child.id(), self.shared.pids.lock()) {
-            pids.remove(&(pid as i32));
+    fn forget(&self) {
+        if let Ok(mut pids) = self.shared.pids.lock() {
+            pids.remove(&self.key());
         }
+    }
+
+    fn key(&self) -> String {
+        format!(
+            "{}/{}",
+            self.pod.namespace().unwrap_or_default(),
+            self.pod.name_any()
+        )
     }
 
     async fn publish(&self) {
@@ -645,7 +669,7 @@ impl<'a> PodRun<'a> {
                                 self.publish().await;
                             }
                             stop(&mut child, grace).await;
-                            self.forget(&child);
+                            self.forget();
                             if pod.is_some() {
                                 finish_delete(self.shared, &self.pod).await;
                             }
@@ -654,7 +678,7 @@ impl<'a> PodRun<'a> {
                     }
                 }
             };
-            self.forget(&child);
+            self.forget();
             let code = exit.map(exit_code).unwrap_or(-1);
             self.state.ready = false;
             self.state.running_since = None;

@@ -387,6 +387,8 @@ pub struct Record {
     pub seen: BTreeMap<String, String>,
     /// The order in which pods began terminating.
     pub terminated: Vec<String>,
+    /// Fewest pods serving (Ready, not draining, not terminating) at once since recording began.
+    pub min_serving: usize,
 }
 
 /// Records a [`Record`] from a watch until dropped.
@@ -401,11 +403,16 @@ impl Recorder {
         let api: Api<Pod> = Api::namespaced(client, namespace);
         let config = watcher::Config::default().labels(&format!("wsfleet.io/fleet={fleet}"));
         let shared = record.clone();
+        if let Ok(mut r) = record.lock() {
+            r.min_serving = usize::MAX;
+        }
         let task = tokio::spawn(async move {
             let mut pods: BTreeMap<String, Pod> = BTreeMap::new();
+            let mut listed = false;
             let mut events = watcher(api, config).boxed();
             while let Some(event) = events.next().await {
                 match event {
+                    Ok(watcher::Event::InitDone) => listed = true,
                     Ok(watcher::Event::Apply(pod) | watcher::Event::InitApply(pod)) => {
                         let name = pod.name_any();
                         let before = pods.insert(name.clone(), pod.clone());
@@ -443,6 +450,10 @@ impl Recorder {
                     .count();
                 record.max_pods = record.max_pods.max(pods.len());
                 record.max_draining = record.max_draining.max(draining);
+                if listed {
+                    let serving = pods.values().filter(|p| serving(p)).count();
+                    record.min_serving = record.min_serving.min(serving);
+                }
             }
         });
         Recorder { record, task }
