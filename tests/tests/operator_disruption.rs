@@ -185,7 +185,7 @@ async fn machine_drain(cluster: &Cluster, redis_url: &str, ns: &str, extra: Valu
     eprintln!(
         "{ns}: evictions admitted over {evicting:?}; {published} messages; most pods {}, \
          fewest serving {}, most leaving at once {}",
-        record.max_pods, record.min_serving, record.max_draining
+        record.max_pods, record.min_serving, record.max_leaving
     );
     assert!(
         record.min_serving >= 3,

@@ -178,13 +178,15 @@ fn valid_spec_plan(
         .copied()
         .filter(|p| !chosen.iter().any(|r| r.pod == p.name))
         .collect();
-    let (mut drains, deletes) =
-        drain_or_delete(obs, &chosen, &remaining, leaving.len() - finished.len());
+    let still_draining = leaving.len() - finished.len();
+    let (mut drains, deletes) = drain_or_delete(obs, &chosen, &remaining, still_draining);
+    // Draining nodes are pods until they are deleted: they count against replicas + maxSurge.
+    let draining_after = still_draining + drains.len();
     remove.extend(deletes);
     remove.extend(finished);
     drains.extend(again);
 
-    let create = new_pod_names(obs, &remaining, &revision, limits, names);
+    let create = new_pod_names(obs, &remaining, draining_after, &revision, limits, names);
     let mut events = action_events(&create, &remove, &drains);
     if !stalled.is_empty() && !already(previous, DEGRADED, "RolloutStalled") {
         events.push(Note {
@@ -391,9 +393,13 @@ fn stale_config_maps(obs: Observation<'_>, template: &GatewayTemplate) -> Vec<St
 
 /// Names of the pods to create so that `remaining` reaches `desired` new-revision nodes,
 /// within the surge allowance (and the scale-up step when autoscaling).
+/// Names of the pods to create: up to the desired count of current-revision nodes, while all
+/// pods that are not terminating (the `remaining` live ones and `draining` ones) stay within
+/// the desired count plus the surge a rollout may use.
 fn new_pod_names(
     obs: Observation<'_>,
     remaining: &[&ObservedPod],
+    draining: usize,
     revision: &str,
     limits: Limits,
     names: &mut dyn NameSource,
@@ -407,7 +413,7 @@ fn new_pod_names(
     let has_old = current < count(remaining.len());
     let allowed = limits.desired + if has_old { limits.surge.max(0) } else { 0 };
     let mut wanted = (limits.desired - current)
-        .min(allowed - count(remaining.len()))
+        .min(allowed - count(remaining.len() + draining))
         .max(0);
     let autoscaling = &obs.fleet.spec.autoscaling;
     if autoscaling.enabled {

@@ -207,13 +207,32 @@ fn table() {
             degraded: ("False", "AsExpected"),
         },
         Case {
-            // ...and surges the next new node while the replaced one drains.
+            // ...and surges no further while the replaced one drains: a draining node is a pod
+            // until it is deleted, so replicas + maxSurge are all in use.
             name: "rollout drains an old node once the new one is ready",
             fleet: fleet(serde_json::json!({"replicas": 2})),
             pods: |r| vec![serving("a", "old"), serving("b", "old"), serving("n", r)],
-            creates: 1,
+            creates: 0,
             removes: vec![],
             drains: vec!["a"],
+            ready: ("True", "NodesReady"),
+            progressing: ("True", "RollingOut"),
+            degraded: ("False", "AsExpected"),
+        },
+        Case {
+            name: "rollout surges the next new node while a drain is under way only within maxSurge",
+            fleet: fleet(serde_json::json!({"replicas": 3, "drain": {"maxSurge": 2}})),
+            pods: |r| {
+                vec![
+                    draining("a", "old", 4, i64::MAX / 4),
+                    serving("b", "old"),
+                    serving("c", "old"),
+                    serving("n", r),
+                ]
+            },
+            creates: 1,
+            removes: vec![],
+            drains: vec![],
             ready: ("True", "NodesReady"),
             progressing: ("True", "RollingOut"),
             degraded: ("False", "AsExpected"),

@@ -377,10 +377,12 @@ pub fn revision(pod: &Pod) -> String {
 /// What a watch on the fleet's pods saw.
 #[derive(Debug, Default, Clone)]
 pub struct Record {
-    /// Most pods of the fleet existing at once (terminating ones included).
+    /// Most pods of the fleet at once that are not terminating.
     pub max_pods: usize,
-    /// Most pods labelled draining, or terminating, at once.
+    /// Most pods at once that the operator is draining (labelled, not yet terminating).
     pub max_draining: usize,
+    /// Most pods at once on their way out: draining or terminating.
+    pub max_leaving: usize,
     /// Pods that were Ready and began terminating without having been drained first.
     pub deleted_undrained: Vec<String>,
     /// Every pod seen, with its revision.
@@ -441,15 +443,16 @@ impl Recorder {
                 let Ok(mut record) = shared.lock() else {
                     return;
                 };
-                let draining = pods
-                    .values()
-                    .filter(|p| {
-                        p.labels().contains_key(DRAINING_LABEL)
-                            || p.metadata.deletion_timestamp.is_some()
-                    })
-                    .count();
-                record.max_pods = record.max_pods.max(pods.len());
-                record.max_draining = record.max_draining.max(draining);
+                let terminating = |p: &Pod| p.metadata.deletion_timestamp.is_some();
+                let labelled = |p: &Pod| p.labels().contains_key(DRAINING_LABEL);
+                let count = |f: &dyn Fn(&Pod) -> bool| pods.values().filter(|p| f(p)).count();
+                record.max_pods = record.max_pods.max(count(&|p| !terminating(p)));
+                record.max_draining = record
+                    .max_draining
+                    .max(count(&|p| labelled(p) && !terminating(p)));
+                record.max_leaving = record
+                    .max_leaving
+                    .max(count(&|p| labelled(p) || terminating(p)));
                 if listed {
                     let serving = pods.values().filter(|p| serving(p)).count();
                     record.min_serving = record.min_serving.min(serving);
@@ -582,6 +585,17 @@ pub struct Load {
     published: Arc<Mutex<BTreeSet<u64>>>,
     stop: Arc<std::sync::atomic::AtomicBool>,
     publishing: JoinHandle<()>,
+    /// When each subscriber reconnected (its `Connected` events after the first).
+    reconnects: Arc<Mutex<Vec<tokio::time::Instant>>>,
+    watchers: Vec<JoinHandle<()>>,
+}
+
+impl Drop for Load {
+    fn drop(&mut self) {
+        for watcher in &self.watchers {
+            watcher.abort();
+        }
+    }
 }
 
 impl Load {
@@ -594,11 +608,29 @@ impl Load {
                 .backoff(Duration::from_millis(50), Duration::from_millis(500))
         };
         let mut subscribers = Vec::new();
+        let reconnects: Arc<Mutex<Vec<tokio::time::Instant>>> = Arc::default();
+        let mut watchers = Vec::new();
         for _ in 0..clients {
             let client = Client::connect_with(config(vec![url.to_string()]))
                 .await
                 .expect("client connects");
             let subscription = client.subscribe("load").await.expect("subscribe");
+            let mut events = client.events();
+            let times = reconnects.clone();
+            watchers.push(tokio::spawn(async move {
+                use tokio::sync::broadcast::error::RecvError;
+                loop {
+                    match events.recv().await {
+                        Ok(wsfleet_client::Event::Connected { .. }) => {
+                            if let Ok(mut times) = times.lock() {
+                                times.push(tokio::time::Instant::now());
+                            }
+                        }
+                        Ok(_) | Err(RecvError::Lagged(_)) => {}
+                        Err(RecvError::Closed) => return,
+                    }
+                }
+            }));
             subscribers.push((client, subscription));
         }
         let publisher = Client::connect_with(config(vec![url.to_string()]))
@@ -637,7 +669,28 @@ impl Load {
             published,
             stop,
             publishing,
+            reconnects,
+            watchers,
         }
+    }
+
+    /// How many reconnects happened, and the most in any one second.
+    pub fn reconnect_peak(&self) -> (usize, usize) {
+        let Ok(times) = self.reconnects.lock() else {
+            return (0, 0);
+        };
+        let mut times = times.clone();
+        times.sort();
+        // The widest count of reconnects within any one-second window.
+        let mut peak = 0;
+        let mut first = 0;
+        for (last, t) in times.iter().enumerate() {
+            while t.duration_since(times[first]) >= Duration::from_secs(1) {
+                first += 1;
+            }
+            peak = peak.max(last + 1 - first);
+        }
+        (times.len(), peak)
     }
 
     /// The node each subscriber is on now.
@@ -652,7 +705,7 @@ impl Load {
     /// and in order, and ended on one of `nodes`. Returns how many messages were published.
     pub async fn finish(mut self, nodes: &[String]) -> usize {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        self.publishing.await.expect("publisher task");
+        (&mut self.publishing).await.expect("publisher task");
         let published = self.published.lock().expect("published").clone();
         let Some(&last) = published.last() else {
             panic!("nothing was published");
@@ -674,11 +727,13 @@ impl Load {
                 received.windows(2).all(|w| w[0] < w[1]),
                 "client {i}: out of order or duplicated"
             );
+            // A client told to move late may still be on its way (jittered reconnect).
+            let settled = wait(Duration::from_secs(30), || async {
+                client.session().is_some_and(|s| nodes.contains(&s.node))
+            })
+            .await;
             let node = client.session().map(|s| s.node).unwrap_or_default();
-            assert!(
-                nodes.contains(&node),
-                "client {i} ends on {node}, not on {nodes:?}"
-            );
+            assert!(settled, "client {i} ends on {node:?}, not on {nodes:?}");
         }
         published.len()
     }
