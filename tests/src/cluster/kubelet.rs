@@ -93,6 +93,8 @@ struct Shared {
     /// Live process ids by pod (`namespace/name`), killed on drop whatever the tasks are doing.
     pids: Mutex<BTreeMap<String, i32>>,
     root: PathBuf,
+    /// The pod workers and bindings, stopped with the kubelet.
+    tasks: Mutex<Vec<tokio::task::AbortHandle>>,
     /// The API server and its CA, for the kubeconfigs of pods with a service-account token.
     server: String,
     ca_cert: PathBuf,
@@ -127,6 +129,7 @@ impl Kubelet {
             ),
             pids: Mutex::new(BTreeMap::new()),
             root: dir.path().to_path_buf(),
+            tasks: Mutex::new(Vec::new()),
             server: plane.server.clone(),
             ca_cert: plane.ca_cert.clone(),
         });
@@ -169,11 +172,25 @@ impl Kubelet {
 impl Drop for Kubelet {
     fn drop(&mut self) {
         self.task.abort();
+        if let Ok(tasks) = self.shared.tasks.lock() {
+            for task in tasks.iter() {
+                task.abort();
+            }
+        }
         if let Ok(pids) = self.shared.pids.lock() {
             for pid in pids.values() {
                 // SAFETY: kill(2) with a pid this kubelet started and has not reaped.
                 unsafe { libc::kill(*pid, libc::SIGKILL) };
             }
+        }
+    }
+}
+
+impl Shared {
+    fn track(&self, task: JoinHandle<()>) {
+        if let Ok(mut tasks) = self.tasks.lock() {
+            tasks.retain(|t| !t.is_finished());
+            tasks.push(task.abort_handle());
         }
     }
 }
@@ -284,7 +301,7 @@ async fn run(shared: Arc<Shared>) {
         }
         match node {
             None if pod.metadata.deletion_timestamp.is_none() => {
-                tokio::spawn(bind(shared.clone(), pod));
+                shared.track(tokio::spawn(bind(shared.clone(), pod)));
             }
             Some(node) if shared.machines.contains_key(&node) => {
                 if let Some(worker) = workers.get(&uid) {
@@ -292,7 +309,7 @@ async fn run(shared: Arc<Shared>) {
                 } else {
                     let (tx, rx) = watch::channel(Some(pod));
                     workers.insert(uid, tx);
-                    tokio::spawn(run_pod(shared.clone(), rx, node));
+                    shared.track(tokio::spawn(run_pod(shared.clone(), rx, node)));
                 }
             }
             _ => {}

@@ -391,6 +391,8 @@ pub struct Record {
     pub terminated: Vec<String>,
     /// Fewest pods serving (Ready, not draining, not terminating) at once since recording began.
     pub min_serving: usize,
+    /// When a pod first started to leave (draining or terminating).
+    pub first_leaving: Option<tokio::time::Instant>,
 }
 
 /// Records a [`Record`] from a watch until dropped.
@@ -450,9 +452,11 @@ impl Recorder {
                 record.max_draining = record
                     .max_draining
                     .max(count(&|p| labelled(p) && !terminating(p)));
-                record.max_leaving = record
-                    .max_leaving
-                    .max(count(&|p| labelled(p) || terminating(p)));
+                let leaving = count(&|p| labelled(p) || terminating(p));
+                record.max_leaving = record.max_leaving.max(leaving);
+                if leaving > 0 && record.first_leaving.is_none() {
+                    record.first_leaving = Some(tokio::time::Instant::now());
+                }
                 if listed {
                     let serving = pods.values().filter(|p| serving(p)).count();
                     record.min_serving = record.min_serving.min(serving);
