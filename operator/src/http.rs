@@ -1,22 +1,44 @@
-//! The operator's HTTP endpoints: `/healthz` (the process is up) and `/metrics` (Prometheus).
+//! The operator's HTTP endpoints: `/healthz` (its loops are making progress, see [`Health`])
+//! and `/metrics` (Prometheus).
 
 use axum::Router;
 use axum::extract::State;
+use axum::http::StatusCode;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::IntoResponse;
 use axum::routing::get;
 
+use crate::health::Health;
 use crate::metrics::Metrics;
 
-/// The router serving health and metrics.
-pub fn router(metrics: Metrics) -> Router {
-    Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/metrics", get(render_metrics))
-        .with_state(metrics)
+#[derive(Clone)]
+struct Shared {
+    metrics: Metrics,
+    health: Health,
 }
 
-async fn render_metrics(State(metrics): State<Metrics>) -> impl IntoResponse {
+/// The router serving health and metrics.
+pub fn router(metrics: Metrics, health: Health) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(render_metrics))
+        .with_state(Shared { metrics, health })
+}
+
+async fn healthz(State(shared): State<Shared>) -> impl IntoResponse {
+    match shared.health.check() {
+        Ok(()) => (StatusCode::OK, "ok\n".to_string()),
+        Err(stuck) => {
+            tracing::warn!(%stuck, "liveness check failing");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("stalled: {stuck}\n"),
+            )
+        }
+    }
+}
+
+async fn render_metrics(State(Shared { metrics, .. }): State<Shared>) -> impl IntoResponse {
     (
         [(CONTENT_TYPE, "text/plain; version=0.0.4")],
         metrics.render(),
@@ -24,8 +46,12 @@ async fn render_metrics(State(metrics): State<Metrics>) -> impl IntoResponse {
 }
 
 /// Serves `router` on `listener` until the process ends.
-pub async fn serve(listener: tokio::net::TcpListener, metrics: Metrics) -> std::io::Result<()> {
-    axum::serve(listener, router(metrics)).await
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    metrics: Metrics,
+    health: Health,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(metrics, health)).await
 }
 
 #[cfg(test)]
@@ -50,9 +76,18 @@ mod tests {
             .await
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let server = tokio::spawn(serve(listener, metrics));
-        let health = get(addr, "/healthz").await;
-        assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+        let health = Health::new(std::time::Duration::from_millis(50));
+        let server = tokio::spawn(serve(listener, metrics, health.clone()));
+        let ok = get(addr, "/healthz").await;
+        assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
+        let _stuck = health.reconcile_started();
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let stalled = get(addr, "/healthz").await;
+        assert!(stalled.starts_with("HTTP/1.1 503"), "{stalled}");
+        assert!(
+            stalled.contains("a reconcile has been running"),
+            "{stalled}"
+        );
         let text = get(addr, "/metrics").await;
         assert!(
             text.contains("wsfleet_operator_reconciles_total 1"),

@@ -8,8 +8,12 @@ use std::time::Instant;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
+use crate::health::Health;
 use crate::lease::Elector;
 use crate::metrics::Metrics;
+
+/// How long a stopping replica tries to hand the lease back.
+const RELEASE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Competes for the lease until `shutdown` resolves, running `start()` while leading.
 ///
@@ -18,6 +22,7 @@ use crate::metrics::Metrics;
 pub async fn lead_while_elected<F, Fut>(
     elector: Elector,
     metrics: Metrics,
+    health: Health,
     shutdown: impl Future<Output = ()>,
     start: F,
 ) where
@@ -44,6 +49,7 @@ pub async fn lead_while_elected<F, Fut>(
                 last_renewal.is_some_and(|t| t.elapsed() < round * 2)
             }
         };
+        health.round_done();
         if task.as_ref().is_some_and(JoinHandle::is_finished) {
             warn!("the controller stopped; restarting it");
             task = None;
@@ -63,8 +69,12 @@ pub async fn lead_while_elected<F, Fut>(
     }
     info!("shutting down");
     step_down(&mut task, &metrics);
-    if let Err(e) = elector.release().await {
-        warn!(error = %e, "could not release the leader lease");
+    // Bounded: a stopping process must not wait on an API server that does not answer (the
+    // lease then simply expires).
+    match tokio::time::timeout(RELEASE_TIMEOUT, elector.release()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => warn!(error = %e, "could not release the leader lease"),
+        Err(_) => warn!("the API server did not answer the lease release; it will expire"),
     }
 }
 

@@ -9,6 +9,7 @@ use anyhow::Context as _;
 use clap::Parser;
 use tracing::{info, warn};
 use wsfleet_operator::controller::{self, Scope};
+use wsfleet_operator::health::Health;
 use wsfleet_operator::leadership::lead_while_elected;
 use wsfleet_operator::lease::{Elector, LeaseConfig};
 use wsfleet_operator::metrics::Metrics;
@@ -44,6 +45,10 @@ struct Args {
     /// Run the controller without leader election (a single replica only).
     #[arg(long)]
     no_leader_election: bool,
+    /// Seconds an election round or a reconcile may take before /healthz fails (the kubelet
+    /// then restarts the process).
+    #[arg(long, default_value_t = 120, value_parser = clap::value_parser!(u64).range(5..=3600))]
+    stall_seconds: u64,
 }
 
 #[tokio::main]
@@ -56,19 +61,30 @@ async fn main() -> anyhow::Result<()> {
     let client = kube::Client::try_default()
         .await
         .context("no Kubernetes configuration (in-cluster or kubeconfig)")?;
-    let server = server_version(&client).await;
     let metrics = Metrics::new().context("registering metrics")?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;
+    // Health and metrics answer before the first API call, which may wait on the API server.
+    let health = Health::new(Duration::from_secs(args.stall_seconds));
+    tokio::spawn(wsfleet_operator::http::serve(
+        listener,
+        metrics.clone(),
+        health.clone(),
+    ));
+    let server = server_version(&client).await;
     info!(listen = %args.listen, kubernetes = %server, "wsfleet operator starting");
-    tokio::spawn(wsfleet_operator::http::serve(listener, metrics.clone()));
 
     let scope = match &args.namespace {
         Some(ns) => Scope::Namespace(ns.clone()),
         None => Scope::All,
     };
-    let ctx = Arc::new(Context::new(client.clone(), metrics.clone(), server));
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        metrics.clone(),
+        health.clone(),
+        server,
+    ));
     if args.no_leader_election {
         metrics.leader.set(1);
         tokio::select! {
@@ -86,7 +102,7 @@ async fn main() -> anyhow::Result<()> {
         duration: Duration::from_secs(args.lease_duration_seconds),
     };
     let elector = Elector::new(client, config);
-    lead_while_elected(elector, metrics, shutdown_signal(), move || {
+    lead_while_elected(elector, metrics, health, shutdown_signal(), move || {
         controller::run(ctx.clone(), scope.clone())
     })
     .await;

@@ -16,6 +16,7 @@ use crate::act::{self, ActError};
 use crate::crd::WebSocketFleet;
 use crate::decide::{self, Observation, names::RandomNames};
 use crate::gateway_client::{DEFAULT_TIMEOUT, GatewayClient};
+use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::observe::{self, AdminAddress, pod_admin_address};
 use crate::resources::FIELD_MANAGER;
@@ -33,6 +34,8 @@ pub struct Context {
     pub client: kube::Client,
     pub recorder: Recorder,
     pub metrics: Metrics,
+    /// Progress marks for `/healthz`.
+    pub health: Health,
     /// Cluster version, for the sysctls the kubelet allows.
     pub server: KubeVersion,
     /// Where a pod's admin API answers (pod IP:9090 in a cluster).
@@ -44,12 +47,18 @@ pub struct Context {
 }
 
 impl Context {
-    pub fn new(client: kube::Client, metrics: Metrics, server: KubeVersion) -> Context {
+    pub fn new(
+        client: kube::Client,
+        metrics: Metrics,
+        health: Health,
+        server: KubeVersion,
+    ) -> Context {
         let recorder = Recorder::new(client.clone(), Reporter::from(FIELD_MANAGER));
         Context {
             client,
             recorder,
             metrics,
+            health,
             server,
             admin_address: pod_admin_address(),
             gateway_timeout: DEFAULT_TIMEOUT,
@@ -114,6 +123,7 @@ fn key(fleet: &WebSocketFleet) -> String {
 /// Reconciles one fleet.
 pub async fn reconcile(fleet: Arc<WebSocketFleet>, ctx: Arc<Context>) -> Result<Action, Error> {
     let _timer = ctx.metrics.reconcile_started();
+    let _in_flight = ctx.health.reconcile_started();
     if fleet.metadata.deletion_timestamp.is_some() {
         // Owner references let the garbage collector remove pods and objects.
         return Ok(Action::await_change());

@@ -5,7 +5,12 @@
 //!    `docs/crd-reference.md` shows; `kubectl get wsf` prints Desired, Ready and Connections;
 //! 2. a new fleet becomes Ready with its status, conditions, events and owner references, and
 //!    deleting it lets the garbage collector remove everything the operator created;
-//! 9. the operator's `/healthz` fails while its controller is wedged.
+//! 9. the operator's `/healthz` fails while its loops are wedged (here: the API server stops
+//!    answering mid-call), the kubelet restarts it, and it reconciles again once the API
+//!    server is back.
+//!
+//! Also: a spec only the operator can refuse (more than one node without a backplane) degrades
+//! the fleet with the reason and creates nothing until it is fixed.
 
 mod cluster;
 
@@ -25,11 +30,192 @@ use wsfleet_tests::redis::RedisServer;
 async fn the_crd_and_a_fleets_life_on_a_real_api_server() {
     let cluster = Cluster::start(3).await;
     crd_is_accepted_and_validates(&cluster).await;
-    // The CRD came from crds/ (`kubectl apply --server-side`), so helm leaves it alone.
-    cluster.install_operator(&["--skip-crds"]).await;
+    // The CRD came from crds/ (`kubectl apply --server-side`), so helm leaves it alone. A
+    // short stall bound, so a wedged operator shows within the test.
+    cluster
+        .install_operator(&["--skip-crds", "--set", "liveness.stallSeconds=10"])
+        .await;
     let redis = RedisServer::start().expect("redis-server");
     fleet_becomes_ready_and_is_collected(&cluster, &redis.url()).await;
+    a_spec_the_operator_refuses_degrades_the_fleet(&cluster, &redis.url()).await;
     cluster.assert_operator_never_forbidden().await;
+    a_wedged_operator_fails_liveness_and_is_restarted(&cluster, &redis.url()).await;
+}
+
+async fn a_spec_the_operator_refuses_degrades_the_fleet(cluster: &Cluster, redis_url: &str) {
+    let client = cluster.plane.namespace("refused").await;
+    let fleets: Api<WebSocketFleet> = Api::namespaced(client.clone(), "refused");
+    let body = |backplane: Value| {
+        let mut spec = json!({"image": cluster::GATEWAY_IMAGE, "replicas": 2,
+                              "auth": {"anonymous": true}});
+        if !backplane.is_null() {
+            spec["backplane"] = backplane;
+        }
+        json!({"apiVersion": "wsfleet.io/v1alpha1", "kind": "WebSocketFleet",
+               "metadata": {"name": "chat"}, "spec": spec})
+    };
+    fleets
+        .patch(
+            "chat",
+            &PatchParams::apply("kubectl"),
+            &Patch::Apply(&body(Value::Null)),
+        )
+        .await
+        .expect("the schema accepts it");
+    let degraded = wait(Duration::from_secs(60), || async {
+        let status = fleets
+            .get("chat")
+            .await
+            .ok()
+            .and_then(|f| f.status)
+            .unwrap_or_default();
+        status.conditions.iter().any(|c| {
+            c.type_ == "Degraded"
+                && c.status == "True"
+                && c.reason == "InvalidSpec"
+                && c.message.contains("backplane")
+        })
+    })
+    .await;
+    assert!(
+        degraded,
+        "Degraded=True InvalidSpec naming the backplane: {:?}",
+        fleets.get("chat").await.ok().and_then(|f| f.status)
+    );
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "refused");
+    assert!(
+        pods.list(&ListParams::default())
+            .await
+            .expect("pods")
+            .items
+            .is_empty(),
+        "nothing created"
+    );
+    let warned = Api::<Event>::namespaced(client.clone(), "refused")
+        .list(&ListParams::default())
+        .await
+        .expect("events")
+        .items
+        .iter()
+        .any(|e| {
+            e.type_.as_deref() == Some("Warning") && e.reason.as_deref() == Some("InvalidSpec")
+        });
+    assert!(warned, "a Warning event says why");
+
+    fleets
+        .patch(
+            "chat",
+            &PatchParams::apply("kubectl"),
+            &Patch::Apply(&body(json!({"redis": {"url": redis_url}}))),
+        )
+        .await
+        .expect("the fix applies");
+    let fixed = wait(Duration::from_secs(90), || async {
+        let status = fleets
+            .get("chat")
+            .await
+            .ok()
+            .and_then(|f| f.status)
+            .unwrap_or_default();
+        status.ready_replicas == 2
+            && status
+                .conditions
+                .iter()
+                .any(|c| c.type_ == "Degraded" && c.status == "False")
+    })
+    .await;
+    assert!(
+        fixed,
+        "fixing the spec resumes reconciling: {:?}",
+        fleets.get("chat").await.ok().and_then(|f| f.status)
+    );
+    fleets
+        .delete("chat", &DeleteParams::default())
+        .await
+        .expect("cleanup");
+}
+
+/// `GET /healthz` on a pod address: the status code, or None when nothing answers in 2 s.
+async fn healthz(ip: &str) -> Option<u16> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let attempt = async {
+        let mut stream = tokio::net::TcpStream::connect((ip, 8080)).await.ok()?;
+        let request = format!("GET /healthz HTTP/1.1\r\nHost: {ip}\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.ok()?;
+        let mut head = [0u8; 12];
+        stream.read_exact(&mut head).await.ok()?;
+        std::str::from_utf8(&head[9..12]).ok()?.parse().ok()
+    };
+    tokio::time::timeout(Duration::from_secs(2), attempt)
+        .await
+        .ok()
+        .flatten()
+}
+
+async fn a_wedged_operator_fails_liveness_and_is_restarted(cluster: &Cluster, redis_url: &str) {
+    let pods = cluster.operator_pods().await;
+    let ips: Vec<String> = pods
+        .iter()
+        .filter_map(|p| p.status.as_ref()?.pod_ip.clone())
+        .collect();
+    assert_eq!(ips.len(), 2);
+    for ip in &ips {
+        assert_eq!(healthz(ip).await, Some(200), "healthy before");
+    }
+    let starts = |pod: &Pod| {
+        cluster
+            .kubelet
+            .logs(cluster::OPERATOR_NS, &pod.name_any())
+            .matches("wsfleet operator starting")
+            .count()
+    };
+    let before: Vec<usize> = pods.iter().map(starts).collect();
+
+    // The API server stops answering: calls in flight hang (kube sets no read timeout).
+    cluster.plane.signal("kube-apiserver", libc::SIGSTOP);
+    let failing = wait(Duration::from_secs(40), || async {
+        for ip in &ips {
+            if healthz(ip).await == Some(503) {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    let restarted = failing
+        && wait(Duration::from_secs(90), || async {
+            pods.iter().zip(&before).any(|(pod, n)| starts(pod) > *n)
+        })
+        .await;
+    cluster.plane.signal("kube-apiserver", libc::SIGCONT);
+    assert!(
+        failing,
+        "/healthz fails while the operator is wedged:\n{}",
+        cluster.operator_logs().await
+    );
+    assert!(
+        restarted,
+        "the kubelet's liveness probe restarted a wedged replica:\n{}",
+        cluster.operator_logs().await
+    );
+
+    // Back: the replicas are Ready, one leads, and reconciling works again.
+    let recovered = wait(Duration::from_secs(90), || async {
+        let pods = cluster.operator_pods().await;
+        pods.len() == 2 && pods.iter().all(cluster::ready) && cluster.lease_holder().await.is_some()
+    })
+    .await;
+    assert!(
+        recovered,
+        "the operator recovers:\n{}",
+        cluster.operator_logs().await
+    );
+    let fleet = Fleet::create(cluster, "after-wedge", redis_url, json!({"replicas": 1})).await;
+    assert!(
+        fleet.until_serving(1, Duration::from_secs(90)).await,
+        "a new fleet is served after the recovery:\n{}",
+        cluster.operator_logs().await
+    );
 }
 
 /// Applies `crds/websocketfleet.yaml` server-side and waits for it to be Established.

@@ -8,6 +8,10 @@
 //!    here with such a budget, which is why the operator writes an absolute `minAvailable`;
 //! 7. a gateway process SIGKILLed: the pod's container is restarted, its clients resume
 //!    elsewhere, nothing is lost.
+//!
+//! Also: a gateway that stops answering (SIGSTOP) while the fleet is asked to shrink is neither
+//! deleted blindly (it may hold clients) nor replaced by a healthy node's drain; once it answers
+//! again it is drained like any other.
 
 mod cluster;
 
@@ -43,7 +47,61 @@ async fn evictions_and_killed_gateways_on_a_real_api_server() {
     )
     .await;
     killed_gateway(&cluster, &redis.url()).await;
+    silent_gateway(&cluster, &redis.url()).await;
     cluster.assert_operator_never_forbidden().await;
+}
+
+async fn silent_gateway(cluster: &Cluster, redis_url: &str) {
+    let ns = "silent";
+    let fleet = Fleet::create(cluster, ns, redis_url, json!({"replicas": 3})).await;
+    assert!(
+        fleet.until_serving(3, Duration::from_secs(120)).await,
+        "three nodes serve"
+    );
+    let service = fleet.service().await;
+    let load = Load::start(&service.url(), 9).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    let recorder = fleet.record();
+    let silent = fleet.pods().await[0].name_any();
+    assert!(cluster.kubelet.signal(ns, &silent, libc::SIGSTOP));
+    fleet.patch_spec(json!({"replicas": 2})).await;
+    // Long enough for several reconciles, short of the liveness probe's 30 s.
+    let unreachable = wait(Duration::from_secs(15), || async {
+        let status = fleet.get().await.status.unwrap_or_default();
+        status
+            .nodes
+            .iter()
+            .any(|n| n.name == silent && n.unreachable.is_some())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let pods = fleet.pods().await;
+    let record = recorder.get();
+    assert!(cluster.kubelet.signal(ns, &silent, libc::SIGCONT));
+    assert!(
+        unreachable,
+        "the silent node shows as unreachable: {:?}",
+        fleet.get().await.status
+    );
+    assert_eq!(pods.len(), 3, "nothing deleted while a node is silent");
+    assert!(
+        pods.iter().any(|p| p.name_any() == silent),
+        "the silent node is kept"
+    );
+    assert_eq!(
+        record.max_leaving, 0,
+        "no healthy node drained in its place: {record:?}"
+    );
+
+    let scaled = fleet.until_serving(2, Duration::from_secs(120)).await;
+    let record = recorder.get();
+    assert!(scaled, "two nodes once the silent one answers: {record:?}");
+    assert!(record.deleted_undrained.is_empty(), "{record:?}");
+    assert!(record.max_draining <= 1, "{record:?}");
+    let nodes = fleet.serving_nodes().await;
+    let published = load.finish(&nodes).await;
+    eprintln!("silent node: {published} messages, none lost");
 }
 
 /// The PDB's `disruptionsAllowed` once the disruption controller has looked at it.

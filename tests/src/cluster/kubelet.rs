@@ -405,7 +405,7 @@ async fn run_pod(shared: Arc<Shared>, mut updates: watch::Receiver<Option<Pod>>,
                 phase: "Failed",
                 message: Some(message),
             };
-            write_status(&shared, &pod, None, &machine, &state, "").await;
+            let _ = write_status(&shared, &pod, None, &machine, &state, "").await;
             wait_for_deletion(&shared, &pod, &mut updates).await;
         }
     }
@@ -462,6 +462,8 @@ struct PodRun<'a> {
     env: Vec<(String, String)>,
     log: PathBuf,
     state: ContainerState,
+    /// The last status write failed: write it again soon.
+    unpublished: bool,
     init_containers: Vec<(String, String)>,
 }
 
@@ -576,6 +578,7 @@ impl<'a> PodRun<'a> {
                 phase: "Pending",
                 message: None,
             },
+            unpublished: false,
             init_containers,
         })
     }
@@ -621,9 +624,9 @@ impl<'a> PodRun<'a> {
         )
     }
 
-    async fn publish(&self) {
+    async fn publish(&mut self) {
         let container_id = "";
-        write_status(
+        self.unpublished = !write_status(
             self.shared,
             &self.pod,
             Some(self),
@@ -674,6 +677,9 @@ impl<'a> PodRun<'a> {
                             // As kubelet does: kill the container and let the policy restart it.
                             stop(&mut child, self.grace(None)).await;
                         }
+                    }
+                    () = tokio::time::sleep(Duration::from_secs(2)), if self.unpublished => {
+                        self.publish().await;
                     }
                     changed = updates.changed() => {
                         let deleting = changed.is_err()
@@ -770,7 +776,8 @@ fn exit_code(status: std::process::ExitStatus) -> i32 {
         .unwrap_or(-1)
 }
 
-/// Writes the pod's status as a kubelet reports it.
+/// Writes the pod's status as a kubelet reports it; false when the write failed or the API
+/// server did not answer within 5 s (the pod's worker retries, and keeps probing meanwhile).
 async fn write_status(
     shared: &Shared,
     pod: &Pod,
@@ -778,7 +785,7 @@ async fn write_status(
     machine: &str,
     state: &ContainerState,
     container_id: &str,
-) {
+) -> bool {
     let host_ip = shared.machines.get(machine).map(|ip| ip.to_string());
     let ready = if state.ready { "True" } else { "False" };
     let condition = |kind: &str, status: &str| json!({ "type": kind, "status": status, "lastTransitionTime": now() });
@@ -838,16 +845,14 @@ async fn write_status(
     let api: Api<Pod> =
         Api::namespaced(shared.client.clone(), &pod.namespace().unwrap_or_default());
     let patch = json!({ "status": status });
-    if let Err(e) = api
-        .patch_status(
-            &pod.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(&patch),
-        )
-        .await
-        && crate::cluster::status_code(&e) != Some(404)
-    {
-        eprintln!("process kubelet: status of {}: {e}", pod.name_any());
+    let patch = Patch::Merge(&patch);
+    let name = pod.name_any();
+    let params = PatchParams::default();
+    let write = api.patch_status(&name, &params, &patch);
+    match tokio::time::timeout(Duration::from_secs(5), write).await {
+        Ok(Ok(_)) => true,
+        Ok(Err(e)) if crate::cluster::status_code(&e) == Some(404) => true,
+        Ok(Err(_)) | Err(_) => false,
     }
 }
 

@@ -208,6 +208,20 @@ impl ControlPlane {
         client
     }
 
+    /// Sends `signal` to a component (`etcd`, `kube-apiserver`, `kube-controller-manager`),
+    /// e.g. SIGSTOP and SIGCONT to make it hang and resume.
+    pub fn signal(&self, component: &str, signal: i32) {
+        let (_, process) = self
+            .processes
+            .iter()
+            .find(|(name, _)| *name == component)
+            .unwrap_or_else(|| panic!("no {component} in this control plane"));
+        let pid = i32::try_from(process.0.id()).expect("a pid");
+        // SAFETY: kill(2) on a child of this process that has not been reaped.
+        let sent = unsafe { libc::kill(pid, signal) };
+        assert_eq!(sent, 0, "signalling {component}");
+    }
+
     /// The last `lines` lines of a component's log (`etcd`, `kube-apiserver`,
     /// `kube-controller-manager`).
     pub fn log_tail(&self, component: &str, lines: usize) -> String {
