@@ -135,6 +135,20 @@ async fn a_spec_the_operator_refuses_degrades_the_fleet(cluster: &Cluster, redis
         .expect("cleanup");
 }
 
+/// Whether no object of kind `K` matches `selector` in `ns` (an error counts as some left).
+async fn none_left<K>(client: &kube::Client, ns: &str, selector: &ListParams) -> bool
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    Api::<K>::namespaced(client.clone(), ns)
+        .list(selector)
+        .await
+        .is_ok_and(|l| l.items.is_empty())
+}
+
 /// `GET /healthz` on a pod address: the status code, or None when nothing answers in 2 s.
 async fn healthz(ip: &str) -> Option<u16> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -505,38 +519,17 @@ async fn fleet_becomes_ready_and_is_collected(cluster: &Cluster, redis_url: &str
         .await
         .expect("deleting the fleet");
     let collected = wait(Duration::from_secs(120), || async {
-        let c = fleet.client.clone();
-        let none = |n: usize| n == 0;
-        none(
-            Api::<Pod>::namespaced(c.clone(), ns)
-                .list(&selector)
+        let c = &fleet.client;
+        none_left::<Pod>(c, ns, &selector).await
+            && none_left::<Service>(c, ns, &selector).await
+            && none_left::<ConfigMap>(c, ns, &selector).await
+            && none_left::<PodDisruptionBudget>(c, ns, &selector).await
+            && Api::<Secret>::namespaced(c.clone(), ns)
+                .get_opt("chat-admin-token")
                 .await
-                .map(|l| l.items.len())
-                .unwrap_or(1),
-        ) && none(
-            Api::<Service>::namespaced(c.clone(), ns)
-                .list(&selector)
-                .await
-                .map(|l| l.items.len())
-                .unwrap_or(1),
-        ) && none(
-            Api::<ConfigMap>::namespaced(c.clone(), ns)
-                .list(&selector)
-                .await
-                .map(|l| l.items.len())
-                .unwrap_or(1),
-        ) && none(
-            Api::<PodDisruptionBudget>::namespaced(c.clone(), ns)
-                .list(&selector)
-                .await
-                .map(|l| l.items.len())
-                .unwrap_or(1),
-        ) && Api::<Secret>::namespaced(c, ns)
-            .get_opt("chat-admin-token")
-            .await
-            .ok()
-            .flatten()
-            .is_none()
+                .ok()
+                .flatten()
+                .is_none()
     })
     .await;
     assert!(

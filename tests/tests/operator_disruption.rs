@@ -53,14 +53,7 @@ async fn evictions_and_killed_gateways_on_a_real_api_server() {
 
 async fn silent_gateway(cluster: &Cluster, redis_url: &str) {
     let ns = "silent";
-    let fleet = Fleet::create(cluster, ns, redis_url, json!({"replicas": 3})).await;
-    assert!(
-        fleet.until_serving(3, Duration::from_secs(120)).await,
-        "three nodes serve"
-    );
-    let service = fleet.service().await;
-    let load = Load::start(&service.url(), 9).await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (fleet, _service, load) = Fleet::under_load(cluster, ns, redis_url, 3, 9).await;
 
     let recorder = fleet.record();
     let silent = fleet.pods().await[0].name_any();
@@ -260,14 +253,7 @@ async fn machine_drain(cluster: &Cluster, redis_url: &str, ns: &str, extra: Valu
 
 async fn killed_gateway(cluster: &Cluster, redis_url: &str) {
     let ns = "killed";
-    let fleet = Fleet::create(cluster, ns, redis_url, json!({"replicas": 3})).await;
-    assert!(
-        fleet.until_serving(3, Duration::from_secs(120)).await,
-        "three nodes serve"
-    );
-    let service = fleet.service().await;
-    let load = Load::start(&service.url(), 9).await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (fleet, _service, load) = Fleet::under_load(cluster, ns, redis_url, 3, 9).await;
 
     let victim = load.nodes()[0].clone();
     assert!(

@@ -274,6 +274,35 @@ impl Fleet {
         fleet
     }
 
+    /// A fleet of `nodes` replicas, once they all serve and the Service lists them, with
+    /// `clients` subscribers and a publisher through the Service.
+    pub async fn under_load(
+        cluster: &Cluster,
+        namespace: &str,
+        redis_url: &str,
+        nodes: usize,
+        clients: usize,
+    ) -> (Fleet, ServiceProxy, Load) {
+        let fleet = Fleet::create(cluster, namespace, redis_url, json!({"replicas": nodes})).await;
+        assert!(
+            fleet.until_serving(nodes, Duration::from_secs(120)).await,
+            "{namespace}: {nodes} nodes serve:\n{}",
+            cluster.operator_logs().await
+        );
+        let service = fleet.service().await;
+        let listed = wait(Duration::from_secs(30), || async {
+            service.endpoints().len() == nodes
+        })
+        .await;
+        assert!(
+            listed,
+            "{namespace}: the Service lists {nodes} Ready endpoints"
+        );
+        let load = Load::start(&service.url(), clients).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        (fleet, service, load)
+    }
+
     pub fn api(&self) -> Api<WebSocketFleet> {
         Api::namespaced(self.client.clone(), &self.namespace)
     }
