@@ -231,10 +231,17 @@ async fn machine_drain(cluster: &Cluster, redis_url: &str, ns: &str, extra: Valu
         cluster.operator_logs().await
     );
     let nodes = fleet.serving_nodes().await;
+    let (hints, distinct) = load.hints();
+    assert!(
+        hints >= 8 && distinct > 1,
+        "{ns}: the evicted nodes told their clients when to move, at jittered times: \
+         {hints} hints, {distinct} distinct delays"
+    );
     let published = load.finish(&nodes).await;
     let record = recorder.get();
     eprintln!(
-        "{ns}: evictions admitted over {evicting:?}; {published} messages; most pods {}, \
+        "{ns}: {hints} reconnect hints ({distinct} distinct delays); \
+         evictions admitted over {evicting:?}; {published} messages; most pods {}, \
          fewest serving {}, most leaving at once {}",
         record.max_pods, record.min_serving, record.max_leaving
     );

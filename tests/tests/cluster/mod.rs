@@ -620,6 +620,8 @@ pub struct Load {
     publishing: JoinHandle<()>,
     /// When each subscriber reconnected (its `Connected` events after the first).
     reconnects: Arc<Mutex<Vec<tokio::time::Instant>>>,
+    /// The delays of the reconnect hints subscribers were given by draining nodes.
+    hints: Arc<Mutex<Vec<Duration>>>,
     watchers: Vec<JoinHandle<()>>,
 }
 
@@ -642,6 +644,7 @@ impl Load {
         };
         let mut subscribers = Vec::new();
         let reconnects: Arc<Mutex<Vec<tokio::time::Instant>>> = Arc::default();
+        let hints: Arc<Mutex<Vec<Duration>>> = Arc::default();
         let mut watchers = Vec::new();
         for _ in 0..clients {
             let client = Client::connect_with(config(vec![url.to_string()]))
@@ -650,6 +653,7 @@ impl Load {
             let subscription = client.subscribe("load").await.expect("subscribe");
             let mut events = client.events();
             let times = reconnects.clone();
+            let delays = hints.clone();
             watchers.push(tokio::spawn(async move {
                 use tokio::sync::broadcast::error::RecvError;
                 loop {
@@ -657,6 +661,11 @@ impl Load {
                         Ok(wsfleet_client::Event::Connected { .. }) => {
                             if let Ok(mut times) = times.lock() {
                                 times.push(tokio::time::Instant::now());
+                            }
+                        }
+                        Ok(wsfleet_client::Event::Draining { after, .. }) => {
+                            if let Ok(mut delays) = delays.lock() {
+                                delays.push(after);
                             }
                         }
                         Ok(_) | Err(RecvError::Lagged(_)) => {}
@@ -703,8 +712,18 @@ impl Load {
             stop,
             publishing,
             reconnects,
+            hints,
             watchers,
         }
+    }
+
+    /// The reconnect hints received so far: how many, and how many distinct delays.
+    pub fn hints(&self) -> (usize, usize) {
+        let Ok(hints) = self.hints.lock() else {
+            return (0, 0);
+        };
+        let distinct: BTreeSet<Duration> = hints.iter().copied().collect();
+        (hints.len(), distinct.len())
     }
 
     /// How many reconnects happened, and the most in any one second.
