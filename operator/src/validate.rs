@@ -6,7 +6,7 @@
 
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use crate::crd::{SysctlValues, WebSocketFleetSpec};
+use crate::crd::{DrainSettings, SysctlValues, WebSocketFleetSpec};
 
 /// Why a spec cannot be acted on, as one line per problem.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -146,6 +146,15 @@ fn check_drain(spec: &WebSocketFleetSpec, problems: &mut Vec<String>) {
     if let Err(e) = scaled_count(&d.max_surge, 100) {
         problems.push(format!("drain.maxSurge: {e}"));
     }
+}
+
+/// Nodes of a fleet of `desired` that may be unavailable at once: `drain.maxUnavailable`
+/// resolved against the desired size, at least one (so even a one-node fleet can be drained).
+/// The operator's drains and the PodDisruptionBudget both follow it.
+pub fn unavailable_budget(drain: &DrainSettings, desired: i32) -> i32 {
+    scaled_count(&drain.max_unavailable, desired.max(1))
+        .unwrap_or(1)
+        .max(1)
 }
 
 /// Resolves an int-or-percent against `total` nodes. Percentages round up, so "10%" of a small

@@ -135,6 +135,33 @@ async fn a_spec_the_operator_refuses_degrades_the_fleet(cluster: &Cluster, redis
         .expect("cleanup");
 }
 
+/// The objects of kind `K` matching `selector` in `ns`.
+async fn list<K>(client: &kube::Client, ns: &str, selector: &ListParams) -> kube::Result<Vec<K>>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    Ok(Api::<K>::namespaced(client.clone(), ns)
+        .list(selector)
+        .await?
+        .items)
+}
+
+/// The objects of kind `K` matching `selector` in `ns`; the test fails when they cannot be listed.
+async fn owned<K>(client: &kube::Client, ns: &str, selector: &ListParams) -> Vec<K>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    list(client, ns, selector)
+        .await
+        .unwrap_or_else(|e| panic!("listing {}: {e}", K::kind(&())))
+}
+
 /// Whether no object of kind `K` matches `selector` in `ns` (an error counts as some left).
 async fn none_left<K>(client: &kube::Client, ns: &str, selector: &ListParams) -> bool
 where
@@ -143,10 +170,9 @@ where
         + serde::de::DeserializeOwned
         + std::fmt::Debug,
 {
-    Api::<K>::namespaced(client.clone(), ns)
-        .list(selector)
+    list::<K>(client, ns, selector)
         .await
-        .is_ok_and(|l| l.items.is_empty())
+        .is_ok_and(|items| items.is_empty())
 }
 
 /// `GET /healthz` on a pod address: the status code, or None when nothing answers in 2 s.
@@ -474,26 +500,11 @@ async fn fleet_becomes_ready_and_is_collected(cluster: &Cluster, redis_url: &str
         };
     let selector = ListParams::default().labels("wsfleet.io/fleet=chat");
     let ns = "lifecycle";
-    let pods: Vec<Pod> = Api::namespaced(fleet.client.clone(), ns)
-        .list(&selector)
-        .await
-        .expect("pods")
-        .items;
-    let services: Vec<Service> = Api::namespaced(fleet.client.clone(), ns)
-        .list(&selector)
-        .await
-        .expect("services")
-        .items;
-    let maps: Vec<ConfigMap> = Api::namespaced(fleet.client.clone(), ns)
-        .list(&selector)
-        .await
-        .expect("maps")
-        .items;
-    let budgets: Vec<PodDisruptionBudget> = Api::namespaced(fleet.client.clone(), ns)
-        .list(&selector)
-        .await
-        .expect("pdbs")
-        .items;
+    let c = &fleet.client;
+    let pods = owned::<Pod>(c, ns, &selector).await;
+    let services = owned::<Service>(c, ns, &selector).await;
+    let maps = owned::<ConfigMap>(c, ns, &selector).await;
+    let budgets = owned::<PodDisruptionBudget>(c, ns, &selector).await;
     let secret: Secret = Api::namespaced(fleet.client.clone(), ns)
         .get("chat-admin-token")
         .await

@@ -151,9 +151,7 @@ fn valid_spec_plan(
         obs.now,
     );
     let desired = sizing.desired;
-    let budget = scaled_count(&spec.drain.max_unavailable, desired.max(1))
-        .unwrap_or(1)
-        .max(1);
+    let budget = validate::unavailable_budget(&spec.drain, desired);
     let surge = scaled_count(&spec.drain.max_surge, desired.max(1)).unwrap_or(0);
     let stalled = stalled_rollout(obs, &live, &revision);
     let limits = Limits {

@@ -15,7 +15,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::{client_service_name, owned_meta, selector_labels};
 use crate::crd::WebSocketFleet;
-use crate::validate::scaled_count;
+use crate::validate::unavailable_budget;
 
 /// The fleet's PodDisruptionBudget when it should have `desired` nodes.
 pub fn pod_disruption_budget(fleet: &WebSocketFleet, desired: i32) -> PodDisruptionBudget {
@@ -33,14 +33,10 @@ pub fn pod_disruption_budget(fleet: &WebSocketFleet, desired: i32) -> PodDisrupt
     }
 }
 
-/// `desired` less `drain.maxUnavailable` (a percentage of `desired`, rounded up, as Kubernetes
-/// rounds it); at least one node may always go, so a one-node fleet's machine can be drained.
+/// `desired` less the nodes that may be unavailable at once (the same budget the operator's own
+/// drains use), so a one-node fleet's machine can still be drained.
 fn min_available(fleet: &WebSocketFleet, desired: i32) -> i32 {
-    let desired = desired.max(0);
-    let unavailable = scaled_count(&fleet.spec.drain.max_unavailable, desired)
-        .unwrap_or(1)
-        .max(1);
-    (desired - unavailable).max(0)
+    (desired - unavailable_budget(&fleet.spec.drain, desired)).max(0)
 }
 
 #[cfg(test)]

@@ -900,43 +900,25 @@ async fn env_value(
         };
         return Ok(Some(value));
     }
-    if let Some(key) = &from.secret_key_ref {
-        let secrets: Api<Secret> = Api::namespaced(shared.client.clone(), &namespace);
-        let optional = key.optional.unwrap_or(false);
-        let secret = secrets
-            .get_opt(&key.name)
-            .await
-            .map_err(|e| e.to_string())?;
-        let value = secret
-            .and_then(|s| s.data)
-            .and_then(|d| d.get(&key.key).cloned())
-            .map(|b| String::from_utf8_lossy(&b.0).into_owned());
-        return match (value, optional) {
-            (Some(v), _) => Ok(Some(v)),
-            (None, true) => Ok(None),
-            (None, false) => Err(format!(
-                "env {}: Secret key {}/{} missing",
-                var.name, key.name, key.key
-            )),
-        };
+    // A key of a Secret or ConfigMap: the same fetch as a volume's, then one key of it.
+    let (kind, name, key, optional, files) = if let Some(r) = &from.secret_key_ref {
+        let files = secret_files(shared, &namespace, &r.name, r.optional).await?;
+        let text = files
+            .into_iter()
+            .map(|(k, v)| (k, String::from_utf8_lossy(&v).into_owned()))
+            .collect();
+        ("Secret", &r.name, &r.key, r.optional, text)
+    } else if let Some(r) = &from.config_map_key_ref {
+        let files = config_map_files(shared, &namespace, &r.name, r.optional).await?;
+        ("ConfigMap", &r.name, &r.key, r.optional, files)
+    } else {
+        return Ok(Some(String::new()));
+    };
+    match (files.get(key), optional.unwrap_or(false)) {
+        (Some(value), _) => Ok(Some(value.clone())),
+        (None, true) => Ok(None),
+        (None, false) => Err(format!("env {}: {kind} key {name}/{key} missing", var.name)),
     }
-    if let Some(key) = &from.config_map_key_ref {
-        let maps: Api<ConfigMap> = Api::namespaced(shared.client.clone(), &namespace);
-        let optional = key.optional.unwrap_or(false);
-        let map = maps.get_opt(&key.name).await.map_err(|e| e.to_string())?;
-        let value = map
-            .and_then(|m| m.data)
-            .and_then(|d| d.get(&key.key).cloned());
-        return match (value, optional) {
-            (Some(v), _) => Ok(Some(v)),
-            (None, true) => Ok(None),
-            (None, false) => Err(format!(
-                "env {}: ConfigMap key {}/{} missing",
-                var.name, key.name, key.key
-            )),
-        };
-    }
-    Ok(Some(String::new()))
 }
 
 /// Writes a volume's files into `path`.

@@ -132,21 +132,19 @@ impl Cluster {
         ];
         args.extend(extra);
         self.helm(&args);
-        let ready = self
-            .wait(Duration::from_secs(120), || async {
-                let deployments: Api<Deployment> =
-                    Api::namespaced(self.client.clone(), OPERATOR_NS);
-                let ready = deployments
-                    .get_opt("wsfleet")
-                    .await
-                    .ok()
-                    .flatten()
-                    .and_then(|d| d.status)
-                    .and_then(|s| s.ready_replicas)
-                    .unwrap_or(0);
-                ready == 2 && self.lease_holder().await.is_some()
-            })
-            .await;
+        let ready = wait(Duration::from_secs(120), || async {
+            let deployments: Api<Deployment> = Api::namespaced(self.client.clone(), OPERATOR_NS);
+            let ready = deployments
+                .get_opt("wsfleet")
+                .await
+                .ok()
+                .flatten()
+                .and_then(|d| d.status)
+                .and_then(|s| s.ready_replicas)
+                .unwrap_or(0);
+            ready == 2 && self.lease_holder().await.is_some()
+        })
+        .await;
         let logs = self.operator_logs().await;
         assert!(
             ready,
@@ -197,15 +195,6 @@ impl Cluster {
             "the operator was refused by RBAC:\n{}",
             forbidden.join("\n")
         );
-    }
-
-    /// Polls `check` every 200 ms until true or `limit` passes.
-    pub async fn wait<F, Fut>(&self, limit: Duration, check: F) -> bool
-    where
-        F: Fn() -> Fut,
-        Fut: std::future::Future<Output = bool>,
-    {
-        wait(limit, check).await
     }
 }
 
