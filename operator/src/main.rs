@@ -9,7 +9,7 @@ use anyhow::Context as _;
 use clap::Parser;
 use tracing::{info, warn};
 use wsfleet_operator::controller::{self, Scope};
-use wsfleet_operator::health::Health;
+use wsfleet_operator::health::{DEFAULT_STALL, Health};
 use wsfleet_operator::leadership::lead_while_elected;
 use wsfleet_operator::lease::{Elector, LeaseConfig};
 use wsfleet_operator::metrics::Metrics;
@@ -47,7 +47,8 @@ struct Args {
     no_leader_election: bool,
     /// Seconds an election round or a reconcile may take before /healthz fails (the kubelet
     /// then restarts the process).
-    #[arg(long, default_value_t = 120, value_parser = clap::value_parser!(u64).range(5..=3600))]
+    #[arg(long, default_value_t = DEFAULT_STALL.as_secs(),
+          value_parser = clap::value_parser!(u64).range(5..=3600))]
     stall_seconds: u64,
 }
 
