@@ -65,6 +65,9 @@ async fn metrics_text(State(node): State<Arc<Node>>) -> Response {
 
 async fn status(State(node): State<Arc<Node>>) -> Response {
     let phase = node.lifecycle.phase();
+    // Why the backplane is not up, in the words of the last failed attempt: an operator
+    // reading /status of a not-ready node sees "invalid peer certificate" rather than guessing.
+    let backplane_error = node.engine.backplane_stats().and_then(|s| s.last_error);
     axum::Json(json!({
         "node": node.config.node_id,
         "version": env!("CARGO_PKG_VERSION"),
@@ -73,6 +76,7 @@ async fn status(State(node): State<Arc<Node>>) -> Response {
         "connections": node.connections(),
         "max_connections": node.config.max_connections,
         "backplane": node.engine.backplane().as_str(),
+        "backplane_error": backplane_error,
         "drain": phase.drain().map(|d| drain_json(&node, d)),
     }))
     .into_response()

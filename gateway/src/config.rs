@@ -113,6 +113,17 @@ pub struct Args {
     /// `standalone` or `cluster` (sharded pub/sub). [default: standalone]
     #[arg(long, env = "WSFLEET_REDIS_MODE", value_enum)]
     pub redis_mode: Option<RedisMode>,
+    /// PEM bundle of the CAs that sign the Redis server certificates (`rediss://` only).
+    /// Unset = the system's trusted roots. Server certificates are always verified.
+    #[arg(long, env = "WSFLEET_REDIS_TLS_CA_FILE")]
+    pub redis_tls_ca_file: Option<PathBuf>,
+    /// PEM client certificate (chain) for Redis servers that require one (`tls-auth-clients`);
+    /// needs redis_tls_key_file.
+    #[arg(long, env = "WSFLEET_REDIS_TLS_CERT_FILE")]
+    pub redis_tls_cert_file: Option<PathBuf>,
+    /// PEM private key of redis_tls_cert_file.
+    #[arg(long, env = "WSFLEET_REDIS_TLS_KEY_FILE")]
+    pub redis_tls_key_file: Option<PathBuf>,
     /// Prefix of every Redis key and channel. [default: wsfleet]
     #[arg(long, env = "WSFLEET_KEY_PREFIX")]
     pub key_prefix: Option<String>,
@@ -158,6 +169,9 @@ struct FileConfig {
     drain_timeout_secs: Option<u64>,
     redis_url: Option<String>,
     redis_mode: Option<RedisMode>,
+    redis_tls_ca_file: Option<PathBuf>,
+    redis_tls_cert_file: Option<PathBuf>,
+    redis_tls_key_file: Option<PathBuf>,
     key_prefix: Option<String>,
     history_max_messages: Option<usize>,
     history_max_age_secs: Option<u64>,
@@ -190,6 +204,8 @@ pub struct Config {
     pub drain_timeout: Duration,
     pub redis_url: String,
     pub redis_mode: RedisMode,
+    /// TLS material for `rediss://`; `None` when no file is configured.
+    pub redis_tls: Option<RedisTls>,
     pub key_prefix: String,
     pub history_max_messages: usize,
     /// Zero = no age bound.
@@ -298,6 +314,11 @@ impl Config {
                 .redis_mode
                 .or(file.redis_mode)
                 .unwrap_or(RedisMode::Standalone),
+            redis_tls: RedisTls::load(
+                args.redis_tls_ca_file.or(file.redis_tls_ca_file),
+                args.redis_tls_cert_file.or(file.redis_tls_cert_file),
+                args.redis_tls_key_file.or(file.redis_tls_key_file),
+            )?,
             key_prefix: args
                 .key_prefix
                 .or(file.key_prefix)
@@ -358,6 +379,17 @@ impl Config {
         if self.history_max_messages == 0 {
             bail!("history_max_messages must be at least 1");
         }
+        if self.redis_tls.is_some()
+            && !self
+                .redis_url
+                .split(',')
+                .all(|url| url.trim().starts_with("rediss://"))
+        {
+            bail!(
+                "redis_tls_* files are set but redis_url is not rediss:// (TLS material for a \
+                 plain-text connection would be ignored)"
+            );
+        }
         if self.key_prefix.is_empty() || self.key_prefix.contains(['{', '}']) {
             bail!("key_prefix must be non-empty and must not contain '{{' or '}}'");
         }
@@ -367,6 +399,53 @@ impl Config {
     /// The heartbeat interval in milliseconds, as told to clients in `welcome`.
     pub fn heartbeat_ms(&self) -> u64 {
         u64::try_from(self.heartbeat_interval.as_millis()).unwrap_or(u64::MAX)
+    }
+}
+
+/// PEM files for TLS to Redis, read at start. A CA bundle replaces the system roots; a client
+/// certificate and its key go together.
+#[derive(Clone, Default)]
+pub struct RedisTls {
+    pub ca_pem: Option<Vec<u8>>,
+    pub client_cert_pem: Option<Vec<u8>>,
+    pub client_key_pem: Option<Vec<u8>>,
+}
+
+impl std::fmt::Debug for RedisTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisTls")
+            .field("ca", &self.ca_pem.is_some())
+            .field("client_cert", &self.client_cert_pem.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisTls {
+    fn load(
+        ca: Option<PathBuf>,
+        cert: Option<PathBuf>,
+        key: Option<PathBuf>,
+    ) -> anyhow::Result<Option<RedisTls>> {
+        if cert.is_some() != key.is_some() {
+            bail!("redis_tls_cert_file and redis_tls_key_file go together: set both or neither");
+        }
+        if ca.is_none() && cert.is_none() {
+            return Ok(None);
+        }
+        let read = |path: Option<PathBuf>, what: &str| -> anyhow::Result<Option<Vec<u8>>> {
+            let Some(path) = path else { return Ok(None) };
+            let pem = std::fs::read(&path)
+                .with_context(|| format!("reading the Redis TLS {what} {}", path.display()))?;
+            if !pem.windows(10).any(|w| w == b"-----BEGIN") {
+                bail!("the Redis TLS {what} {} is not PEM", path.display());
+            }
+            Ok(Some(pem))
+        };
+        Ok(Some(RedisTls {
+            ca_pem: read(ca, "CA bundle")?,
+            client_cert_pem: read(cert, "client certificate")?,
+            client_key_pem: read(key, "client key")?,
+        }))
     }
 }
 
@@ -453,5 +532,57 @@ mod tests {
         let err = Config::resolve(args, no_env).unwrap_err();
         assert!(err.to_string().contains("max_connections"), "{err}");
         assert!(Args::try_parse_from(["wsfleet-gateway", "--refusal-mode", "nope"]).is_err());
+    }
+
+    #[test]
+    fn redis_tls_files_need_a_rediss_url_and_go_in_pairs() {
+        let dir = std::env::temp_dir().join(format!("wsfleet-tls-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let pem = dir.join("ca.crt");
+        std::fs::write(&pem, "-----BEGIN CERTIFICATE-----\n").unwrap();
+        let not_pem = dir.join("junk");
+        std::fs::write(&not_pem, "hello").unwrap();
+        let resolve = |args: &[&str]| {
+            let mut all = vec!["wsfleet-gateway", "--anonymous"];
+            all.extend_from_slice(args);
+            Config::resolve(Args::try_parse_from(all).unwrap(), no_env)
+        };
+        let ca = pem.to_str().unwrap();
+        let config =
+            resolve(&["--redis-url", "rediss://r:6380/", "--redis-tls-ca-file", ca]).unwrap();
+        assert!(config.redis_tls.is_some_and(|t| t.ca_pem.is_some()));
+        let cases: [(&[&str], &str); 4] = [
+            (
+                &["--redis-url", "redis://r:6379/", "--redis-tls-ca-file", ca],
+                "not rediss://",
+            ),
+            (
+                &["--redis-url", "rediss://r/", "--redis-tls-cert-file", ca],
+                "go together",
+            ),
+            (
+                &[
+                    "--redis-url",
+                    "rediss://r/",
+                    "--redis-tls-ca-file",
+                    not_pem.to_str().unwrap(),
+                ],
+                "not PEM",
+            ),
+            (
+                &[
+                    "--redis-url",
+                    "rediss://r/",
+                    "--redis-tls-ca-file",
+                    "/nonexistent",
+                ],
+                "reading",
+            ),
+        ];
+        for (args, expected) in cases {
+            let err = format!("{:#}", resolve(args).unwrap_err());
+            assert!(err.contains(expected), "{args:?}: {err}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

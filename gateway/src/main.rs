@@ -22,6 +22,9 @@ async fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
+    // One crypto provider for every TLS client in the process (Redis): chosen here rather than
+    // left to whichever rustls features the dependency graph happens to enable.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let config = Config::load()?;
     // Before anything can report the node as up: a SIGTERM from then on must start a drain,
     // not kill the process with the default action.

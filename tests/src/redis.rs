@@ -9,6 +9,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::tls::TlsFiles;
+
 const REDIS_SERVER: &str = "/usr/bin/redis-server";
 const REDIS_CLI: &str = "redis-cli";
 /// How long a freshly spawned server may take to answer PING on a loaded machine.
@@ -20,6 +22,10 @@ const SPAWN_ATTEMPTS: usize = 5;
 /// A standalone `redis-server` on a random free loopback port, without persistence.
 pub struct RedisServer {
     port: u16,
+    /// The TLS listener's port, when started with [`RedisServer::start_tls`].
+    tls_port: Option<u16>,
+    /// Arguments beyond the common ones, repeated on restart.
+    extra: Vec<String>,
     dir: TempDir,
     child: Option<Child>,
 }
@@ -28,14 +34,36 @@ impl RedisServer {
     /// Starts a server and waits until it answers PING. Retries on another port when the chosen
     /// one was taken between picking and binding.
     pub fn start() -> io::Result<Self> {
+        Self::start_with(|| Ok((None, Vec::new())))
+    }
+
+    /// Starts a server that also listens with TLS (certificates from `tls`), on a second port.
+    /// With `require_client_cert`, TLS clients must present a certificate the CA signed. The
+    /// plain port stays open for the test's own checks (`cli`, PING); the code under test gets
+    /// [`RedisServer::tls_url`].
+    pub fn start_tls(tls: &TlsFiles, require_client_cert: bool) -> io::Result<Self> {
+        Self::start_with(|| {
+            let tls_port = free_port()?;
+            let mut extra = vec!["--tls-port".to_string(), tls_port.to_string()];
+            extra.extend(tls_args(tls, require_client_cert));
+            Ok((Some(tls_port), extra))
+        })
+    }
+
+    fn start_with(
+        options: impl Fn() -> io::Result<(Option<u16>, Vec<String>)>,
+    ) -> io::Result<Self> {
         let mut last_error = None;
         for _ in 0..SPAWN_ATTEMPTS {
             let port = free_port()?;
+            let (tls_port, extra) = options()?;
             let dir = TempDir::new(&format!("redis-{port}"))?;
-            match spawn_ready(port, dir.path(), &[]) {
+            match spawn_ready(port, dir.path(), &extra) {
                 Ok(child) => {
                     return Ok(Self {
                         port,
+                        tls_port,
+                        extra,
                         dir,
                         child: Some(child),
                     });
@@ -55,6 +83,12 @@ impl RedisServer {
         format!("redis://127.0.0.1:{}/", self.port)
     }
 
+    /// `rediss://127.0.0.1:<tls port>/` of a server started with [`RedisServer::start_tls`].
+    pub fn tls_url(&self) -> String {
+        let port = self.tls_port.expect("the server was started without TLS");
+        format!("rediss://127.0.0.1:{port}/")
+    }
+
     /// Kills the server (SIGKILL) and waits for it to exit; its data is gone.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -66,7 +100,7 @@ impl RedisServer {
     /// Kills the server if it runs, then starts a fresh, empty one on the same port.
     pub fn restart(&mut self) -> io::Result<()> {
         self.kill();
-        self.child = Some(spawn_ready(self.port, self.dir.path(), &[])?);
+        self.child = Some(spawn_ready(self.port, self.dir.path(), &self.extra)?);
         Ok(())
     }
 
@@ -86,6 +120,10 @@ impl Drop for RedisServer {
 /// loopback ports.
 pub struct RedisCluster {
     ports: Vec<u16>,
+    /// TLS ports, parallel to `ports`, of a cluster started with [`RedisCluster::start_tls`].
+    tls_ports: Vec<u16>,
+    /// CA that signs the servers' certificates, for `redis-cli --tls` (TLS clusters only).
+    tls_ca: Option<PathBuf>,
     children: Vec<Option<Child>>,
     replicas: usize,
     _dir: TempDir,
@@ -102,21 +140,44 @@ impl RedisCluster {
     /// processes); waits until every replica's link to its master is up, so a failover can
     /// promote it.
     pub fn start_with_replicas(replicas: usize) -> io::Result<Self> {
+        Self::start_inner(replicas, None)
+    }
+
+    /// A three-master cluster whose nodes also listen with TLS (certificates from `tls`, no
+    /// client certificate required) and talk to each other over TLS. Redis answers `CLUSTER
+    /// SLOTS` with TLS ports to TLS clients, so [`RedisCluster::tls_urls`] seeds reach the
+    /// whole cluster over TLS; the plain ports serve the test's own checks.
+    pub fn start_tls(tls: &TlsFiles) -> io::Result<Self> {
+        Self::start_inner(0, Some(tls))
+    }
+
+    fn start_inner(replicas: usize, tls: Option<&TlsFiles>) -> io::Result<Self> {
         let dir = TempDir::new("redis-cluster")?;
         let mut cluster = Self {
             ports: Vec::new(),
+            tls_ports: Vec::new(),
+            tls_ca: tls.map(|t| t.ca_cert.clone()),
             children: Vec::new(),
             replicas,
             _dir: dir,
         };
         for _ in 0..3 * (1 + replicas) {
-            let (port, child) = cluster.spawn_node()?;
+            let (port, tls_port, child) = cluster.spawn_node(tls)?;
             cluster.ports.push(port);
+            cluster.tls_ports.extend(tls_port);
             cluster.children.push(Some(child));
         }
         cluster.create()?;
         cluster.wait_until_ok()?;
         Ok(cluster)
+    }
+
+    /// `rediss://` seed URLs of a cluster started with [`RedisCluster::start_tls`].
+    pub fn tls_urls(&self) -> Vec<String> {
+        self.tls_ports
+            .iter()
+            .map(|port| format!("rediss://127.0.0.1:{port}/"))
+            .collect()
     }
 
     /// The ports of all nodes (masters and replicas) that were started.
@@ -230,13 +291,13 @@ impl RedisCluster {
         cli(port, args)
     }
 
-    fn spawn_node(&self) -> io::Result<(u16, Child)> {
+    fn spawn_node(&self, tls: Option<&TlsFiles>) -> io::Result<(u16, Option<u16>, Child)> {
         let mut last_error = None;
         for _ in 0..SPAWN_ATTEMPTS {
             let port = free_port()?;
             let bus_port = free_port()?;
             let config_file = self._dir.path().join(format!("nodes-{port}.conf"));
-            let extra = [
+            let mut extra = vec![
                 "--cluster-enabled".to_string(),
                 "yes".to_string(),
                 "--cluster-config-file".to_string(),
@@ -246,8 +307,19 @@ impl RedisCluster {
                 "--cluster-node-timeout".to_string(),
                 "2000".to_string(),
             ];
+            let tls_port = match tls {
+                Some(tls) => {
+                    let tls_port = free_port()?;
+                    extra.extend(["--tls-port".to_string(), tls_port.to_string()]);
+                    extra.extend(["--tls-cluster".to_string(), "yes".to_string()]);
+                    extra.extend(["--tls-replication".to_string(), "yes".to_string()]);
+                    extra.extend(tls_args(tls, false));
+                    Some(tls_port)
+                }
+                None => None,
+            };
             match spawn_ready(port, self._dir.path(), &extra) {
-                Ok(child) => return Ok((port, child)),
+                Ok(child) => return Ok((port, tls_port, child)),
                 Err(error) => last_error = Some(error),
             }
         }
@@ -256,7 +328,19 @@ impl RedisCluster {
 
     fn create(&self) -> io::Result<()> {
         let mut args = vec!["--cluster".to_string(), "create".to_string()];
-        args.extend(self.ports.iter().map(|port| format!("127.0.0.1:{port}")));
+        // Nodes of a TLS cluster gossip their TLS ports: create it through them.
+        match &self.tls_ca {
+            Some(ca) => {
+                args.extend(
+                    self.tls_ports
+                        .iter()
+                        .map(|port| format!("127.0.0.1:{port}")),
+                );
+                args.extend(["--tls".to_string(), "--cacert".to_string()]);
+                args.push(ca.display().to_string());
+            }
+            None => args.extend(self.ports.iter().map(|port| format!("127.0.0.1:{port}"))),
+        }
         args.extend(["--cluster-replicas".to_string(), self.replicas.to_string()]);
         args.push("--cluster-yes".to_string());
         let output = Command::new(REDIS_CLI)
@@ -336,6 +420,21 @@ fn owner_in_nodes_line(line: &str, slot: u16) -> Option<u16> {
     }
     let address = fields[1].split('@').next()?;
     address.rsplit(':').next()?.parse().ok()
+}
+
+/// The server-side TLS settings of a test Redis.
+fn tls_args(tls: &TlsFiles, require_client_cert: bool) -> Vec<String> {
+    let path = |p: &Path| p.display().to_string();
+    vec![
+        "--tls-cert-file".into(),
+        path(&tls.server_cert),
+        "--tls-key-file".into(),
+        path(&tls.server_key),
+        "--tls-ca-cert-file".into(),
+        path(&tls.ca_cert),
+        "--tls-auth-clients".into(),
+        if require_client_cert { "yes" } else { "no" }.into(),
+    ]
 }
 
 /// Spawns `redis-server` on `port` and waits until it answers PING; kills it on failure.

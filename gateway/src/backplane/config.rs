@@ -1,6 +1,7 @@
 //! Backplane settings: where Redis is, how keys are named, and how long history, registry
 //! entries and presence live.
 
+use redis::TlsCertificates;
 use std::time::Duration;
 
 /// How the gateway talks to Redis.
@@ -18,6 +19,9 @@ pub struct BackplaneConfig {
     /// node URLs is accepted.
     pub url: String,
     pub mode: RedisMode,
+    /// CA bundle and client certificate for `rediss://` URLs; `None` = the system's roots and
+    /// no client certificate. Server certificates are always verified.
+    pub tls: Option<TlsCertificates>,
     /// Every key and topic starts with `<key_prefix>:`. Must not contain `{` or `}` (hash tags).
     pub key_prefix: String,
     /// This gateway node's id: names its direct channel, registry values and presence key.
@@ -42,6 +46,7 @@ impl BackplaneConfig {
         Self {
             url: url.into(),
             mode,
+            tls: None,
             key_prefix: key_prefix.to_string(),
             node_id: node_id.to_string(),
             history_max_len: 1000,
@@ -68,6 +73,9 @@ impl BackplaneConfig {
                 return Err("standalone mode takes one redis url (a list is for cluster)".into());
             }
             _ => {}
+        }
+        if self.tls.is_some() && !self.urls().iter().all(|url| url.starts_with("rediss://")) {
+            return Err("TLS certificates are set but the redis url is not rediss://".into());
         }
         if self.key_prefix.contains(['{', '}']) {
             return Err("key_prefix must not contain '{' or '}'".into());
@@ -123,6 +131,15 @@ mod tests {
                 Box::new(|c| c.registry_ttl = Duration::from_millis(10)),
             ),
             ("zero probe", Box::new(|c| c.probe_timeout = Duration::ZERO)),
+            (
+                "certificates for plain text",
+                Box::new(|c| {
+                    c.tls = Some(TlsCertificates {
+                        client_tls: None,
+                        root_cert: None,
+                    })
+                }),
+            ),
         ];
         for (name, break_it) in cases {
             let mut config = valid();

@@ -77,7 +77,7 @@ impl Commands {
         let invalid = |e: redis::RedisError| BackplaneError::InvalidConfig(e.to_string());
         let (standalone, cluster_client) = match config.mode {
             RedisMode::Standalone => {
-                let client = Client::open(config.url.as_str()).map_err(invalid)?;
+                let client = client(config, config.url.as_str()).map_err(invalid)?;
                 let manager_config = ConnectionManagerConfig::new()
                     .set_connection_timeout(Some(CONNECT_TIMEOUT))
                     .set_response_timeout(Some(RESPONSE_TIMEOUT))
@@ -162,7 +162,7 @@ impl SubConn {
                     .redis_settings()
                     .clone()
                     .set_protocol(ProtocolVersion::RESP3);
-                let client = Client::open(info.set_redis_settings(redis))?;
+                let client = client(config, info.set_redis_settings(redis))?;
                 let conn_config = AsyncConnectionConfig::new()
                     .set_connection_timeout(Some(CONNECT_TIMEOUT))
                     .set_response_timeout(Some(RESPONSE_TIMEOUT))
@@ -237,9 +237,21 @@ pub(crate) fn group_by_slot(keys: &[String]) -> Vec<Vec<&str>> {
     groups.into_values().collect()
 }
 
+/// A standalone client, with the configured CA bundle and client certificate when there are.
+fn client(config: &BackplaneConfig, info: impl IntoConnectionInfo) -> RedisResult<Client> {
+    match &config.tls {
+        Some(certificates) => Client::build_with_tls(info, certificates.clone()),
+        None => Client::open(info),
+    }
+}
+
 fn cluster_builder(config: &BackplaneConfig) -> ClusterClientBuilder {
-    ClusterClientBuilder::new(config.urls())
+    let builder = ClusterClientBuilder::new(config.urls())
         .connection_timeout(CONNECT_TIMEOUT)
         .response_timeout(RESPONSE_TIMEOUT)
-        .retries(2)
+        .retries(2);
+    match &config.tls {
+        Some(certificates) => builder.certs(certificates.clone()),
+        None => builder,
+    }
 }

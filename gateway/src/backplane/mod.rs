@@ -32,6 +32,8 @@ pub use channel::{Position, Recovery};
 pub use config::{BackplaneConfig, RedisMode};
 pub use error::BackplaneError;
 pub use presence::Presence;
+// The TLS material of `BackplaneConfig::tls`, in redis-rs's own types.
+pub use redis::{ClientTlsConfig, TlsCertificates};
 pub use stats::BackplaneStats;
 
 use connection::Commands;

@@ -1,10 +1,11 @@
 //! Counters about the backplane's health that a gateway exports as metrics.
 
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 /// A snapshot of the counters (monotonic since start, except the last probe round trip).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct BackplaneStats {
     /// Subscription links established (the first connect included).
     pub links_established: u64,
@@ -18,6 +19,9 @@ pub struct BackplaneStats {
     pub malformed_messages: u64,
     /// Channel messages delivered from history to fill a gap (after a reconnect or a jump).
     pub caught_up_messages: u64,
+    /// Why the last attempt to connect failed, while the backplane is not up (e.g. a TLS
+    /// certificate Redis presented that the configured CA does not sign).
+    pub last_error: Option<String>,
 }
 
 #[derive(Default)]
@@ -28,6 +32,7 @@ pub(crate) struct Counters {
     last_probe_rtt_micros: AtomicU64,
     malformed_messages: AtomicU64,
     caught_up_messages: AtomicU64,
+    last_error: Mutex<Option<String>>,
 }
 
 impl Counters {
@@ -57,6 +62,24 @@ impl Counters {
             .fetch_add(messages, Ordering::Relaxed);
     }
 
+    /// Records why connecting failed; returns true when the reason differs from the last one
+    /// (worth a warning rather than a debug line).
+    pub fn connect_failed(&self, error: &str) -> bool {
+        let Ok(mut last) = self.last_error.lock() else {
+            return false;
+        };
+        let new = last.as_deref() != Some(error);
+        *last = Some(error.to_owned());
+        new
+    }
+
+    /// The backplane is up: no error to report.
+    pub fn connected(&self) {
+        if let Ok(mut last) = self.last_error.lock() {
+            *last = None;
+        }
+    }
+
     pub fn snapshot(&self) -> BackplaneStats {
         BackplaneStats {
             links_established: self.links_established.load(Ordering::Relaxed),
@@ -67,6 +90,7 @@ impl Counters {
             ),
             malformed_messages: self.malformed_messages.load(Ordering::Relaxed),
             caught_up_messages: self.caught_up_messages.load(Ordering::Relaxed),
+            last_error: self.last_error.lock().ok().and_then(|e| e.clone()),
         }
     }
 }

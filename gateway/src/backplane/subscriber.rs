@@ -317,7 +317,13 @@ impl Subscriber {
                 self.phase = Phase::Reconnecting;
                 let delay = self.backoff.next_delay();
                 self.deadline = Instant::now() + delay;
-                debug!(%error, ?delay, "redis backplane reconnect failed");
+                // A new reason (a wrong CA, a refused password) is worth a warning once; the
+                // same one again at every retry is not.
+                if self.counters.connect_failed(&error.to_string()) {
+                    warn!(%error, ?delay, "redis backplane cannot connect");
+                } else {
+                    debug!(%error, ?delay, "redis backplane reconnect failed");
+                }
             }
         }
     }
@@ -398,6 +404,7 @@ impl Subscriber {
             return;
         }
         self.counters.probe_returned(sent_at.elapsed());
+        self.counters.connected();
         self.backoff.reset();
         self.phase = Phase::Idle;
         self.deadline = Instant::now() + self.config.probe_interval;

@@ -116,6 +116,20 @@ impl Engine {
         };
         let mut settings =
             BackplaneConfig::new(&config.redis_url, mode, &config.key_prefix, &config.node_id);
+        settings.tls = config
+            .redis_tls
+            .as_ref()
+            .map(|tls| backplane::TlsCertificates {
+                root_cert: tls.ca_pem.clone(),
+                client_tls: tls
+                    .client_cert_pem
+                    .as_ref()
+                    .zip(tls.client_key_pem.as_ref())
+                    .map(|(cert, key)| backplane::ClientTlsConfig {
+                        client_cert: cert.clone(),
+                        client_key: key.clone(),
+                    }),
+            });
         settings.history_max_len = bounds.max_messages as u64;
         settings.history_max_age = bounds.max_age;
         let (backplane, deliveries) = Backplane::connect(settings)
