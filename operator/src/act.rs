@@ -165,8 +165,9 @@ async fn apply_network_policy(
     Ok(())
 }
 
-/// Applies or deletes the fleet's PodMonitor as the plan says. A 404 means the PodMonitor
-/// CRD went away since discovery: logged, and the next reconcile reports it.
+/// Applies or deletes the fleet's PodMonitor as the plan says. A 404 on apply means the
+/// PodMonitor CRD went away since discovery: logged, and the next reconcile reports it. A 404
+/// on delete means it is already gone.
 async fn apply_pod_monitor(
     client: &kube::Client,
     ns: &str,
@@ -176,25 +177,26 @@ async fn apply_pod_monitor(
     let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &pod_monitor_resource());
     let monitor = pod_monitor(fleet);
     let name = monitor.name_any();
-    let outcome = match step {
-        PodMonitorStep::Leave => return Ok(()),
-        PodMonitorStep::Apply => api
-            .patch(&name, &apply_params(), &Patch::Apply(&monitor))
-            .await
-            .map(drop)
-            .map_err(failed(format!("apply PodMonitor {name}"))),
-        PodMonitorStep::Delete => api
-            .delete(&name, &DeleteParams::default())
-            .await
-            .map(drop)
-            .map_err(failed(format!("delete PodMonitor {name}"))),
-    };
-    match outcome {
-        Err(e) if status_code(&e.source) == Some(404) => {
-            warn!(podmonitor = %name, error = %e, "no PodMonitor API or object");
-            Ok(())
+    match step {
+        PodMonitorStep::Leave => Ok(()),
+        PodMonitorStep::Apply => {
+            match api
+                .patch(&name, &apply_params(), &Patch::Apply(&monitor))
+                .await
+            {
+                Ok(_) => Ok(()),
+                Err(e) if status_code(&e) == Some(404) => {
+                    warn!(podmonitor = %name, error = %e, "the PodMonitor API is gone");
+                    Ok(())
+                }
+                Err(e) => Err(failed(format!("apply PodMonitor {name}"))(e)),
+            }
         }
-        other => other,
+        PodMonitorStep::Delete => match api.delete(&name, &DeleteParams::default()).await {
+            Ok(_) => Ok(()),
+            Err(e) if status_code(&e) == Some(404) => Ok(()),
+            Err(e) => Err(failed(format!("delete PodMonitor {name}"))(e)),
+        },
     }
 }
 
