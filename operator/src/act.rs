@@ -1,12 +1,14 @@
 //! Carries out a [`Plan`] against the Kubernetes API and the nodes: server-side apply of the
-//! owned objects (field manager `wsfleet-operator`, forced), pod deletes, drains (`POST /drain`
+//! owned objects (field manager `wsfleet-operator`, forced; the NetworkPolicy and PodMonitor
+//! deleted when turned off), pod deletes, drains (`POST /drain`
 //! then the pod's drain label and deadline), pod creates, the status via apply on the status
 //! subresource, and events. Already-done steps (a 404 on delete, a 409 on create, a repeated
 //! drain) count as done, so a repeated reconcile is harmless.
 
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::{Resource, ResourceExt};
 use serde::Serialize;
@@ -14,13 +16,15 @@ use serde::de::DeserializeOwned;
 use tracing::{info, warn};
 
 use crate::crd::WebSocketFleet;
-use crate::decide::{DrainOrder, Note, Plan};
+use crate::decide::{DrainOrder, Note, Plan, PodMonitorStep};
 use crate::gateway_client::GatewayClient;
 use crate::resources::pod::{GatewayTemplate, pod};
 use crate::resources::secret::{admin_token_secret, has_token, new_token};
 use crate::resources::{
     DRAIN_DEADLINE_ANNOTATION, DRAINING_LABEL, FIELD_MANAGER, admin_secret_name,
     config::config_map,
+    monitor::{pod_monitor, pod_monitor_resource},
+    network_policy::{network_policy, network_policy_name},
     pdb::pod_disruption_budget,
     service::{client_service, headless_service},
 };
@@ -45,18 +49,22 @@ fn apply_params() -> PatchParams {
     PatchParams::apply(FIELD_MANAGER).force()
 }
 
-/// Applies `plan` for `fleet`; `gateway` carries the fleet's admin token.
+/// Applies `plan` for `fleet`; `gateway` carries the fleet's admin token; the fleet's
+/// NetworkPolicy admits `operator_namespace` to the admin port.
 pub async fn execute(
     client: &kube::Client,
     recorder: &Recorder,
     gateway: &GatewayClient,
     fleet: &WebSocketFleet,
     plan: &Plan,
+    operator_namespace: &str,
 ) -> Result<()> {
     let namespace = fleet.namespace().unwrap_or_else(|| "default".into());
     let mut failed_drains = Vec::new();
     if let Some(template) = &plan.template {
         apply_owned_objects(client, &namespace, fleet, plan.status.desired_replicas).await?;
+        apply_network_policy(client, &namespace, fleet, operator_namespace).await?;
+        apply_pod_monitor(client, &namespace, fleet, plan.pod_monitor).await?;
         remove_pods(client, &namespace, plan).await?;
         failed_drains = drain_nodes(client, gateway, &namespace, &plan.drain).await?;
         create_pods(client, &namespace, fleet, template, &plan.create).await?;
@@ -133,6 +141,63 @@ async fn apply_owned_objects(
     apply::<Service>(client, ns, &headless_service(fleet)).await?;
     apply::<PodDisruptionBudget>(client, ns, &pod_disruption_budget(fleet, desired)).await?;
     Ok(())
+}
+
+/// Applies the fleet's NetworkPolicy, or deletes it when the fleet turned it off (a 404 is
+/// the usual answer then: one call per reconcile of such a fleet).
+async fn apply_network_policy(
+    client: &kube::Client,
+    ns: &str,
+    fleet: &WebSocketFleet,
+    operator_namespace: &str,
+) -> Result<()> {
+    if fleet.spec.network_policy.enabled {
+        return apply::<NetworkPolicy>(client, ns, &network_policy(fleet, operator_namespace))
+            .await;
+    }
+    let api: Api<NetworkPolicy> = Api::namespaced(client.clone(), ns);
+    let name = network_policy_name(fleet);
+    match api.delete(&name, &DeleteParams::default()).await {
+        Ok(_) => {}
+        Err(e) if status_code(&e) == Some(404) => {}
+        Err(e) => return Err(failed(format!("delete NetworkPolicy {name}"))(e)),
+    }
+    Ok(())
+}
+
+/// Applies or deletes the fleet's PodMonitor as the plan says. A 404 on apply means the
+/// PodMonitor CRD went away since discovery: logged, and the next reconcile reports it. A 404
+/// on delete means it is already gone.
+async fn apply_pod_monitor(
+    client: &kube::Client,
+    ns: &str,
+    fleet: &WebSocketFleet,
+    step: PodMonitorStep,
+) -> Result<()> {
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &pod_monitor_resource());
+    let monitor = pod_monitor(fleet);
+    let name = monitor.name_any();
+    match step {
+        PodMonitorStep::Leave => Ok(()),
+        PodMonitorStep::Apply => {
+            match api
+                .patch(&name, &apply_params(), &Patch::Apply(&monitor))
+                .await
+            {
+                Ok(_) => Ok(()),
+                Err(e) if status_code(&e) == Some(404) => {
+                    warn!(podmonitor = %name, error = %e, "the PodMonitor API is gone");
+                    Ok(())
+                }
+                Err(e) => Err(failed(format!("apply PodMonitor {name}"))(e)),
+            }
+        }
+        PodMonitorStep::Delete => match api.delete(&name, &DeleteParams::default()).await {
+            Ok(_) => Ok(()),
+            Err(e) if status_code(&e) == Some(404) => Ok(()),
+            Err(e) => Err(failed(format!("delete PodMonitor {name}"))(e)),
+        },
+    }
 }
 
 /// Server-side applies `object` (named by its metadata) in `ns`.

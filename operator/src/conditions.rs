@@ -1,4 +1,5 @@
-//! The fleet's metav1-style conditions: `Ready`, `Progressing`, `Degraded`, `AtCapacity`. Setting a condition
+//! The fleet's metav1-style conditions: `Ready`, `Progressing`, `Degraded`, `AtCapacity`, and
+//! `Monitored` while a PodMonitor is asked for. Setting a condition
 //! keeps its `lastTransitionTime` unless its status actually changes.
 
 use jiff::Timestamp;
@@ -9,6 +10,9 @@ pub const PROGRESSING: &str = "Progressing";
 pub const DEGRADED: &str = "Degraded";
 /// The fleet is at `maxReplicas` and its nodes are near their connection caps.
 pub const AT_CAPACITY: &str = "AtCapacity";
+/// The fleet asks for a PodMonitor: True once applied, False when the cluster has no
+/// PodMonitor API. Absent while `monitoring.podMonitor.enabled` is false.
+pub const MONITORED: &str = "Monitored";
 
 /// A condition to set: type, status, reason, message.
 #[derive(Debug, Clone, PartialEq, Eq)]

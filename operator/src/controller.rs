@@ -1,6 +1,9 @@
 //! Wires the reconciler into kube's runtime `Controller`: watch `WebSocketFleet`s and the
-//! objects they own (pods, Services, ConfigMaps, PodDisruptionBudgets, selected by the
-//! managed-by label so the caches hold only the operator's objects).
+//! objects they own (pods, Services, ConfigMaps, PodDisruptionBudgets, NetworkPolicies, selected
+//! by the managed-by label so the caches hold only the operator's objects).
+//!
+//! PodMonitors are not watched: their CRD may be missing (a watch would fail until it exists).
+//! Drift in one is repaired by the next resync, within a minute.
 //!
 //! Secrets are deliberately not watched: that would need list/watch on every Secret in the
 //! cluster. The admin-token Secret is checked on every reconcile (at least once a minute).
@@ -9,6 +12,7 @@ use std::sync::Arc;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::Api;
 use kube::runtime::controller::Controller;
@@ -48,7 +52,8 @@ pub async fn run(ctx: Arc<Context>, scope: Scope) {
     .owns(api::<Pod>(&client, &scope), owned.clone())
     .owns(api::<Service>(&client, &scope), owned.clone())
     .owns(api::<ConfigMap>(&client, &scope), owned.clone())
-    .owns(api::<PodDisruptionBudget>(&client, &scope), owned)
+    .owns(api::<PodDisruptionBudget>(&client, &scope), owned.clone())
+    .owns(api::<NetworkPolicy>(&client, &scope), owned)
     .run(reconcile, error_policy, ctx)
     .for_each(|result| async move {
         match result {

@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::{
     Affinity, ResourceRequirements, Toleration, TopologySpreadConstraint,
 };
+use k8s_openapi::api::networking::v1::NetworkPolicyPeer;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{CustomResource, KubeSchema};
@@ -94,6 +95,16 @@ pub struct WebSocketFleetSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub topology_spread_constraints: Option<Vec<TopologySpreadConstraint>>,
 
+    /// PriorityClass of the gateway pods. A node may hold 100,000 clients: give it a class that
+    /// keeps the scheduler from preempting it for a batch job. Part of the pod template, so a
+    /// change rolls the nodes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+    )]
+    pub priority_class_name: Option<String>,
+
     /// Per-node connection limits and protocol timing.
     #[serde(default)]
     pub connections: ConnectionSettings,
@@ -115,6 +126,19 @@ pub struct WebSocketFleetSpec {
     #[serde(default)]
     pub sysctls: SysctlSettings,
 
+    /// The client Service: its type and the load-balancer settings. Changes update the Service
+    /// in place; the nodes keep running.
+    #[serde(default)]
+    pub service: ClientService,
+
+    /// The NetworkPolicy that limits who reaches each gateway port.
+    #[serde(default)]
+    pub network_policy: NetworkPolicySettings,
+
+    /// Scraping by the Prometheus Operator.
+    #[serde(default)]
+    pub monitoring: Monitoring,
+
     /// How clients authenticate their WebSocket handshake. Required: a default could only be
     /// one that its own rule refuses (neither JWT nor anonymous), which the API server rejects.
     pub auth: AuthSettings,
@@ -131,11 +155,15 @@ impl Default for WebSocketFleetSpec {
             tolerations: None,
             affinity: None,
             topology_spread_constraints: None,
+            priority_class_name: None,
             connections: ConnectionSettings::default(),
             backplane: None,
             autoscaling: Autoscaling::default(),
             drain: DrainSettings::default(),
             sysctls: SysctlSettings::default(),
+            service: ClientService::default(),
+            network_policy: NetworkPolicySettings::default(),
+            monitoring: Monitoring::default(),
             auth: AuthSettings::default(),
         }
     }
@@ -540,6 +568,162 @@ fn default_tw_reuse() -> i32 {
 }
 fn default_tcp_mem() -> String {
     "4096 16384 4194304".to_string()
+}
+
+/// The client Service, as far as a fleet's users need to shape it. Ports, selector and the
+/// headless Service stay the operator's.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.type != 'ClusterIP' || !has(self.externalTrafficPolicy)")
+    .message("service.externalTrafficPolicy applies only to type NodePort or LoadBalancer"))]
+#[x_kube(validation = Rule::new(
+    "self.type == 'LoadBalancer' || (!has(self.loadBalancerSourceRanges) && !has(self.loadBalancerClass))"
+).message("service.loadBalancerSourceRanges and service.loadBalancerClass apply only to type LoadBalancer"))]
+#[x_kube(validation = Rule::new(
+    "self.sessionAffinity == 'ClientIP' || !has(self.sessionAffinityTimeoutSeconds)"
+).message("service.sessionAffinityTimeoutSeconds applies only with sessionAffinity ClientIP"))]
+pub struct ClientService {
+    /// How the Service is exposed.
+    #[serde(rename = "type", default)]
+    pub type_: ServiceType,
+
+    /// Annotations of the Service (e.g. a cloud load balancer's settings).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+
+    /// Extra labels of the Service. The operator's own labels (`app.kubernetes.io/*` it sets,
+    /// `wsfleet.io/fleet`) take precedence.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+
+    /// `Local` keeps the client's source address and avoids a second hop, but sends traffic
+    /// only to machines running a gateway node. NodePort and LoadBalancer only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_traffic_policy: Option<TrafficPolicy>,
+
+    /// Client CIDRs the load balancer admits (e.g. `203.0.113.0/24`). LoadBalancer only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(inner(regex(pattern = r"^[0-9A-Fa-f:.]+/[0-9]{1,3}$")))]
+    pub load_balancer_source_ranges: Option<Vec<String>>,
+
+    /// Load-balancer implementation to use (e.g. `service.k8s.aws/nlb`). LoadBalancer only;
+    /// Kubernetes does not let it change once set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub load_balancer_class: Option<String>,
+
+    /// `ClientIP` sends a client address's connections to the same node. Reconnects after a
+    /// drain must be free to land elsewhere, so the default is `None`.
+    #[serde(default)]
+    pub session_affinity: SessionAffinity,
+
+    /// How long `ClientIP` affinity lasts. Default (Kubernetes'): 10800.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 86400))]
+    pub session_affinity_timeout_seconds: Option<i32>,
+}
+
+/// Service type of the client Service.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ServiceType {
+    #[default]
+    ClusterIP,
+    NodePort,
+    LoadBalancer,
+}
+
+/// A Service's `externalTrafficPolicy`.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TrafficPolicy {
+    Cluster,
+    Local,
+}
+
+/// A Service's `sessionAffinity`.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SessionAffinity {
+    #[default]
+    None,
+    ClientIP,
+}
+
+/// Who may reach which gateway port. On by default: the admin port drains nodes and the API
+/// port publishes to every client, so neither should be open to the whole cluster.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkPolicySettings {
+    /// Whether the operator manages a NetworkPolicy for the fleet (deleted when turned off).
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+
+    /// Who may call the publish API (port `api`). Default: pods in namespaces labelled
+    /// `wsfleet.io/api-access: "true"`. An empty list admits nobody.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_from: Option<Vec<NetworkPolicyPeer>>,
+
+    /// Who else may reach the admin port (`/metrics`, health, status, drain), besides the
+    /// operator's own namespace: typically the Prometheus namespace.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub metrics_from: Vec<NetworkPolicyPeer>,
+}
+
+impl Default for NetworkPolicySettings {
+    fn default() -> Self {
+        Self {
+            enabled: default_true(),
+            api_from: None,
+            metrics_from: Vec::new(),
+        }
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// Scraping of the gateway nodes by the Prometheus Operator.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Monitoring {
+    /// A `monitoring.coreos.com/v1` PodMonitor for the fleet's nodes.
+    #[serde(default)]
+    pub pod_monitor: PodMonitorSettings,
+}
+
+/// The fleet's PodMonitor: scrapes `/metrics` on every node's `admin` port.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PodMonitorSettings {
+    /// Whether the operator manages a PodMonitor (needs the Prometheus Operator's CRDs; deleted
+    /// when turned off).
+    #[serde(default)]
+    pub enabled: bool,
+
+    /// Scrape interval, a Prometheus duration.
+    #[serde(default = "default_scrape_interval")]
+    #[schemars(
+        regex(pattern = r"^(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?$"),
+        length(min = 2)
+    )]
+    pub interval: String,
+
+    /// Extra labels of the PodMonitor, e.g. the one your Prometheus' `podMonitorSelector` picks.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+}
+
+impl Default for PodMonitorSettings {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            interval: default_scrape_interval(),
+            labels: BTreeMap::new(),
+        }
+    }
+}
+
+fn default_scrape_interval() -> String {
+    "30s".to_string()
 }
 
 /// Client authentication: JWT verification, or anonymous for development.

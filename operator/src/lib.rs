@@ -1,5 +1,6 @@
 //! wsfleet operator: reconciles `WebSocketFleet` resources into gateway pods and the objects
-//! around them (Services, ConfigMap, admin-token Secret, PodDisruptionBudget).
+//! around them (Services, ConfigMap, admin-token Secret, PodDisruptionBudget, NetworkPolicy,
+//! PodMonitor).
 //!
 //! Data flows one way: observe what exists → decide (pure) → act on the API.
 
@@ -15,6 +16,7 @@ pub mod http;
 pub mod leadership;
 pub mod lease;
 pub mod metrics;
+pub mod namespace;
 pub mod observe;
 pub mod reconcile;
 pub mod resources;

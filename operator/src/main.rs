@@ -2,6 +2,7 @@
 //! then runs the fleet controller while this replica holds the leader lease.
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,6 +14,7 @@ use wsfleet_operator::health::{DEFAULT_STALL, Health};
 use wsfleet_operator::leadership::lead_while_elected;
 use wsfleet_operator::lease::{Elector, LeaseConfig};
 use wsfleet_operator::metrics::Metrics;
+use wsfleet_operator::namespace::{SERVICE_ACCOUNT_NAMESPACE, own_namespace};
 use wsfleet_operator::reconcile::Context;
 use wsfleet_operator::resources::sysctl::KubeVersion;
 use wsfleet_operator::telemetry::{self, LogFormat};
@@ -33,9 +35,13 @@ struct Args {
     /// Name of the leader-election Lease.
     #[arg(long, default_value = "wsfleet-operator")]
     lease_name: String,
-    /// Namespace of the Lease (the operator's own namespace).
-    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
-    lease_namespace: String,
+    /// The operator's own namespace (the chart sets it from the downward API). Default: the
+    /// service account's namespace file, else `default`.
+    #[arg(long, env = "POD_NAMESPACE")]
+    operator_namespace: Option<String>,
+    /// Namespace of the Lease. Default: the operator's own namespace.
+    #[arg(long)]
+    lease_namespace: Option<String>,
     /// This replica's identity in the Lease (its pod name).
     #[arg(long, env = "POD_NAME")]
     identity: Option<String>,
@@ -80,11 +86,20 @@ async fn main() -> anyhow::Result<()> {
         Some(ns) => Scope::Namespace(ns.clone()),
         None => Scope::All,
     };
+    let own_namespace = own_namespace(
+        args.operator_namespace.as_deref(),
+        Path::new(SERVICE_ACCOUNT_NAMESPACE),
+    )
+    .unwrap_or_else(|| {
+        warn!("own namespace unknown (no POD_NAMESPACE, not in a pod): using \"default\"");
+        "default".to_string()
+    });
     let ctx = Arc::new(Context::new(
         client.clone(),
         metrics.clone(),
         health.clone(),
         server,
+        own_namespace.clone(),
     ));
     if args.no_leader_election {
         metrics.leader.set(1);
@@ -98,7 +113,7 @@ async fn main() -> anyhow::Result<()> {
     let identity = args.identity.clone().unwrap_or_else(random_identity);
     let config = LeaseConfig {
         name: args.lease_name.clone(),
-        namespace: args.lease_namespace.clone(),
+        namespace: args.lease_namespace.clone().unwrap_or(own_namespace),
         identity,
         duration: Duration::from_secs(args.lease_duration_seconds),
     };

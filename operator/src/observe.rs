@@ -2,6 +2,7 @@
 //! and each node's own report from its admin `/status`. Listing is by the fleet's selector
 //! labels; the conversion from a `Pod` is pure and tested. Nodes are asked concurrently (a
 //! bounded number at once); one that does not answer is marked unreachable, never guessed.
+//! Also whether the cluster can hold a PodMonitor at all.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -286,6 +287,17 @@ pub async fn config_maps(
         .collect();
     names.sort();
     Ok(names)
+}
+
+/// Whether the cluster serves the PodMonitor kind (the Prometheus Operator's CRDs are
+/// installed), from API discovery: a group the server does not know answers 404.
+pub async fn serves_pod_monitors(client: &kube::Client) -> Result<bool, kube::Error> {
+    let resource = crate::resources::monitor::pod_monitor_resource();
+    match client.list_api_group_resources(&resource.api_version).await {
+        Ok(list) => Ok(list.resources.iter().any(|r| r.name == resource.plural)),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(false),
+        Err(e) => Err(e),
+    }
 }
 
 #[cfg(test)]

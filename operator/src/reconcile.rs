@@ -42,6 +42,8 @@ pub struct Context {
     pub admin_address: AdminAddress,
     /// Timeout of each call to a node's admin API.
     pub gateway_timeout: Duration,
+    /// The operator's own namespace: the fleets' NetworkPolicies admit it to the admin port.
+    pub operator_namespace: String,
     /// Consecutive failures per fleet (namespace/name), for backoff.
     failures: Mutex<HashMap<String, u32>>,
 }
@@ -52,6 +54,7 @@ impl Context {
         metrics: Metrics,
         health: Health,
         server: KubeVersion,
+        operator_namespace: String,
     ) -> Context {
         let recorder = Recorder::new(client.clone(), Reporter::from(FIELD_MANAGER));
         Context {
@@ -62,6 +65,7 @@ impl Context {
             server,
             admin_address: pod_admin_address(),
             gateway_timeout: DEFAULT_TIMEOUT,
+            operator_namespace,
             failures: Mutex::new(HashMap::new()),
         }
     }
@@ -139,12 +143,18 @@ pub async fn reconcile(fleet: Arc<WebSocketFleet>, ctx: Arc<Context>) -> Result<
     let config_maps = observe::config_maps(&config_maps, &fleet)
         .await
         .map_err(Error::Observe)?;
+    // Discovery only for a fleet that wants a PodMonitor.
+    let pod_monitor_api = fleet.spec.monitoring.pod_monitor.enabled
+        && observe::serves_pod_monitors(&ctx.client)
+            .await
+            .map_err(Error::Observe)?;
     let plan = decide::decide(
         Observation {
             fleet: &fleet,
             pods: &observed,
             config_maps: &config_maps,
             server: ctx.server,
+            pod_monitor_api,
             now: jiff::Timestamp::now(),
         },
         &mut RandomNames,
@@ -159,7 +169,15 @@ pub async fn reconcile(fleet: Arc<WebSocketFleet>, ctx: Arc<Context>) -> Result<
             "acting on fleet"
         );
     }
-    act::execute(&ctx.client, &ctx.recorder, &gateway, &fleet, &plan).await?;
+    act::execute(
+        &ctx.client,
+        &ctx.recorder,
+        &gateway,
+        &fleet,
+        &plan,
+        &ctx.operator_namespace,
+    )
+    .await?;
     ctx.record_outcome(key(&fleet), false);
     Ok(Action::requeue(plan.requeue.unwrap_or(RESYNC)))
 }

@@ -6,7 +6,9 @@
 
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use crate::crd::{DrainSettings, SysctlValues, WebSocketFleetSpec};
+use crate::crd::{
+    ClientService, DrainSettings, ServiceType, SessionAffinity, SysctlValues, WebSocketFleetSpec,
+};
 
 /// Why a spec cannot be acted on, as one line per problem.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,6 +51,7 @@ pub fn spec(spec: &WebSocketFleetSpec) -> Result<(), InvalidSpec> {
     check_drain(spec, &mut problems);
     check_sysctls(&spec.sysctls.values, &mut problems);
     check_auth(spec, &mut problems);
+    check_service(&spec.service, &mut problems);
     if problems.is_empty() {
         Ok(())
     } else {
@@ -215,10 +218,59 @@ fn check_auth(spec: &WebSocketFleetSpec, problems: &mut Vec<String>) {
     }
 }
 
+fn check_service(service: &ClientService, problems: &mut Vec<String>) {
+    if service.type_ == ServiceType::ClusterIP && service.external_traffic_policy.is_some() {
+        problems.push(
+            "service.externalTrafficPolicy applies only to type NodePort or LoadBalancer".into(),
+        );
+    }
+    if service.type_ != ServiceType::LoadBalancer
+        && (service.load_balancer_source_ranges.is_some() || service.load_balancer_class.is_some())
+    {
+        problems.push(
+            "service.loadBalancerSourceRanges and service.loadBalancerClass apply only to type LoadBalancer"
+                .into(),
+        );
+    }
+    if service.session_affinity != SessionAffinity::ClientIP
+        && service.session_affinity_timeout_seconds.is_some()
+    {
+        problems.push(
+            "service.sessionAffinityTimeoutSeconds applies only with sessionAffinity ClientIP"
+                .into(),
+        );
+    }
+    // The schema's pattern only keeps out what is plainly not a CIDR.
+    for range in service.load_balancer_source_ranges.iter().flatten() {
+        if !is_cidr(range) {
+            problems.push(format!(
+                "service.loadBalancerSourceRanges: {range:?} is not a CIDR like 203.0.113.0/24"
+            ));
+        }
+    }
+}
+
+/// An IPv4 or IPv6 network in CIDR notation with a prefix length that fits the address.
+fn is_cidr(text: &str) -> bool {
+    let Some((address, prefix)) = text.split_once('/') else {
+        return false;
+    };
+    let Ok(prefix) = prefix.parse::<u8>() else {
+        return false;
+    };
+    match address.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V4(_)) => prefix <= 32,
+        Ok(std::net::IpAddr::V6(_)) => prefix <= 128,
+        Err(_) => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crd::{AuthSettings, Backplane, RedisBackplane, RedisMode, SecretKeyRef};
+    use crate::crd::{
+        AuthSettings, Backplane, RedisBackplane, RedisMode, SecretKeyRef, TrafficPolicy,
+    };
 
     fn valid() -> WebSocketFleetSpec {
         serde_json::from_value(serde_json::json!({
@@ -313,6 +365,62 @@ mod tests {
                 "tcp_rmem with two numbers",
                 |s| s.sysctls.values.tcp_rmem = "4096 8192".into(),
                 Some("tcp_rmem"),
+            ),
+            (
+                "external traffic policy on ClusterIP",
+                |s| s.service.external_traffic_policy = Some(TrafficPolicy::Local),
+                Some("externalTrafficPolicy applies only"),
+            ),
+            (
+                "external traffic policy on NodePort",
+                |s| {
+                    s.service.type_ = ServiceType::NodePort;
+                    s.service.external_traffic_policy = Some(TrafficPolicy::Local);
+                },
+                None,
+            ),
+            (
+                "source ranges on NodePort",
+                |s| {
+                    s.service.type_ = ServiceType::NodePort;
+                    s.service.load_balancer_source_ranges = Some(vec!["10.0.0.0/8".into()]);
+                },
+                Some("apply only to type LoadBalancer"),
+            ),
+            (
+                "load balancer class on ClusterIP",
+                |s| s.service.load_balancer_class = Some("x".into()),
+                Some("apply only to type LoadBalancer"),
+            ),
+            (
+                "load balancer with good ranges",
+                |s| {
+                    s.service.type_ = ServiceType::LoadBalancer;
+                    s.service.load_balancer_source_ranges =
+                        Some(vec!["203.0.113.0/24".into(), "2001:db8::/32".into()]);
+                },
+                None,
+            ),
+            (
+                "load balancer with a range that is not a CIDR",
+                |s| {
+                    s.service.type_ = ServiceType::LoadBalancer;
+                    s.service.load_balancer_source_ranges = Some(vec!["10.0.0.300/8".into()]);
+                },
+                Some("is not a CIDR"),
+            ),
+            (
+                "IPv4 prefix too long",
+                |s| {
+                    s.service.type_ = ServiceType::LoadBalancer;
+                    s.service.load_balancer_source_ranges = Some(vec!["10.0.0.0/33".into()]);
+                },
+                Some("is not a CIDR"),
+            ),
+            (
+                "affinity timeout without ClientIP",
+                |s| s.service.session_affinity_timeout_seconds = Some(60),
+                Some("sessionAffinityTimeoutSeconds applies only"),
             ),
             (
                 "neither anonymous nor jwt",

@@ -80,6 +80,7 @@ fn every_example_validates() {
                     major: 1,
                     minor: 32,
                 },
+                pod_monitor_api: false,
                 now: jiff::Timestamp::UNIX_EPOCH,
             },
             &mut RandomNames,

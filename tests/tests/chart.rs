@@ -4,7 +4,7 @@
 //! is enough is proven where the operator runs under it: the `operator_*` scenarios.)
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use serde_json::Value;
@@ -76,7 +76,11 @@ fn chart_lints() {
 fn every_rendered_object_parses_as_its_typed_kind() {
     for sets in [
         &[][..],
-        &["metrics.serviceMonitor.enabled=true", "watchNamespace=apps"],
+        &[
+            "metrics.serviceMonitor.enabled=true",
+            "watchNamespace=apps",
+            "grafanaDashboard.enabled=true",
+        ],
     ] {
         let objects = render(sets);
         assert!(!objects.is_empty(), "the chart renders nothing");
@@ -90,6 +94,7 @@ fn every_rendered_object_parses_as_its_typed_kind() {
                 "Role" => drop(parse::<Role>(object)),
                 "RoleBinding" => drop(parse::<RoleBinding>(object)),
                 "CustomResourceDefinition" => drop(parse::<CustomResourceDefinition>(object)),
+                "ConfigMap" => drop(parse::<ConfigMap>(object)),
                 // prometheus-operator's kind has no k8s-openapi type: check its shape by hand.
                 "ServiceMonitor" => {
                     assert_eq!(object["apiVersion"], "monitoring.coreos.com/v1");
@@ -104,7 +109,32 @@ fn every_rendered_object_parses_as_its_typed_kind() {
             usize::from(!sets.is_empty()),
             "ServiceMonitor only when enabled"
         );
+        let dashboards = of_kind(&objects, "ConfigMap").len();
+        assert_eq!(
+            dashboards,
+            usize::from(!sets.is_empty()),
+            "dashboard ConfigMap only when enabled"
+        );
     }
+}
+
+/// The dashboard ConfigMap carries the Grafana sidecar's label and the dashboard file as is.
+#[test]
+fn dashboard_config_map_ships_the_dashboard_for_the_sidecar() {
+    let objects = render(&[
+        "grafanaDashboard.enabled=true",
+        "grafanaDashboard.namespace=monitoring",
+    ]);
+    let map: ConfigMap = parse(of_kind(&objects, "ConfigMap")[0]);
+    assert_eq!(map.metadata.namespace.as_deref(), Some("monitoring"));
+    let labels = map.metadata.labels.expect("labels");
+    assert_eq!(labels["grafana_dashboard"], "1");
+    let data = map.data.expect("data");
+    let shipped: Value = serde_json::from_str(&data["wsfleet-gateway.json"]).expect("JSON");
+    let file = std::fs::read_to_string(chart().join("dashboards/wsfleet-gateway.json"))
+        .expect("the dashboard file");
+    let file: Value = serde_json::from_str(&file).expect("JSON");
+    assert_eq!(shipped, file, "the ConfigMap holds the dashboard unchanged");
 }
 
 /// The chart's RBAC is proven on a real API server: the operator runs under exactly these

@@ -19,7 +19,7 @@ use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
 
-use crate::conditions::{self, AT_CAPACITY, DEGRADED, PROGRESSING, READY, Wanted};
+use crate::conditions::{self, AT_CAPACITY, DEGRADED, MONITORED, PROGRESSING, READY, Wanted};
 use crate::crd::{NodePhase, NodeStatus, WebSocketFleet, WebSocketFleetStatus};
 use crate::gateway_client::{DrainRequest, NodeState};
 use crate::observe::{NodeView, ObservedPod, PodPhase};
@@ -38,6 +38,9 @@ pub struct Observation<'a> {
     /// Names of the fleet's gateway ConfigMaps.
     pub config_maps: &'a [String],
     pub server: KubeVersion,
+    /// Whether the cluster serves the PodMonitor API; looked up only for a fleet that enables a
+    /// PodMonitor (false otherwise).
+    pub pod_monitor_api: bool,
     pub now: Timestamp,
 }
 
@@ -54,6 +57,8 @@ pub struct Plan {
     pub drain: Vec<DrainOrder>,
     /// Gateway ConfigMaps no pod mounts and the template no longer uses.
     pub stale_config_maps: Vec<String>,
+    /// What to do with the fleet's PodMonitor.
+    pub pod_monitor: PodMonitorStep,
     /// The fleet status to write.
     pub status: WebSocketFleetStatus,
     /// Events to record on the fleet.
@@ -74,6 +79,15 @@ pub struct DrainOrder {
     pub reason: RemovalReason,
     /// Whether this repeats a drain the node should already be running.
     pub repeat: bool,
+}
+
+/// What happens to the fleet's PodMonitor this round.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PodMonitorStep {
+    Apply,
+    Delete,
+    /// Nothing to apply (none wanted, or no PodMonitor API to apply it to) or to delete.
+    Leave,
 }
 
 /// Recheck interval while nodes drain: drain progress is only seen by asking.
@@ -197,12 +211,25 @@ fn valid_spec_plan(
             ),
         });
     }
+    let (pod_monitor, monitored) = pod_monitor_step(obs, previous);
+    let missing_reported = conditions::find(&previous.conditions, MONITORED)
+        .is_some_and(|c| c.reason == POD_MONITOR_CRD_MISSING);
+    if let Some(wanted) = monitored.as_ref().filter(|w| !w.status)
+        && !missing_reported
+    {
+        events.push(Note {
+            warning: true,
+            reason: POD_MONITOR_CRD_MISSING,
+            message: wanted.message.clone(),
+        });
+    }
     let facts = Facts {
         desired,
         drains: &drains,
         remove: &remove,
         stalled: &stalled,
         leaving: &leaving,
+        monitored,
     };
     let mut status = status(obs, previous, &template, &facts);
     status.recommendations = sizing.recommendations;
@@ -230,9 +257,55 @@ fn valid_spec_plan(
         remove,
         drain: drains,
         stale_config_maps,
+        pod_monitor,
         status,
         events,
         requeue,
+    }
+}
+
+/// Reason of `Monitored=False` (and of its Warning event) on a cluster without PodMonitors.
+const POD_MONITOR_CRD_MISSING: &str = "PodMonitorCRDMissing";
+
+/// What to do with the fleet's PodMonitor, and the `Monitored` condition while one is enabled.
+/// A missing PodMonitor API is reported, not failed: the fleet serves clients either way.
+fn pod_monitor_step(
+    obs: Observation<'_>,
+    previous: &WebSocketFleetStatus,
+) -> (PodMonitorStep, Option<Wanted>) {
+    let settings = &obs.fleet.spec.monitoring.pod_monitor;
+    match (settings.enabled, obs.pod_monitor_api) {
+        (true, true) => (
+            PodMonitorStep::Apply,
+            Some(Wanted {
+                type_: MONITORED,
+                status: true,
+                reason: "PodMonitorApplied",
+                message: format!(
+                    "PodMonitor {} scrapes /metrics on port admin every {}",
+                    obs.fleet.name_any(),
+                    settings.interval
+                ),
+            }),
+        ),
+        (true, false) => (
+            PodMonitorStep::Leave,
+            Some(Wanted {
+                type_: MONITORED,
+                status: false,
+                reason: POD_MONITOR_CRD_MISSING,
+                message: "monitoring.podMonitor.enabled is true but the cluster has no \
+                          PodMonitor API (monitoring.coreos.com/v1): install the Prometheus \
+                          Operator's CRDs; the fleet runs unscraped until then"
+                    .into(),
+            }),
+        ),
+        // Only a fleet whose status shows it had one enabled can own a PodMonitor; asking
+        // for every other fleet would be a DELETE each reconcile, usually of an unknown kind.
+        (false, _) if conditions::find(&previous.conditions, MONITORED).is_some() => {
+            (PodMonitorStep::Delete, None)
+        }
+        (false, _) => (PodMonitorStep::Leave, None),
     }
 }
 
@@ -498,6 +571,7 @@ struct Facts<'a> {
     remove: &'a [Removal],
     stalled: &'a [String],
     leaving: &'a [&'a ObservedPod],
+    monitored: Option<Wanted>,
 }
 
 fn status(
@@ -659,7 +733,10 @@ fn status(
         nodes: node_statuses(obs.pods, facts.drains),
         conditions: conditions::merge(
             &previous.conditions,
-            vec![ready_condition, progressing, degraded, at_capacity],
+            [ready_condition, progressing, degraded, at_capacity]
+                .into_iter()
+                .chain(facts.monitored.clone())
+                .collect(),
             obs.fleet.metadata.generation,
             obs.now,
         ),
@@ -740,6 +817,14 @@ fn invalid_spec_plan(
             message: reason,
         },
     ];
+    let mut conditions = conditions::merge(
+        &previous.conditions,
+        wanted,
+        obs.fleet.metadata.generation,
+        obs.now,
+    );
+    // Kept as it was: nothing is applied meanwhile, and it records that a PodMonitor may exist.
+    conditions.extend(conditions::find(&previous.conditions, MONITORED).cloned());
     let status = WebSocketFleetStatus {
         observed_generation: obs.fleet.metadata.generation,
         replicas: count(live.len()),
@@ -749,12 +834,7 @@ fn invalid_spec_plan(
         selector: serving_selector_string(obs.fleet),
         revision: previous.revision.clone(),
         nodes: node_statuses(obs.pods, &[]),
-        conditions: conditions::merge(
-            &previous.conditions,
-            wanted,
-            obs.fleet.metadata.generation,
-            obs.now,
-        ),
+        conditions,
         sysctls: previous.sysctls.clone(),
         last_scale_time: previous.last_scale_time.clone(),
         recommendations: previous.recommendations.clone(),
@@ -765,6 +845,7 @@ fn invalid_spec_plan(
         remove: Vec::new(),
         drain: Vec::new(),
         stale_config_maps: Vec::new(),
+        pod_monitor: PodMonitorStep::Leave,
         status,
         events,
         requeue: None,

@@ -90,6 +90,7 @@ fn run(fleet: &WebSocketFleet, pods: &[ObservedPod]) -> Plan {
             pods,
             config_maps: &[],
             server: V1_32,
+            pod_monitor_api: false,
             now: Timestamp::UNIX_EPOCH,
         },
         &mut CountingNames::default(),
@@ -413,6 +414,7 @@ fn config_maps_go_once_no_pod_mounts_them() {
             pods: &pods,
             config_maps: &config_maps,
             server: V1_32,
+            pod_monitor_api: false,
             now: Timestamp::UNIX_EPOCH,
         },
         &mut CountingNames::default(),
@@ -474,6 +476,7 @@ fn run_at(fleet: &WebSocketFleet, pods: &[ObservedPod], now_s: i64) -> Plan {
             pods,
             config_maps: &[],
             server: V1_32,
+            pod_monitor_api: false,
             now: Timestamp::from_second(now_s).expect("time"),
         },
         &mut CountingNames::default(),
@@ -733,4 +736,155 @@ fn autoscaling_follows_connections_and_reports_capacity() {
     silent.node = NodeView::Unreachable("refused".into());
     let plan = run_at(&fleet_with(Some(2)), &[holding("a", &r, 1), silent], 100);
     assert_eq!(plan.status.desired_replicas, 2);
+}
+
+#[test]
+fn pod_monitor_is_applied_reported_missing_or_deleted() {
+    // (case, podMonitor enabled, API served, previous Monitored reason,
+    //  step, Monitored (status, reason), Warning event)
+    let cases = [
+        (
+            "off, never on",
+            false,
+            false,
+            None,
+            PodMonitorStep::Leave,
+            None,
+            false,
+        ),
+        (
+            "off, never on, API served",
+            false,
+            true,
+            None,
+            PodMonitorStep::Leave,
+            None,
+            false,
+        ),
+        (
+            "on, API served",
+            true,
+            true,
+            None,
+            PodMonitorStep::Apply,
+            Some(("True", "PodMonitorApplied")),
+            false,
+        ),
+        (
+            "on, no API",
+            true,
+            false,
+            None,
+            PodMonitorStep::Leave,
+            Some(("False", "PodMonitorCRDMissing")),
+            true,
+        ),
+        (
+            "on, no API, already reported",
+            true,
+            false,
+            Some("PodMonitorCRDMissing"),
+            PodMonitorStep::Leave,
+            Some(("False", "PodMonitorCRDMissing")),
+            false,
+        ),
+        (
+            "on, API installed later",
+            true,
+            true,
+            Some("PodMonitorCRDMissing"),
+            PodMonitorStep::Apply,
+            Some(("True", "PodMonitorApplied")),
+            false,
+        ),
+        (
+            "turned off",
+            false,
+            true,
+            Some("PodMonitorApplied"),
+            PodMonitorStep::Delete,
+            None,
+            false,
+        ),
+        (
+            "turned off, never applied",
+            false,
+            false,
+            Some("PodMonitorCRDMissing"),
+            PodMonitorStep::Delete,
+            None,
+            false,
+        ),
+    ];
+    for (case, enabled, api, previous, step, monitored, warned) in cases {
+        let mut f = fleet(serde_json::json!({"monitoring": {"podMonitor": {"enabled": enabled}}}));
+        let revision = revision_of(&f);
+        if let Some(reason) = previous {
+            f.status = Some(WebSocketFleetStatus {
+                desired_replicas: 1,
+                conditions: vec![k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+                    type_: "Monitored".into(),
+                    status: if reason == "PodMonitorApplied" {
+                        "True"
+                    } else {
+                        "False"
+                    }
+                    .into(),
+                    reason: reason.into(),
+                    message: String::new(),
+                    observed_generation: Some(1),
+                    last_transition_time: Time(Timestamp::UNIX_EPOCH),
+                }],
+                ..WebSocketFleetStatus::default()
+            });
+        }
+        let pods = [serving("a", &revision)];
+        let plan = decide(
+            Observation {
+                fleet: &f,
+                pods: &pods,
+                config_maps: &[],
+                server: V1_32,
+                pod_monitor_api: api,
+                now: Timestamp::UNIX_EPOCH,
+            },
+            &mut CountingNames::default(),
+        );
+        assert_eq!(plan.pod_monitor, step, "{case}");
+        let got = conditions::find(&plan.status.conditions, "Monitored")
+            .map(|c| (c.status.as_str(), c.reason.as_str()));
+        assert_eq!(got, monitored, "{case}");
+        let warning = plan
+            .events
+            .iter()
+            .any(|e| e.warning && e.reason == "PodMonitorCRDMissing");
+        assert_eq!(warning, warned, "{case}");
+    }
+}
+
+#[test]
+fn an_invalid_spec_keeps_the_monitored_condition() {
+    let mut f = fleet(serde_json::json!({"replicas": 3, "backplane": null}));
+    f.spec.backplane = None;
+    f.status = Some(WebSocketFleetStatus {
+        conditions: vec![k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+            type_: "Monitored".into(),
+            status: "True".into(),
+            reason: "PodMonitorApplied".into(),
+            message: String::new(),
+            observed_generation: Some(1),
+            last_transition_time: Time(Timestamp::UNIX_EPOCH),
+        }],
+        ..WebSocketFleetStatus::default()
+    });
+    let plan = run(&f, &[]);
+    assert_eq!(
+        condition(&plan, "Degraded"),
+        ("True".into(), "InvalidSpec".into())
+    );
+    assert_eq!(
+        condition(&plan, "Monitored"),
+        ("True".into(), "PodMonitorApplied".into())
+    );
+    assert_eq!(plan.pod_monitor, PodMonitorStep::Leave);
 }

@@ -4,6 +4,8 @@
 //! Naming, labels and the owner reference are shared here so every object agrees on them.
 
 pub mod config;
+pub mod monitor;
+pub mod network_policy;
 pub mod pdb;
 pub mod pod;
 pub mod secret;
@@ -35,7 +37,7 @@ pub const WS_PORT: i32 = 8080;
 /// Admin port of the gateway (health, status, drain, metrics).
 pub const ADMIN_PORT: i32 = 9090;
 
-/// Name of the client Service (and of the PodDisruptionBudget).
+/// Name of the client Service (and of the PodDisruptionBudget, NetworkPolicy and PodMonitor).
 pub fn client_service_name(fleet: &WebSocketFleet) -> String {
     fleet.name_any()
 }

@@ -102,6 +102,7 @@ fn pod_spec(fleet: &WebSocketFleet, server: KubeVersion, config_map: &str) -> Po
         node_selector: spec.node_selector.clone(),
         tolerations: spec.tolerations.clone(),
         affinity: spec.affinity.clone(),
+        priority_class_name: spec.priority_class_name.clone(),
         topology_spread_constraints: Some(
             spec.topology_spread_constraints
                 .clone()
@@ -524,6 +525,19 @@ mod tests {
             base,
             "config is part of it"
         );
+
+        let mut priority = fleet.clone();
+        priority.spec.priority_class_name = Some("realtime-critical".into());
+        let priority_template = template(&priority, V1_32);
+        assert_eq!(
+            priority_template.spec.priority_class_name.as_deref(),
+            Some("realtime-critical")
+        );
+        assert_ne!(
+            priority_template.revision, base,
+            "priority class is part of it"
+        );
+        assert_eq!(template(&fleet, V1_32).spec.priority_class_name, None);
 
         let mut replicas = fleet.clone();
         replicas.spec.replicas = 7;
