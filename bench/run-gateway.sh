@@ -36,8 +36,8 @@ for s in "${scenarios[@]}"; do
   [[ $s =~ ^(idle|fanout|drain)$ ]] || { echo "unknown scenario $s (idle, fanout, drain)" >&2; exit 2; }
 done
 wanted() { [[ " ${scenarios[*]} " == *" $1 "* ]]; }
-# The admin token of the drained node (only loopback can reach it).
-export WSFLEET_ADMIN_TOKEN=bench-admin-$$
+# The drain token of the drained node (only loopback can reach it).
+export WSFLEET_DRAIN_TOKEN=bench-drain-$$
 # free_port: a loopback TCP port nobody listens on right now (others may run gateways here).
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 WS1=$(free_port) ADMIN1=$(free_port) WS2=$(free_port) ADMIN2=$(free_port) REDIS_PORT=$(free_port)

@@ -30,7 +30,7 @@ SCALE_MAX_SECS=${SCALE_MAX_SECS:-600}
 SCALE_HOLD_SECS=${SCALE_HOLD_SECS:-3}
 SOURCES=127.0.1.1-127.0.1.240
 (( SCALE_GATEWAYS >= 1 && SCALE_GATEWAYS <= 200 )) || { echo "SCALE_GATEWAYS must be 1..200" >&2; exit 2; }
-export WSFLEET_ADMIN_TOKEN=scale-admin-$$
+export WSFLEET_PUBLISH_TOKEN=scale-publish-$$
 run_id=scale$$
 
 pids=()
@@ -89,7 +89,7 @@ echo "== machine"
 
 # free_port: a loopback TCP port nobody listens on right now (others may run gateways here).
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-WS_PORT=$(free_port) ADMIN_PORT=$(free_port) REDIS_PORT=$(free_port)
+WS_PORT=$(free_port) ADMIN_PORT=$(free_port) API_PORT=$(free_port) REDIS_PORT=$(free_port)
 
 # wait_http URL: polls until the URL answers 200, for at most 30 s.
 wait_http() {
@@ -114,7 +114,7 @@ for k in $(seq 0 $((SCALE_GATEWAYS - 1))); do
   ip=127.0.$(( (11 + k) / 256 )).$(( (11 + k) % 256 ))
   node=$run_id-$k
   "$gateway" --node-id "$node" --anonymous \
-    --listen "$ip:$WS_PORT" --admin-listen "$ip:$ADMIN_PORT" \
+    --listen "$ip:$WS_PORT" --admin-listen "$ip:$ADMIN_PORT" --api-listen "$ip:$API_PORT" \
     --handshakes-per-second 1000000 --max-connections "$SCALE_MAX_CONNECTIONS" \
     --redis-url "redis://127.0.0.1:$REDIS_PORT" \
     2>"$out/scale-gateway-$k.log" &
@@ -134,7 +134,7 @@ for k in $(seq 0 $((SCALE_GATEWAYS - 1))); do
 done
 
 join() { local IFS=,; echo "$*"; }
-args=(scale --urls "$(join "${urls[@]}")" --admin-urls "$(join "${admins[@]}")"
+args=(scale --urls "$(join "${urls[@]}")" --admin-urls "$(join "${admins[@]}")" --api-url "http://127.0.0.11:$API_PORT"
   -n "$SCALE_N" -c "$SCALE_C" --procs "$SCALE_PROCS" --source-ips "$SOURCES"
   --broadcasts "$SCALE_BROADCASTS" --max-secs "$SCALE_MAX_SECS" --hold-secs "$SCALE_HOLD_SECS"
   --gateway-pid "$(join "${gw_pids[@]}")" --redis-pid "$redis_pid")

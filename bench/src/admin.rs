@@ -67,7 +67,7 @@ impl Admin {
         let token = self
             .token
             .clone()
-            .context("the admin API needs a token (--admin-token or WSFLEET_ADMIN_TOKEN)")?;
+            .context("this call needs a token (--drain-token / WSFLEET_DRAIN_TOKEN for /drain, --publish-token / WSFLEET_PUBLISH_TOKEN for the publish API)")?;
         let (agent, url) = (self.agent.clone(), format!("{}{path}", self.base));
         tokio::task::spawn_blocking(move || -> Result<()> {
             let mut reply = agent

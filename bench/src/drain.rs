@@ -38,9 +38,9 @@ pub struct DrainArgs {
     /// Admin base URL of the node to drain (`/drain`, `/status`).
     #[arg(long, default_value = "http://127.0.0.1:9091")]
     pub admin_url: String,
-    /// The drained node's admin token.
-    #[arg(long, env = "WSFLEET_ADMIN_TOKEN", hide_env_values = true)]
-    pub admin_token: Option<String>,
+    /// The drained node's drain token.
+    #[arg(long, env = "WSFLEET_DRAIN_TOKEN", hide_env_values = true)]
+    pub drain_token: Option<String>,
     /// Start the drain by sending SIGTERM to this process (the gateway) instead of `POST /drain`;
     /// the window is then the gateway's `--drain-window-secs`, which `--window-secs` must match.
     #[arg(long)]
@@ -146,7 +146,7 @@ pub async fn run(args: DrainArgs) -> Result<DrainReport> {
     validate(&args)?;
     let admin = Admin::new(
         &args.admin_url,
-        args.admin_token.clone(),
+        args.drain_token.clone(),
         Duration::from_secs(5),
     )?;
     let drained_node = admin

@@ -31,13 +31,15 @@ pub struct ScaleArgs {
     /// Gateway WebSocket URLs (loopback); connection g goes to URL g mod K.
     #[arg(long, value_delimiter = ',', required = true)]
     pub urls: Vec<String>,
-    /// The gateways' admin base URLs, in the order of --urls: /status is read on each, the
-    /// broadcast is published on the first.
+    /// The gateways' admin base URLs, in the order of --urls: /status is read on each.
     #[arg(long, value_delimiter = ',')]
     pub admin_urls: Vec<String>,
-    /// Admin token for `POST /api/v1/publish`.
-    #[arg(long, env = "WSFLEET_ADMIN_TOKEN", hide_env_values = true)]
-    pub admin_token: Option<String>,
+    /// Publish API base URL of the gateway the broadcast is published on.
+    #[arg(long)]
+    pub api_url: Option<String>,
+    /// Publish token for `POST /api/v1/publish`.
+    #[arg(long, env = "WSFLEET_PUBLISH_TOKEN", hide_env_values = true)]
+    pub publish_token: Option<String>,
     /// Connections to open and subscribe (in total, over all load processes).
     #[arg(short = 'n', long)]
     pub connections: usize,
@@ -274,10 +276,14 @@ fn validate(args: &ScaleArgs) -> Result<Admins> {
         );
     }
     let token = args
-        .admin_token
+        .publish_token
         .clone()
-        .context("publishing needs --admin-token (or WSFLEET_ADMIN_TOKEN)")?;
-    Admins::new(&args.admin_urls, token)
+        .context("publishing needs --publish-token (or WSFLEET_PUBLISH_TOKEN)")?;
+    let api = args
+        .api_url
+        .as_deref()
+        .context("publishing needs --api-url (a gateway's publish API)")?;
+    Admins::new(&args.admin_urls, api, token)
 }
 
 /// Refuses, up front, shares that cannot fit a process's open-file limit or a source

@@ -1,11 +1,12 @@
 //! The admin port: health, readiness, Prometheus metrics and status for the operator and
-//! Kubernetes probes, the token-protected drain control (`POST`/`DELETE /drain`), and the
-//! token-protected publish/send API for app services that publish without a WebSocket.
+//! Kubernetes probes, and the drain control (`POST`/`DELETE /drain`), which only the drain
+//! token opens. App services publish on their own port ([`crate::api`]) with their own token,
+//! so neither credential can do the other's job.
 
+use crate::credentials::Credential;
 use crate::drain::{Drain, DrainBody, DrainRequest};
 use crate::metrics::metrics;
 use crate::node::Node;
-use crate::protocol::{validate_channel, validate_client_id};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
@@ -14,11 +15,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::json;
-use serde_json::value::RawValue;
 use std::sync::Arc;
-
-/// The `from` of `direct` frames sent through the admin API.
-pub const ADMIN_SENDER: &str = "server";
 
 /// The admin router for a node.
 pub fn router(node: Arc<Node>) -> Router {
@@ -28,8 +25,6 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/metrics", get(metrics_text))
         .route("/status", get(status))
         .route("/drain", post(start_drain).delete(cancel_drain))
-        .route("/api/v1/publish", post(publish))
-        .route("/api/v1/send", post(send))
         .with_state(node)
 }
 
@@ -95,7 +90,7 @@ fn drain_json(node: &Node, drain: &Drain) -> serde_json::Value {
 /// `POST /drain`: starts a drain, or returns the one under way unchanged (idempotent).
 /// `202` when this request started it, `200` when one was already running.
 async fn start_drain(State(node): State<Arc<Node>>, headers: HeaderMap, body: Bytes) -> Response {
-    let body: DrainBody = match authorize_and_parse(&node, &headers, &body) {
+    let body: DrainBody = match authorize_and_parse(&node, Scope::Drain, &headers, &body) {
         Ok(body) => body,
         Err(response) => return *response,
     };
@@ -120,7 +115,7 @@ async fn start_drain(State(node): State<Arc<Node>>, headers: HeaderMap, body: By
 /// `DELETE /drain`: cancels a drain; the node serves again. Clients already told to
 /// reconnect still leave at their time. `409` once the deadline passed or the drain ended.
 async fn cancel_drain(State(node): State<Arc<Node>>, headers: HeaderMap) -> Response {
-    if let Err(response) = authorize(&node, &headers) {
+    if let Err(response) = authorize(&node, Scope::Drain, &headers) {
         return *response;
     }
     match node.lifecycle.cancel() {
@@ -132,74 +127,37 @@ async fn cancel_drain(State(node): State<Arc<Node>>, headers: HeaderMap) -> Resp
     }
 }
 
-/// Body of `POST /api/v1/publish`.
-#[derive(Debug, Deserialize)]
-pub struct PublishBody {
-    pub channel: String,
-    pub data: Box<RawValue>,
+/// Which credential a request needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Scope {
+    Drain,
+    Publish,
 }
 
-/// Body of `POST /api/v1/send`.
-#[derive(Debug, Deserialize)]
-pub struct SendBody {
-    pub to: String,
-    pub data: Box<RawValue>,
-}
-
-async fn publish(State(node): State<Arc<Node>>, headers: HeaderMap, body: Bytes) -> Response {
-    let request: PublishBody = match authorize_and_parse(&node, &headers, &body) {
-        Ok(request) => request,
-        Err(response) => return *response,
-    };
-    if let Err(err) = validate_channel(&request.channel) {
-        return error(StatusCode::BAD_REQUEST, err.code.as_str(), &err.message);
-    }
-    match node.engine.publish(&request.channel, &request.data).await {
-        Ok(position) => axum::Json(json!({
-            "offset": position.offset,
-            "epoch": &*position.epoch,
-        }))
-        .into_response(),
-        Err(err) => error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            err.code().as_str(),
-            &err.to_string(),
-        ),
-    }
-}
-
-async fn send(State(node): State<Arc<Node>>, headers: HeaderMap, body: Bytes) -> Response {
-    let request: SendBody = match authorize_and_parse(&node, &headers, &body) {
-        Ok(request) => request,
-        Err(response) => return *response,
-    };
-    if let Err(err) = validate_client_id(&request.to) {
-        return error(StatusCode::BAD_REQUEST, err.code.as_str(), &err.message);
-    }
-    match node
-        .engine
-        .send(ADMIN_SENDER, &request.to, &request.data)
-        .await
-    {
-        Ok(()) => axum::Json(json!({ "delivered": true })).into_response(),
-        Err(err @ crate::engine::EngineError::ClientNotFound(_)) => {
-            error(StatusCode::NOT_FOUND, err.code().as_str(), &err.to_string())
+impl Scope {
+    fn credential(self, node: &Node) -> &Credential {
+        match self {
+            Scope::Drain => &node.drain_token,
+            Scope::Publish => &node.publish_token,
         }
-        Err(err) => error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            err.code().as_str(),
-            &err.to_string(),
-        ),
+    }
+
+    fn other(self) -> Scope {
+        match self {
+            Scope::Drain => Scope::Publish,
+            Scope::Publish => Scope::Drain,
+        }
     }
 }
 
-/// Checks the admin token and the body size, then parses the JSON body.
-fn authorize_and_parse<T: for<'de> Deserialize<'de>>(
+/// Checks the token for `scope` and the body size, then parses the JSON body.
+pub(crate) fn authorize_and_parse<T: for<'de> Deserialize<'de>>(
     node: &Node,
+    scope: Scope,
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<T, Box<Response>> {
-    authorize(node, headers)?;
+    authorize(node, scope, headers)?;
     if body.len() > node.config.max_message_bytes {
         return Err(refuse(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -213,50 +171,55 @@ fn authorize_and_parse<T: for<'de> Deserialize<'de>>(
     parse_body(body).map_err(|message| refuse(StatusCode::BAD_REQUEST, "bad_request", &message))
 }
 
-/// Parses an admin request body; errors are a message for the caller.
+/// Parses an admin or API request body; errors are a message for the caller.
 pub fn parse_body<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, String> {
     serde_json::from_slice(body).map_err(|err| format!("invalid body: {err}"))
 }
 
-/// Requires `Authorization: Bearer <admin token>`. Without a configured token every request
-/// is refused, so a forgotten secret never opens the API.
-fn authorize(node: &Node, headers: &HeaderMap) -> Result<(), Box<Response>> {
-    let Some(expected) = node.config.admin_token.as_deref() else {
-        return Err(Box::new(error(
+/// Requires `Authorization: Bearer <token of scope>`: `401` without a token or with an unknown
+/// one, `403` with the other scope's token (it is valid, just not for this), so a caller sees
+/// at once that it holds the wrong credential. Without a configured token every request is
+/// refused, so a forgotten secret never opens an endpoint.
+fn authorize(node: &Node, scope: Scope, headers: &HeaderMap) -> Result<(), Box<Response>> {
+    let credential = scope.credential(node);
+    if !credential.configured() {
+        return Err(refuse(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
-            "no admin token is configured on this node",
-        )));
-    };
+            &format!("no {} token is configured on this node", credential.scope),
+        ));
+    }
     let given = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
-    if constant_time_eq(given.as_bytes(), expected.as_bytes()) {
-        Ok(())
-    } else {
-        Err(refuse(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "missing or wrong admin token",
-        ))
+    if credential.accepts(given) {
+        return Ok(());
     }
+    let other = scope.other().credential(node);
+    if other.accepts(given) {
+        return Err(refuse(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            &format!(
+                "this is the {} token; this endpoint takes the {} token",
+                other.scope, credential.scope
+            ),
+        ));
+    }
+    Err(refuse(
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+        &format!("missing or wrong {} token", credential.scope),
+    ))
 }
 
-/// Compares without an early exit, so response time does not reveal the matching prefix.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-fn refuse(status: StatusCode, code: &str, message: &str) -> Box<Response> {
+pub(crate) fn refuse(status: StatusCode, code: &str, message: &str) -> Box<Response> {
     Box::new(error(status, code, message))
 }
 
-fn error(status: StatusCode, code: &str, message: &str) -> Response {
+pub(crate) fn error(status: StatusCode, code: &str, message: &str) -> Response {
     (
         status,
         axum::Json(json!({ "code": code, "message": message })),
@@ -269,20 +232,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parses_admin_bodies() {
-        let body: PublishBody = parse_body(br#"{"channel":"c","data":{"a":1}}"#).unwrap();
-        assert_eq!(
-            (body.channel.as_str(), body.data.get()),
-            ("c", r#"{"a":1}"#)
-        );
-        assert!(parse_body::<PublishBody>(br#"{"channel":"c"}"#).is_err());
-        assert!(parse_body::<SendBody>(b"\xff").is_err());
-    }
-
-    #[test]
-    fn compares_tokens() {
-        assert!(constant_time_eq(b"abc", b"abc"));
-        assert!(!constant_time_eq(b"abc", b"abd"));
-        assert!(!constant_time_eq(b"abc", b"ab"));
+    fn parses_drain_bodies() {
+        let body: DrainBody =
+            parse_body(br#"{"window_seconds":30,"deadline_seconds":60,"reason":"r"}"#).unwrap();
+        assert!(DrainRequest::from_body(body).is_ok());
+        assert!(parse_body::<DrainBody>(b"\xff").is_err());
     }
 }

@@ -3,6 +3,7 @@
 //! a `WSFLEET_SCREAMING_SNAKE` variable (the operator mounts the file at
 //! /etc/wsfleet/gateway.toml).
 
+use crate::credentials::TokenSource;
 use crate::outbox::SlowConsumerPolicy;
 use anyhow::{Context, bail};
 use clap::Parser;
@@ -66,9 +67,13 @@ pub struct Args {
     /// Address of the WebSocket listener (`GET /ws`). [default: 0.0.0.0:8080]
     #[arg(long, env = "WSFLEET_LISTEN")]
     pub listen: Option<SocketAddr>,
-    /// Address of the admin listener (health, metrics, status, publish API). [default: 0.0.0.0:9090]
+    /// Address of the admin listener (health, metrics, status, drain). [default: 0.0.0.0:9090]
     #[arg(long, env = "WSFLEET_ADMIN_LISTEN")]
     pub admin_listen: Option<SocketAddr>,
+    /// Address of the publish API listener (`POST /api/v1/publish|send` for app services);
+    /// opened only when a publish token is configured. [default: 0.0.0.0:9091]
+    #[arg(long, env = "WSFLEET_API_LISTEN")]
+    pub api_listen: Option<SocketAddr>,
     /// Most WebSocket connections this node holds; beyond it upgrades are refused and /readyz
     /// is false. [default: 100000]
     #[arg(long, env = "WSFLEET_MAX_CONNECTIONS")]
@@ -144,10 +149,16 @@ pub struct Args {
     /// [default: /etc/wsfleet/jwt/key]
     #[arg(long, env = "WSFLEET_JWT_KEY_FILE")]
     pub jwt_key_file: Option<PathBuf>,
-    /// File holding the admin token (used when WSFLEET_ADMIN_TOKEN is unset). Without a token
-    /// the token-protected admin endpoints refuse every request.
-    #[arg(long, env = "WSFLEET_ADMIN_TOKEN_FILE")]
-    pub admin_token_file: Option<PathBuf>,
+    /// File with the token that authorizes `POST`/`DELETE /drain` (the operator's), re-read
+    /// while the node runs. WSFLEET_DRAIN_TOKEN, when set, is used instead (fixed). Without
+    /// either, drains can only come from SIGTERM.
+    #[arg(long, env = "WSFLEET_DRAIN_TOKEN_FILE")]
+    pub drain_token_file: Option<PathBuf>,
+    /// File with the tokens (one per line) that authorize the publish API, re-read while the
+    /// node runs. WSFLEET_PUBLISH_TOKEN, when set, is used instead (fixed). Without either,
+    /// the publish API refuses every request.
+    #[arg(long, env = "WSFLEET_PUBLISH_TOKEN_FILE")]
+    pub publish_token_file: Option<PathBuf>,
 }
 
 /// The config file: the same keys as the flags, in snake_case.
@@ -156,6 +167,7 @@ struct FileConfig {
     node_id: Option<String>,
     listen: Option<SocketAddr>,
     admin_listen: Option<SocketAddr>,
+    api_listen: Option<SocketAddr>,
     max_connections: Option<usize>,
     heartbeat_interval_secs: Option<u64>,
     heartbeat_timeout_secs: Option<u64>,
@@ -178,7 +190,8 @@ struct FileConfig {
     anonymous: Option<bool>,
     jwt_algorithm: Option<JwtAlgorithm>,
     jwt_key_file: Option<PathBuf>,
-    admin_token_file: Option<PathBuf>,
+    drain_token_file: Option<PathBuf>,
+    publish_token_file: Option<PathBuf>,
     /// Keys this version does not know; warned about, not fatal, so an operator newer than
     /// the node does not crash it.
     #[serde(flatten)]
@@ -191,6 +204,7 @@ pub struct Config {
     pub node_id: String,
     pub listen: SocketAddr,
     pub admin_listen: SocketAddr,
+    pub api_listen: SocketAddr,
     pub max_connections: usize,
     pub heartbeat_interval: Duration,
     pub heartbeat_timeout: Duration,
@@ -213,8 +227,10 @@ pub struct Config {
     pub anonymous: bool,
     pub jwt_algorithm: JwtAlgorithm,
     pub jwt_key_file: PathBuf,
-    /// The admin token; `None` = token-protected endpoints always refuse.
-    pub admin_token: Option<String>,
+    /// Where the drain token comes from.
+    pub drain_token: TokenSource,
+    /// Where the publish tokens come from.
+    pub publish_token: TokenSource,
 }
 
 impl Config {
@@ -243,14 +259,19 @@ impl Config {
             .heartbeat_timeout_secs
             .or(file.heartbeat_timeout_secs)
             .unwrap_or(2 * heartbeat_interval_secs);
-        let admin_token_file = args.admin_token_file.or(file.admin_token_file);
-        let admin_token = match env("WSFLEET_ADMIN_TOKEN") {
-            Some(token) => Some(token),
-            None => match admin_token_file {
-                Some(path) => Some(read_secret(&path)?),
-                None => None,
-            },
+        let token_source = |variable: &str, path: Option<PathBuf>| match (env(variable), path) {
+            (Some(token), _) => TokenSource::Fixed(token),
+            (None, Some(path)) => TokenSource::File(path),
+            (None, None) => TokenSource::None,
         };
+        let drain_token = token_source(
+            "WSFLEET_DRAIN_TOKEN",
+            args.drain_token_file.or(file.drain_token_file),
+        );
+        let publish_token = token_source(
+            "WSFLEET_PUBLISH_TOKEN",
+            args.publish_token_file.or(file.publish_token_file),
+        );
         let node_id = args
             .node_id
             .or_else(|| env("NODE_ID"))
@@ -268,6 +289,10 @@ impl Config {
                 .admin_listen
                 .or(file.admin_listen)
                 .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 9090))),
+            api_listen: args
+                .api_listen
+                .or(file.api_listen)
+                .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 9091))),
             max_connections: args
                 .max_connections
                 .or(file.max_connections)
@@ -341,7 +366,8 @@ impl Config {
                 .jwt_key_file
                 .or(file.jwt_key_file)
                 .unwrap_or_else(|| PathBuf::from("/etc/wsfleet/jwt/key")),
-            admin_token,
+            drain_token,
+            publish_token,
         };
         config.check()?;
         Ok(config)
@@ -513,16 +539,25 @@ mod tests {
     }
 
     #[test]
-    fn node_id_env_and_admin_token_env() {
-        let args = Args::try_parse_from(["wsfleet-gateway", "--anonymous"]).unwrap();
+    fn node_id_env_and_token_sources() {
+        let args = Args::try_parse_from([
+            "wsfleet-gateway",
+            "--anonymous",
+            "--drain-token-file",
+            "/d",
+            "--publish-token-file",
+            "/p",
+        ])
+        .unwrap();
         let env = |name: &str| match name {
             "NODE_ID" => Some("pod-0".to_owned()),
-            "WSFLEET_ADMIN_TOKEN" => Some("t".to_owned()),
+            "WSFLEET_PUBLISH_TOKEN" => Some("t".to_owned()),
             _ => None,
         };
         let config = Config::resolve(args, env).unwrap();
         assert_eq!(config.node_id, "pod-0");
-        assert_eq!(config.admin_token.as_deref(), Some("t"));
+        assert_eq!(config.drain_token, TokenSource::File("/d".into()));
+        assert_eq!(config.publish_token, TokenSource::Fixed("t".into()));
         assert!(config.anonymous);
     }
 

@@ -3,10 +3,12 @@
 //! sockets.
 
 pub mod admin;
+pub mod api;
 pub mod auth;
 pub mod backplane;
 pub mod config;
 pub mod connection;
+pub mod credentials;
 pub mod drain;
 pub mod engine;
 pub mod frame;

@@ -8,11 +8,12 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use wsfleet_gateway::auth::Authenticator;
 use wsfleet_gateway::config::Config;
+use wsfleet_gateway::credentials::TokenSource;
 use wsfleet_gateway::drain::DrainRequest;
 use wsfleet_gateway::engine::Engine;
 use wsfleet_gateway::node::Node;
 use wsfleet_gateway::subscriptions::Subscriptions;
-use wsfleet_gateway::{admin, server};
+use wsfleet_gateway::{admin, api, server};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -41,12 +42,25 @@ async fn main() -> anyhow::Result<()> {
     let admin_listener = TcpListener::bind(config.admin_listen)
         .await
         .with_context(|| format!("binding {}", config.admin_listen))?;
+    // Without a publish token the API could only refuse: its port stays closed.
+    let api_listener = match config.publish_token {
+        TokenSource::None => None,
+        _ => Some(
+            TcpListener::bind(config.api_listen)
+                .await
+                .with_context(|| format!("binding {}", config.api_listen))?,
+        ),
+    };
     let ws_addr = listener.local_addr()?;
     let admin_addr = admin_listener.local_addr()?;
-    let node = Arc::new(Node::new(config, engine, auth));
-    tracing::info!(node = %node.config.node_id, %ws_addr, %admin_addr, "serving");
+    let api_addr = match &api_listener {
+        Some(listener) => listener.local_addr()?.to_string(),
+        None => "off".to_owned(),
+    };
+    let node = Arc::new(Node::new(config, engine, auth).context("loading the node's tokens")?);
+    tracing::info!(node = %node.config.node_id, %ws_addr, %admin_addr, %api_addr, "serving");
     // A fixed line on stdout tells supervisors and tests the bound ports (useful with port 0).
-    println!("wsfleet-gateway listening ws={ws_addr} admin={admin_addr}");
+    println!("wsfleet-gateway listening ws={ws_addr} admin={admin_addr} api={api_addr}");
 
     let admin = axum::serve(admin_listener, admin::router(Arc::clone(&node)));
     tokio::spawn(async move {
@@ -54,6 +68,14 @@ async fn main() -> anyhow::Result<()> {
             tracing::error!(%err, "admin server failed");
         }
     });
+    if let Some(api_listener) = api_listener {
+        let api = axum::serve(api_listener, api::router(Arc::clone(&node)));
+        tokio::spawn(async move {
+            if let Err(err) = api.await {
+                tracing::error!(%err, "API server failed");
+            }
+        });
+    }
     tokio::spawn(server::serve(Arc::clone(&node), listener));
     tokio::spawn(report_presence(Arc::clone(&node)));
     tokio::select! {

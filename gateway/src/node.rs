@@ -3,6 +3,7 @@
 
 use crate::auth::Authenticator;
 use crate::config::Config;
+use crate::credentials::Credential;
 pub use crate::drain::NodeState;
 use crate::drain::{self, Begun, DrainRequest, Lifecycle};
 use crate::engine::{BackplaneState, Engine};
@@ -16,6 +17,10 @@ pub struct Node {
     pub config: Config,
     pub engine: Engine,
     pub auth: Authenticator,
+    /// Opens `POST`/`DELETE /drain` on the admin port.
+    pub drain_token: Arc<Credential>,
+    /// Opens the publish API.
+    pub publish_token: Arc<Credential>,
     connections: AtomicUsize,
     next_conn: AtomicU64,
     /// Serving, draining or drained; connections watch it.
@@ -24,18 +29,26 @@ pub struct Node {
 }
 
 impl Node {
-    pub fn new(config: Config, engine: Engine, auth: Authenticator) -> Self {
+    /// A node with the credentials its config names (read now; token files are then re-read
+    /// in the background). Fails when a configured token file is unusable.
+    pub fn new(config: Config, engine: Engine, auth: Authenticator) -> anyhow::Result<Self> {
         let budget = HandshakeBudget::new(config.handshakes_per_second);
         metrics().set_backplane(engine.backplane().as_str());
-        Node {
+        let drain_token = Credential::load("drain", config.drain_token.clone())?;
+        let publish_token = Credential::load("publish", config.publish_token.clone())?;
+        Arc::clone(&drain_token).reload_forever();
+        Arc::clone(&publish_token).reload_forever();
+        Ok(Node {
             config,
             engine,
             auth,
+            drain_token,
+            publish_token,
             connections: AtomicUsize::new(0),
             next_conn: AtomicU64::new(1),
             lifecycle: Lifecycle::default(),
             budget,
-        }
+        })
     }
 
     pub fn state(&self) -> NodeState {

@@ -14,14 +14,22 @@ use wsfleet_tests::{Gateway, wait_until};
 type Client = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 const BIN: &str = env!("CARGO_BIN_EXE_wsfleet-gateway");
-const TOKEN: &str = "drain-admin-token";
+const TOKEN: &str = "drain-token";
+const PUBLISH_TOKEN: &str = "publish-token";
 /// Generous: the machine may be loaded by parallel builds.
 const WAIT: Duration = Duration::from_secs(30);
 
 fn gateway(extra: &[&str]) -> Gateway {
     let mut args = vec!["--anonymous", "--node-id", "drain-node"];
     args.extend_from_slice(extra);
-    Gateway::start(BIN, &args, &[("WSFLEET_ADMIN_TOKEN", TOKEN)])
+    Gateway::start(
+        BIN,
+        &args,
+        &[
+            ("WSFLEET_DRAIN_TOKEN", TOKEN),
+            ("WSFLEET_PUBLISH_TOKEN", PUBLISH_TOKEN),
+        ],
+    )
 }
 
 fn json_of(body: &str) -> Value {
@@ -323,7 +331,7 @@ async fn the_deadline_ends_a_drain_that_a_stuck_client_holds_open() {
     for _ in 0..400 {
         assert_eq!(
             gateway
-                .admin("POST", "/api/v1/publish", Some(TOKEN), &body)
+                .api("POST", "/api/v1/publish", Some(PUBLISH_TOKEN), &body)
                 .status,
             200
         );

@@ -16,7 +16,7 @@ use wsfleet_tests::redis::RedisServer;
 use wsfleet_tests::{Gateway, wait_until};
 
 const BIN: &str = env!("CARGO_BIN_EXE_wsfleet-gateway");
-const TOKEN: &str = "fleet-admin-token";
+const TOKEN: &str = "fleet-drain-token";
 /// Clients and window of the tests; `WSFLEET_DRAIN_CLIENTS` / `WSFLEET_DRAIN_WINDOW_SECS`
 /// override them to measure larger drains (e.g. 15,000 over 30 s) with the same checks.
 fn scale(default_window_secs: u64) -> (usize, u64) {
@@ -57,7 +57,7 @@ fn node(id: &str, redis_url: &str, window_secs: u64) -> Gateway {
     if !redis_url.is_empty() {
         args.extend(["--redis-url", redis_url]);
     }
-    Gateway::start(BIN, &args, &[("WSFLEET_ADMIN_TOKEN", TOKEN)])
+    Gateway::start(BIN, &args, &[("WSFLEET_DRAIN_TOKEN", TOKEN)])
 }
 
 /// What one client saw, relative to the drain's start: when it was told to reconnect (hint

@@ -648,11 +648,14 @@ async fn slow_consumer_loses_oldest_messages_under_drop_oldest() {
 }
 
 #[tokio::test]
-async fn admin_publish_and_send_require_the_token() {
+async fn publish_api_takes_the_publish_token_and_nothing_else() {
     let gateway = Gateway::start(
         BIN,
         &["--anonymous"],
-        &[("WSFLEET_ADMIN_TOKEN", "admin-secret")],
+        &[
+            ("WSFLEET_PUBLISH_TOKEN", "publish-secret"),
+            ("WSFLEET_DRAIN_TOKEN", "drain-secret"),
+        ],
     );
     let (mut client, welcome) = connect(&gateway.ws_url("")).await;
     let client_id = welcome["client_id"].as_str().unwrap().to_owned();
@@ -664,17 +667,22 @@ async fn admin_publish_and_send_require_the_token() {
     next_json(&mut client).await;
 
     let body = json!({"channel": "alerts", "data": {"level": "high"}}).to_string();
-    assert_eq!(
-        gateway.admin("POST", "/api/v1/publish", None, &body).status,
-        401
-    );
+    let publish =
+        |token: Option<&str>, body: &str| gateway.api("POST", "/api/v1/publish", token, body);
+    assert_eq!(publish(None, &body).status, 401);
+    assert_eq!(publish(Some("wrong"), &body).status, 401);
+    // The operator's drain token is a valid token, for another job: 403, and it says so.
+    let reply = publish(Some("drain-secret"), &body);
+    assert_eq!(reply.status, 403, "{}", reply.body);
+    assert!(reply.body.contains("drain token"), "{}", reply.body);
+    // The API is not on the admin port.
     assert_eq!(
         gateway
-            .admin("POST", "/api/v1/publish", Some("wrong"), &body)
+            .admin("POST", "/api/v1/publish", Some("publish-secret"), &body)
             .status,
-        401
+        404
     );
-    let reply = gateway.admin("POST", "/api/v1/publish", Some("admin-secret"), &body);
+    let reply = publish(Some("publish-secret"), &body);
     assert_eq!(reply.status, 200, "{}", reply.body);
     let reply: Value = serde_json::from_str(&reply.body).unwrap();
     assert_eq!(reply["offset"], 1);
@@ -682,48 +690,91 @@ async fn admin_publish_and_send_require_the_token() {
         next_json(&mut client).await,
         json!({"op": "message", "channel": "alerts", "offset": 1, "data": {"level": "high"}})
     );
+    // Nothing the refused requests carried was published: the next offset is 2.
+    let reply = publish(Some("publish-secret"), &body);
+    assert_eq!(
+        serde_json::from_str::<Value>(&reply.body).unwrap()["offset"],
+        2
+    );
+    next_json(&mut client).await;
 
     let body = json!({"to": client_id, "data": "ping"}).to_string();
-    assert_eq!(
-        gateway.admin("POST", "/api/v1/send", None, &body).status,
-        401
-    );
-    assert_eq!(
-        gateway
-            .admin("POST", "/api/v1/send", Some("admin-secret"), &body)
-            .status,
-        200
-    );
+    let send_api =
+        |token: Option<&str>, body: &str| gateway.api("POST", "/api/v1/send", token, body);
+    assert_eq!(send_api(None, &body).status, 401);
+    assert_eq!(send_api(Some("drain-secret"), &body).status, 403);
+    assert_eq!(send_api(Some("publish-secret"), &body).status, 200);
     assert_eq!(
         next_json(&mut client).await,
         json!({"op": "direct", "from": "server", "data": "ping"})
     );
 
     let missing = json!({"to": "nobody", "data": 1}).to_string();
-    assert_eq!(
-        gateway
-            .admin("POST", "/api/v1/send", Some("admin-secret"), &missing)
-            .status,
-        404
-    );
-    assert_eq!(
-        gateway
-            .admin("POST", "/api/v1/publish", Some("admin-secret"), "{bad")
-            .status,
-        400
-    );
+    assert_eq!(send_api(Some("publish-secret"), &missing).status, 404);
+    assert_eq!(publish(Some("publish-secret"), "{bad").status, 400);
     let bad_channel = json!({"channel": "bad name", "data": 1}).to_string();
+    assert_eq!(publish(Some("publish-secret"), &bad_channel).status, 400);
+
+    // The publish token does not drain; the drain token does.
+    let drain = json!({"window_seconds": 5, "deadline_seconds": 10}).to_string();
+    let reply = gateway.admin("POST", "/drain", Some("publish-secret"), &drain);
+    assert_eq!(reply.status, 403, "{}", reply.body);
+    assert!(reply.body.contains("publish token"), "{}", reply.body);
     assert_eq!(
         gateway
-            .admin(
-                "POST",
-                "/api/v1/publish",
-                Some("admin-secret"),
-                &bad_channel
-            )
+            .admin("POST", "/drain", Some("wrong"), &drain)
             .status,
-        400
+        401
     );
+    assert_eq!(
+        gateway
+            .admin("POST", "/drain", Some("drain-secret"), &drain)
+            .status,
+        202
+    );
+}
+
+#[tokio::test]
+async fn rotated_token_files_take_effect_without_a_restart() {
+    let dir = TempDir::new("tokens");
+    let publish = dir.file("publish", "first\n");
+    let drain = dir.file("drain", "d1\n");
+    let gateway = Gateway::start(
+        BIN,
+        &[
+            "--anonymous",
+            "--publish-token-file",
+            publish.to_str().unwrap(),
+            "--drain-token-file",
+            drain.to_str().unwrap(),
+        ],
+        &[],
+    );
+    let body = json!({"channel": "c", "data": 1}).to_string();
+    let status = |token: &str| {
+        gateway
+            .api("POST", "/api/v1/publish", Some(token), &body)
+            .status
+    };
+    assert_eq!(status("first"), 200);
+    // A rotation as the operator writes it: the new token first, the previous one still valid.
+    std::fs::write(&publish, "second\nfirst\n").unwrap();
+    assert!(wait_until(WAIT, || status("second") == 200));
+    assert_eq!(status("first"), 200);
+    // The next rotation retires `first`.
+    std::fs::write(&publish, "third\nsecond\n").unwrap();
+    assert!(wait_until(WAIT, || status("third") == 200));
+    assert_eq!(status("first"), 401);
+    // A file emptied mid-update keeps the tokens read before.
+    std::fs::write(&publish, "").unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(status("third"), 200);
+    let cancel = |token| gateway.admin("DELETE", "/drain", Some(token), "").status;
+    assert_eq!(cancel("d2"), 401);
+    std::fs::write(&drain, "d2").unwrap();
+    // Authorized once the file is re-read (what it answers without a drain does not matter).
+    assert!(wait_until(WAIT, || cancel("d2") != 401));
+    assert_eq!(cancel("d1"), 401);
 }
 
 #[tokio::test]

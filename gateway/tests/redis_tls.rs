@@ -8,7 +8,7 @@ mod support;
 
 use serde_json::{Value, json};
 use std::time::Duration;
-use support::{ADMIN_TOKEN, node, status, wait_ready};
+use support::{PUBLISH_TOKEN, node, status, wait_ready};
 use wsfleet_tests::redis::{RedisCluster, RedisServer};
 use wsfleet_tests::tls::TlsFiles;
 use wsfleet_tests::{Gateway, wait_until};
@@ -99,7 +99,7 @@ fn refused(gateway: &Gateway) -> String {
     );
     assert_eq!(gateway.admin("GET", "/readyz", None, "").status, 503);
     let body = json!({"channel": "room:x", "data": {"n": 1}}).to_string();
-    let reply = gateway.admin("POST", "/api/v1/publish", Some(ADMIN_TOKEN), &body);
+    let reply = gateway.api("POST", "/api/v1/publish", Some(PUBLISH_TOKEN), &body);
     assert_eq!(reply.status, 503, "{}", reply.body);
     assert!(reply.body.contains("unavailable"), "{}", reply.body);
     reason

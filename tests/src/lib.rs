@@ -88,6 +88,8 @@ pub struct Gateway {
     pub ws_addr: SocketAddr,
     /// The admin listener.
     pub admin_addr: SocketAddr,
+    /// The publish API listener; `None` when the node has no publish token (then it is closed).
+    pub api_addr: Option<SocketAddr>,
 }
 
 impl Gateway {
@@ -110,6 +112,7 @@ impl Gateway {
         }
         command
             .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+            .args(["--api-listen", "127.0.0.1:0"])
             .args(args)
             .env(
                 "RUST_LOG",
@@ -150,6 +153,10 @@ impl Gateway {
         Gateway {
             ws_addr: addr("ws="),
             admin_addr: addr("admin="),
+            api_addr: line
+                .split_whitespace()
+                .find_map(|word| word.strip_prefix("api="))
+                .and_then(|a| a.parse().ok()),
             child,
         }
     }
@@ -166,6 +173,14 @@ impl Gateway {
     /// An admin-port request; see [`http`].
     pub fn admin(&self, method: &str, path: &str, token: Option<&str>, body: &str) -> HttpReply {
         http(self.admin_addr, method, path, token, body)
+    }
+
+    /// A publish-API request; see [`http`].
+    pub fn api(&self, method: &str, path: &str, token: Option<&str>, body: &str) -> HttpReply {
+        let addr = self
+            .api_addr
+            .expect("the node was started without a publish token, so its API port is closed");
+        http(addr, method, path, token, body)
     }
 
     /// The `connections` number from `/status`.

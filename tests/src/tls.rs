@@ -4,8 +4,9 @@
 //! what a "wrong CA" test hands the client.
 
 use std::net::{IpAddr, Ipv4Addr};
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::path::PathBuf;
+
+use crate::TempDir;
 
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
@@ -14,7 +15,8 @@ use rcgen::{
 
 /// PEM files in a scratch directory that is removed on drop.
 pub struct TlsFiles {
-    dir: PathBuf,
+    /// Holds the files; removes them when dropped.
+    _dir: TempDir,
     pub ca_cert: PathBuf,
     pub server_cert: PathBuf,
     pub server_key: PathBuf,
@@ -25,13 +27,7 @@ pub struct TlsFiles {
 impl TlsFiles {
     /// Generates a CA and the certificates it signs; `label` names the CA (seen in errors).
     pub fn generate(label: &str) -> TlsFiles {
-        static NEXT: AtomicU64 = AtomicU64::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "wsfleet-tls-{label}-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&dir).expect("creating the TLS scratch directory");
+        let dir = TempDir::new(&format!("tls-{label}"));
 
         let mut ca = CertificateParams::default();
         ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -66,28 +62,14 @@ impl TlsFiles {
             .signed_by(&client_key, &ca)
             .expect("client certificate");
 
-        let write = |name: &str, contents: String| {
-            let path = dir.join(name);
-            std::fs::write(&path, contents).expect("writing key material");
-            path
-        };
+        let write = |name: &str, contents: String| dir.file(name, &contents);
         TlsFiles {
             ca_cert: write("ca.crt", ca.pem()),
             server_cert: write("server.crt", server.pem()),
             server_key: write("server.key", server_key.serialize_pem()),
             client_cert: write("client.crt", client.pem()),
             client_key: write("client.key", client_key.serialize_pem()),
-            dir,
+            _dir: dir,
         }
-    }
-
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-}
-
-impl Drop for TlsFiles {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

@@ -276,7 +276,7 @@ async fn every_dashboard_query_reads_a_metric_the_gateway_exports() {
         ],
         &[
             ("WSFLEET_REDIS_URL", &redis.url()),
-            ("WSFLEET_ADMIN_TOKEN", "dashboard-test"),
+            ("WSFLEET_PUBLISH_TOKEN", "dashboard-test"),
         ],
     );
     assert!(

@@ -1,6 +1,6 @@
-//! The gateways' admin APIs as the `scale` scenario uses them: `/status` to check each
-//! gateway has room for its share and to count its connections, and `POST /api/v1/publish` on
-//! the first one for the broadcasts.
+//! The gateways' HTTP ports as the `scale` scenario uses them: `/status` on each admin port to
+//! check each gateway has room for its share and to count its connections, and `POST
+//! /api/v1/publish` on one gateway's publish API for the broadcasts.
 
 use std::time::Duration;
 
@@ -9,22 +9,27 @@ use serde_json::Value;
 
 use crate::admin::Admin;
 
-/// The admin APIs of every gateway of the run, in `--admin-urls` order.
-pub struct Admins(Vec<Admin>);
+/// The admin APIs of every gateway of the run, in `--admin-urls` order, and the publish API
+/// the broadcasts go through.
+pub struct Admins {
+    admins: Vec<Admin>,
+    api: Admin,
+}
 
 impl Admins {
-    pub fn new(bases: &[String], token: String) -> Result<Admins> {
-        bases
+    pub fn new(bases: &[String], api: &str, token: String) -> Result<Admins> {
+        let admins = bases
             .iter()
-            .map(|base| Admin::new(base, Some(token.clone()), Duration::from_secs(30)))
-            .collect::<Result<_>>()
-            .map(Admins)
+            .map(|base| Admin::new(base, None, Duration::from_secs(30)))
+            .collect::<Result<_>>()?;
+        let api = Admin::new(api, Some(token), Duration::from_secs(30))?;
+        Ok(Admins { admins, api })
     }
 
     /// Each gateway's connection count, `None` where `/status` did not answer.
     pub async fn connections(&self) -> Vec<Option<u64>> {
-        let mut counts = Vec::with_capacity(self.0.len());
-        for admin in &self.0 {
+        let mut counts = Vec::with_capacity(self.admins.len());
+        for admin in &self.admins {
             counts.push(admin.connections().await.ok());
         }
         counts
@@ -32,7 +37,7 @@ impl Admins {
 
     /// Refuses a run that would push a gateway past its `max_connections`.
     pub async fn check_capacity(&self, per_gateway: &[usize]) -> Result<()> {
-        for (admin, wanted) in self.0.iter().zip(per_gateway) {
+        for (admin, wanted) in self.admins.iter().zip(per_gateway) {
             let status = admin
                 .status()
                 .await
@@ -54,9 +59,8 @@ impl Admins {
         Ok(())
     }
 
-    /// A broadcast through the first gateway's `POST /api/v1/publish`.
+    /// A broadcast through `POST /api/v1/publish`.
     pub async fn publish(&self, body: Value) -> Result<()> {
-        let first = self.0.first().context("no gateway admin URL")?;
-        first.post("/api/v1/publish", body).await
+        self.api.post("/api/v1/publish", body).await
     }
 }

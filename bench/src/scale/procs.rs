@@ -51,7 +51,7 @@ impl Children {
                     &args.handshake_timeout_secs.to_string(),
                 ])
                 .args(["--max-secs", &args.max_secs.to_string()])
-                .env_remove("WSFLEET_ADMIN_TOKEN")
+                .env_remove("WSFLEET_PUBLISH_TOKEN")
                 .stdin(Stdio::piped())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::inherit());

@@ -18,7 +18,8 @@ import { Gateway, Redis, sleep, waitFor } from './support.js';
 const here = dirname(fileURLToPath(import.meta.url));
 const OUT = join(here, 'out');
 const CHROMIUM = process.env.WSFLEET_CHROMIUM ?? '/usr/bin/chromium';
-const ADMIN_TOKEN = 'js-e2e-admin-token';
+const DRAIN_TOKEN = 'js-e2e-drain-token';
+const PUBLISH_TOKEN = 'js-e2e-publish-token';
 /** Publisher rate: one message every 40 ms (25/s). */
 const PUBLISH_EVERY_MS = 40;
 
@@ -52,7 +53,7 @@ async function launchBrowser(t) {
   return { page, pageErrors };
 }
 
-/** Publishes {seq} at a steady rate through a node's admin API until stopped. */
+/** Publishes {seq} at a steady rate through a node's publish API until stopped. */
 function startPublisher(gateway, channel) {
   const state = { published: 0, failures: [], stopped: false };
   state.done = (async () => {
@@ -60,7 +61,7 @@ function startPublisher(gateway, channel) {
     for (let seq = 1; !state.stopped && seq <= 15_000; seq++) {
       const next = Date.now() + PUBLISH_EVERY_MS;
       const reply = await gateway
-        .admin('POST', '/api/v1/publish', { token: ADMIN_TOKEN, body: { channel, data: { seq } } })
+        .api('POST', '/api/v1/publish', { token: PUBLISH_TOKEN, body: { channel, data: { seq } } })
         .catch((error) => ({ status: 0, body: error.message }));
       if (reply.status !== 200) {
         state.failures.push({ seq, status: reply.status, body: reply.body });
@@ -93,7 +94,7 @@ function assertExactlyOnceInOrder(received, published) {
 }
 
 test('a page receives a steady stream through one node exactly once, in order', { timeout: 120_000 }, async (t) => {
-  const gateway = await Gateway.start({ args: ['--anonymous', '--node-id', 'gw-solo'], env: { WSFLEET_ADMIN_TOKEN: ADMIN_TOKEN } });
+  const gateway = await Gateway.start({ args: ['--anonymous', '--node-id', 'gw-solo'], env: { WSFLEET_DRAIN_TOKEN: DRAIN_TOKEN, WSFLEET_PUBLISH_TOKEN: PUBLISH_TOKEN } });
   t.after(() => gateway.kill());
   const { server, origin } = await servePage();
   t.after(() => server.close());
@@ -119,7 +120,7 @@ test('a drained node hands the page to the other node at the hinted time, withou
   const redis = await Redis.start();
   t.after(() => redis.kill());
   const node = (id) =>
-    Gateway.start({ args: ['--anonymous', '--node-id', id, '--redis-url', redis.url], env: { WSFLEET_ADMIN_TOKEN: ADMIN_TOKEN } });
+    Gateway.start({ args: ['--anonymous', '--node-id', id, '--redis-url', redis.url], env: { WSFLEET_DRAIN_TOKEN: DRAIN_TOKEN, WSFLEET_PUBLISH_TOKEN: PUBLISH_TOKEN } });
   const [a, b] = await Promise.all([node('gw-a'), node('gw-b')]);
   t.after(() => a.kill());
   t.after(() => b.kill());
@@ -137,7 +138,7 @@ test('a drained node hands the page to the other node at the hinted time, withou
   await waitFor('25 messages on the page', async () => (await pageState(page)).received.length >= 25, 60_000);
 
   const drain = await a.admin('POST', '/drain', {
-    token: ADMIN_TOKEN,
+    token: DRAIN_TOKEN,
     body: { window_seconds: 3, deadline_seconds: 20, reason: 'browser e2e drain' },
   });
   assert.equal(drain.status, 202, JSON.stringify(drain.body));

@@ -9,7 +9,8 @@ import { WebSocket } from 'ws';
 import { Backoff, WsfleetError, retryHintMs } from '../src/index.js';
 import { Gateway, Proxy, Redis, freePort, hs256Token, recordedClient, tempFile, waitFor } from './support.js';
 
-const ADMIN_TOKEN = 'js-test-admin-token';
+const DRAIN_TOKEN = 'js-test-drain-token';
+const PUBLISH_TOKEN = 'js-test-publish-token';
 
 /** A WebSocket that records every frame sent and received, to check the resume exchange. */
 function recordingWebSocket(sent, heard = []) {
@@ -72,7 +73,7 @@ test('publish and subscribe are acknowledged and delivered once, in order', asyn
 });
 
 test('send reaches a client by id; an unknown id is a not_found error', async (t) => {
-  const gateway = await Gateway.start({ args: ['--anonymous'], env: { WSFLEET_ADMIN_TOKEN: ADMIN_TOKEN } });
+  const gateway = await Gateway.start({ args: ['--anonymous'], env: { WSFLEET_DRAIN_TOKEN: DRAIN_TOKEN, WSFLEET_PUBLISH_TOKEN: PUBLISH_TOKEN } });
   t.after(() => gateway.kill());
   const { client: alice } = recordedClient({ urls: [gateway.url] });
   const { client: bob, events } = recordedClient({ urls: [gateway.url] });
@@ -81,8 +82,8 @@ test('send reaches a client by id; an unknown id is a not_found error', async (t
   const [a, b] = await Promise.all([alice.ready, bob.ready]);
 
   assert.deepEqual(await alice.send(b.clientId, { text: 'psst' }), {});
-  const viaAdmin = await gateway.admin('POST', '/api/v1/send', { token: ADMIN_TOKEN, body: { to: b.clientId, data: 'hi' } });
-  assert.equal(viaAdmin.status, 200);
+  const viaApi = await gateway.api('POST', '/api/v1/send', { token: PUBLISH_TOKEN, body: { to: b.clientId, data: 'hi' } });
+  assert.equal(viaApi.status, 200);
   await waitFor('two directs', () => named(events, 'direct').length >= 2);
   assert.deepEqual(named(events, 'direct'), [
     { from: a.clientId, data: { text: 'psst' } },
@@ -241,7 +242,7 @@ test('a lost connection resumes each subscription with since; a gap is replayed 
 });
 
 test('a drain moves the client to the next URL at the hinted time and resumes there', async (t) => {
-  const env = { WSFLEET_ADMIN_TOKEN: ADMIN_TOKEN };
+  const env = { WSFLEET_DRAIN_TOKEN: DRAIN_TOKEN, WSFLEET_PUBLISH_TOKEN: PUBLISH_TOKEN };
   const [a, b] = await Promise.all([
     Gateway.start({ args: ['--anonymous', '--node-id', 'gw-a'], env }),
     Gateway.start({ args: ['--anonymous', '--node-id', 'gw-b'], env }),
@@ -257,7 +258,7 @@ test('a drain moves the client to the next URL at the hinted time and resumes th
   await client.publish('news', 'on a');
   await waitFor('the message on gw-a', () => received.length === 1);
 
-  const drain = await a.admin('POST', '/drain', { token: ADMIN_TOKEN, body: { window_seconds: 2, deadline_seconds: 20, reason: 'js test' } });
+  const drain = await a.admin('POST', '/drain', { token: DRAIN_TOKEN, body: { window_seconds: 2, deadline_seconds: 20, reason: 'js test' } });
   assert.equal(drain.status, 202, JSON.stringify(drain.body));
   await waitFor('the hint', () => named(events, 'draining').length === 1);
   const [{ afterMs, reason }] = named(events, 'draining');
@@ -302,7 +303,7 @@ test('a 1013 refusal backs off at least the close reason\'s retry hint', async (
 test('offsets going backwards on a live connection (Redis lost its data) resync the subscription', async (t) => {
   const redis = await Redis.start();
   t.after(() => redis.kill());
-  const env = { WSFLEET_ADMIN_TOKEN: ADMIN_TOKEN };
+  const env = { WSFLEET_DRAIN_TOKEN: DRAIN_TOKEN, WSFLEET_PUBLISH_TOKEN: PUBLISH_TOKEN };
   const gateway = await Gateway.start({ args: ['--anonymous', '--redis-url', redis.url], env });
   t.after(() => gateway.kill());
   const sent = [];
@@ -312,7 +313,7 @@ test('offsets going backwards on a live connection (Redis lost its data) resync 
   const received = [];
   const sub = client.subscribe('live', (m) => received.push(m.data));
   const { epoch } = await sub.ready;
-  const publish = (data) => gateway.admin('POST', '/api/v1/publish', { token: ADMIN_TOKEN, body: { channel: 'live', data } });
+  const publish = (data) => gateway.api('POST', '/api/v1/publish', { token: PUBLISH_TOKEN, body: { channel: 'live', data } });
   for (const n of [1, 2, 3]) assert.equal((await publish(n)).status, 200);
   await waitFor('3 messages', () => received.length === 3);
 
@@ -336,7 +337,7 @@ test('offsets going backwards on a live connection (Redis lost its data) resync 
 test('a resume the node cannot serve yet (backplane down) is retried with backoff, not dropped', async (t) => {
   const redis = await Redis.start();
   t.after(() => redis.kill());
-  const env = { WSFLEET_ADMIN_TOKEN: ADMIN_TOKEN };
+  const env = { WSFLEET_DRAIN_TOKEN: DRAIN_TOKEN, WSFLEET_PUBLISH_TOKEN: PUBLISH_TOKEN };
   const start = (id) => Gateway.start({ args: ['--anonymous', '--node-id', id, '--redis-url', redis.url], env });
   const [a, b] = await Promise.all([start('a'), start('b')]);
   t.after(() => a.kill());
@@ -356,7 +357,7 @@ test('a resume the node cannot serve yet (backplane down) is retried with backof
   t.after(() => redisAgain.kill());
   await waitFor('the resume once Redis is back', () => named(events, 'recoveryfailed').length === 1);
   assert.deepEqual(named(events, 'subscriptionlost'), []);
-  const publish = (data) => b.admin('POST', '/api/v1/publish', { token: ADMIN_TOKEN, body: { channel: 'held', data } });
+  const publish = (data) => b.api('POST', '/api/v1/publish', { token: PUBLISH_TOKEN, body: { channel: 'held', data } });
   assert.equal((await publish('after')).status, 200);
   await waitFor('the message after the outage', () => received.at(-1) === 'after');
 });

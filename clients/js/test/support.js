@@ -64,13 +64,13 @@ export function freePort() {
 export class Gateway {
   /**
    * Starts a gateway on ephemeral ports (or `listen`), with extra flags and environment, and
-   * waits for its `wsfleet-gateway listening ws=<addr> admin=<addr>` line.
+   * waits for its `wsfleet-gateway listening ws=<addr> admin=<addr> api=<addr|off>` line.
    */
   static async start({ args = ['--anonymous'], env = {}, listen = '127.0.0.1:0' } = {}) {
     const cleanEnv = Object.fromEntries(
       Object.entries(process.env).filter(([k]) => !k.startsWith('WSFLEET_') && k !== 'NODE_ID'),
     );
-    const child = spawn(gatewayBin(), ['--listen', listen, '--admin-listen', '127.0.0.1:0', ...args], {
+    const child = spawn(gatewayBin(), ['--listen', listen, '--admin-listen', '127.0.0.1:0', '--api-listen', '127.0.0.1:0', ...args], {
       env: { ...cleanEnv, RUST_LOG: process.env.WSFLEET_TEST_LOG ?? 'warn', ...env },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
@@ -98,13 +98,14 @@ export class Gateway {
       });
     });
     const addr = (key) => line.split(/\s+/).find((w) => w.startsWith(key))?.slice(key.length);
-    return new Gateway(child, addr('ws='), addr('admin='));
+    return new Gateway(child, addr('ws='), addr('admin='), addr('api='));
   }
 
-  constructor(child, wsAddr, adminAddr) {
+  constructor(child, wsAddr, adminAddr, apiAddr) {
     this.child = child;
     this.wsAddr = wsAddr;
     this.adminAddr = adminAddr;
+    this.apiAddr = apiAddr;
     this.url = `ws://${wsAddr}/ws`;
   }
 
@@ -113,22 +114,14 @@ export class Gateway {
   }
 
   /** An admin-port request; returns {status, body (parsed JSON when it is)}. */
-  async admin(method, path, { token, body } = {}) {
-    const headers = { 'content-type': 'application/json' };
-    if (token) headers.authorization = `Bearer ${token}`;
-    const response = await fetch(`http://${this.adminAddr}${path}`, {
-      method,
-      headers,
-      body: body === undefined ? undefined : JSON.stringify(body),
-    });
-    const text = await response.text();
-    let parsed = text;
-    try {
-      parsed = JSON.parse(text);
-    } catch {
-      // Plain text (e.g. /metrics).
-    }
-    return { status: response.status, body: parsed };
+  admin(method, path, options) {
+    return request(this.adminAddr, method, path, options);
+  }
+
+  /** A publish-API request (the node needs WSFLEET_PUBLISH_TOKEN); as `admin`. */
+  api(method, path, options) {
+    if (this.apiAddr === 'off') throw new Error('the node has no publish token: its API port is closed');
+    return request(this.apiAddr, method, path, options);
   }
 
   /** SIGKILLs the process and waits for it to exit. */
@@ -138,6 +131,25 @@ export class Gateway {
     this.child.kill('SIGKILL');
     await exited;
   }
+}
+
+/** An HTTP request to a node's port; returns {status, body (parsed JSON when it is)}. */
+async function request(addr, method, path, { token, body } = {}) {
+  const headers = { 'content-type': 'application/json' };
+  if (token) headers.authorization = `Bearer ${token}`;
+  const response = await fetch(`http://${addr}${path}`, {
+    method,
+    headers,
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const text = await response.text();
+  let parsed = text;
+  try {
+    parsed = JSON.parse(text);
+  } catch {
+    // Plain text (e.g. /metrics).
+  }
+  return { status: response.status, body: parsed };
 }
 
 /** A redis-server without persistence on a free port; killed on exit. */

@@ -2,7 +2,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use wsfleet_gateway::admin::{PublishBody, SendBody, parse_body};
+use wsfleet_gateway::admin::parse_body;
+use wsfleet_gateway::api::{PublishBody, SendBody};
 use wsfleet_gateway::protocol::{validate_channel, validate_client_id};
 
 fuzz_target!(|data: &[u8]| {

@@ -14,7 +14,10 @@ use wsfleet_tests::{Gateway, wait_until};
 pub type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_wsfleet-gateway");
-pub const ADMIN_TOKEN: &str = "fleet-test-token";
+/// Opens `/drain` on every node these tests start.
+pub const DRAIN_TOKEN: &str = "fleet-drain-token";
+/// Opens the publish API on every node these tests start.
+pub const PUBLISH_TOKEN: &str = "fleet-publish-token";
 /// Generous: the machine may be loaded by parallel builds.
 pub const WAIT: Duration = Duration::from_secs(30);
 
@@ -22,7 +25,10 @@ pub const WAIT: Duration = Duration::from_secs(30);
 pub fn node(node: &str, redis_url: &str, mode: &str, extra: &[&str]) -> Gateway {
     let mut args = vec!["--anonymous", "--node-id", node, "--redis-mode", mode];
     args.extend_from_slice(extra);
-    let mut envs = vec![("WSFLEET_ADMIN_TOKEN", ADMIN_TOKEN)];
+    let mut envs = vec![
+        ("WSFLEET_DRAIN_TOKEN", DRAIN_TOKEN),
+        ("WSFLEET_PUBLISH_TOKEN", PUBLISH_TOKEN),
+    ];
     if !redis_url.is_empty() {
         envs.push(("WSFLEET_REDIS_URL", redis_url));
     }
@@ -49,10 +55,10 @@ pub fn status(gateway: &Gateway) -> Value {
     serde_json::from_str(&reply.body).unwrap_or_default()
 }
 
-/// Publishes through the admin API; returns the reply's JSON (`offset`, `epoch`).
+/// Publishes through the publish API; returns the reply's JSON (`offset`, `epoch`).
 pub fn admin_publish(gateway: &Gateway, channel: &str, data: Value) -> Value {
     let body = json!({"channel": channel, "data": data}).to_string();
-    let reply = gateway.admin("POST", "/api/v1/publish", Some(ADMIN_TOKEN), &body);
+    let reply = gateway.api("POST", "/api/v1/publish", Some(PUBLISH_TOKEN), &body);
     assert_eq!(reply.status, 200, "publish failed: {}", reply.body);
     serde_json::from_str(&reply.body).expect("publish reply is JSON")
 }
@@ -162,10 +168,10 @@ pub fn expected(first_offset: u64, first_seq: u64, n: u64) -> Vec<(u64, u64)> {
     (0..n).map(|i| (first_offset + i, first_seq + i)).collect()
 }
 
-/// Publishes `seqs` to `channel` through the admin API of the node at `admin`, one after the
+/// Publishes `seqs` to `channel` through the publish API of the node at `api`, one after the
 /// other, from a blocking thread; returns the offsets assigned.
 pub fn publish_in_background(
-    admin: std::net::SocketAddr,
+    api: std::net::SocketAddr,
     channel: &str,
     seqs: std::ops::Range<u64>,
 ) -> tokio::task::JoinHandle<Vec<u64>> {
@@ -174,7 +180,7 @@ pub fn publish_in_background(
         seqs.map(|seq| {
             let body = json!({"channel": channel, "data": {"seq": seq}}).to_string();
             let reply =
-                wsfleet_tests::http(admin, "POST", "/api/v1/publish", Some(ADMIN_TOKEN), &body);
+                wsfleet_tests::http(api, "POST", "/api/v1/publish", Some(PUBLISH_TOKEN), &body);
             assert_eq!(reply.status, 200, "publish failed: {}", reply.body);
             let json: Value = serde_json::from_str(&reply.body).expect("publish reply is JSON");
             json["offset"]
@@ -241,7 +247,7 @@ pub async fn direct_across_nodes(from: &Gateway, to: &Gateway) {
         json!({"op": "direct", "from": sender.id, "data": {"hi": 1}})
     );
     let body = json!({"to": receiver.id, "data": 2}).to_string();
-    let reply = from.admin("POST", "/api/v1/send", Some(ADMIN_TOKEN), &body);
+    let reply = from.api("POST", "/api/v1/send", Some(PUBLISH_TOKEN), &body);
     assert_eq!(reply.status, 200, "{}", reply.body);
     assert_eq!(
         receiver.next().await,
@@ -290,7 +296,7 @@ pub async fn resume_after_missed_messages(
     for seq in 4..=8 {
         admin_publish(publish_on, channel, json!({"seq": seq}));
     }
-    let live = publish_in_background(publish_on.admin_addr, channel, 9..29);
+    let live = publish_in_background(publish_on.api_addr.expect("API port"), channel, 9..29);
     let mut client = Client::connect(resume_on).await;
     let ack = client.subscribe(channel, Some((3, &epoch))).await;
     assert_eq!(ack["recovered"], true, "{ack}");
@@ -322,7 +328,7 @@ pub async fn concurrent_resumes(publish_on: &Gateway, resume_on: &Gateway, chann
             .unwrap_or_default()
             .to_owned();
     }
-    let live = publish_in_background(publish_on.admin_addr, channel, 11..61);
+    let live = publish_in_background(publish_on.api_addr.expect("API port"), channel, 11..61);
     // Ten clients resume from different offsets while messages keep coming.
     let resumes = (0..10u64).map(|since| {
         let epoch = epoch.as_str();

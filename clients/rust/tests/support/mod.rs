@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-pub const ADMIN_TOKEN: &str = "e2e-admin-token";
+pub const DRAIN_TOKEN: &str = "e2e-drain-token";
 
 /// A port that was free a moment ago.
 pub fn free_port() -> u16 {
@@ -135,7 +135,7 @@ impl Gateway {
             .args(["--admin-listen", &format!("127.0.0.1:{admin_port}")])
             .args(["--redis-url", redis_url])
             .args(extra)
-            .env("WSFLEET_ADMIN_TOKEN", ADMIN_TOKEN)
+            .env("WSFLEET_DRAIN_TOKEN", DRAIN_TOKEN)
             .stdout(Stdio::null())
             .stderr(gateway_logs())
             .spawn()
@@ -160,7 +160,7 @@ impl Gateway {
             window_seconds + 30
         );
         let request = format!(
-            "POST /drain HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\n\
+            "POST /drain HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {DRAIN_TOKEN}\r\n\
              Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
             body.len()
         );
