@@ -145,10 +145,22 @@ pub struct Args {
     /// Signature algorithm of client JWTs: HS256, RS256 or ES256. [default: HS256]
     #[arg(long, env = "WSFLEET_JWT_ALGORITHM", value_enum)]
     pub jwt_algorithm: Option<JwtAlgorithm>,
-    /// File with the HS256 secret or the PEM public key for RS256/ES256.
+    /// File with the HS256 secret or the PEM public key for RS256/ES256, or a JWKS document
+    /// (`{"keys": [...]}`, keys chosen by the token's `kid`). Re-read while the node runs.
     /// [default: /etc/wsfleet/jwt/key]
     #[arg(long, env = "WSFLEET_JWT_KEY_FILE")]
     pub jwt_key_file: Option<PathBuf>,
+    /// Required `iss` of client tokens. [default: not checked]
+    #[arg(long, env = "WSFLEET_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+    /// Accepted `aud` values of client tokens (comma-separated); a token must name one of them.
+    /// [default: not checked]
+    #[arg(long, env = "WSFLEET_JWT_AUDIENCES", value_delimiter = ',')]
+    pub jwt_audiences: Option<Vec<String>>,
+    /// Clock skew tolerated on `exp` and `nbf`, in seconds (also how long past `exp` a live
+    /// connection may stay before it is closed). [default: 30]
+    #[arg(long, env = "WSFLEET_JWT_LEEWAY_SECS")]
+    pub jwt_leeway_secs: Option<u64>,
     /// File with the token that authorizes `POST`/`DELETE /drain` (the operator's), re-read
     /// while the node runs. WSFLEET_DRAIN_TOKEN, when set, is used instead (fixed). Without
     /// either, drains can only come from SIGTERM.
@@ -190,6 +202,9 @@ struct FileConfig {
     anonymous: Option<bool>,
     jwt_algorithm: Option<JwtAlgorithm>,
     jwt_key_file: Option<PathBuf>,
+    jwt_issuer: Option<String>,
+    jwt_audiences: Option<Vec<String>>,
+    jwt_leeway_secs: Option<u64>,
     drain_token_file: Option<PathBuf>,
     publish_token_file: Option<PathBuf>,
     /// Keys this version does not know; warned about, not fatal, so an operator newer than
@@ -227,6 +242,10 @@ pub struct Config {
     pub anonymous: bool,
     pub jwt_algorithm: JwtAlgorithm,
     pub jwt_key_file: PathBuf,
+    pub jwt_issuer: Option<String>,
+    /// Empty = `aud` not checked.
+    pub jwt_audiences: Vec<String>,
+    pub jwt_leeway: Duration,
     /// Where the drain token comes from.
     pub drain_token: TokenSource,
     /// Where the publish tokens come from.
@@ -366,6 +385,14 @@ impl Config {
                 .jwt_key_file
                 .or(file.jwt_key_file)
                 .unwrap_or_else(|| PathBuf::from("/etc/wsfleet/jwt/key")),
+            jwt_issuer: args.jwt_issuer.or(file.jwt_issuer),
+            jwt_audiences: args
+                .jwt_audiences
+                .or(file.jwt_audiences)
+                .unwrap_or_default(),
+            jwt_leeway: Duration::from_secs(
+                args.jwt_leeway_secs.or(file.jwt_leeway_secs).unwrap_or(30),
+            ),
             drain_token,
             publish_token,
         };
@@ -401,6 +428,13 @@ impl Config {
         }
         if self.node_id.is_empty() {
             bail!("node_id must not be empty");
+        }
+        if self.jwt_leeway > Duration::from_secs(300) {
+            bail!("jwt_leeway_secs must be at most 300");
+        }
+        if self.jwt_audiences.iter().any(String::is_empty) || self.jwt_issuer.as_deref() == Some("")
+        {
+            bail!("jwt_issuer and jwt_audiences must not be empty strings");
         }
         if self.history_max_messages == 0 {
             bail!("history_max_messages must be at least 1");

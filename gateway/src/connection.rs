@@ -3,9 +3,10 @@
 //! per batch), and keeps the heartbeat. It ends on
 //! close, on a protocol violation, on an oversized message (1009), when the client stops
 //! answering (heartbeat timeout), when it cannot keep up (1008 under `disconnect`), or when
-//! a drain moves it away (a `reconnect` hint, then 1012 at the hinted time).
+//! a drain moves it away (a `reconnect` hint, then 1012 at the hinted time), or when its token
+//! expires (4001, `exp` plus the leeway) without a `refresh` having brought a fresh one.
 
-use crate::auth::Identity;
+use crate::auth::{AuthError, Identity};
 use crate::drain::Phase;
 use crate::metrics::metrics;
 use crate::node::{ConnSlot, Node};
@@ -34,6 +35,9 @@ const CLOSE_WRITE_TIMEOUT: Duration = Duration::from_millis(250);
 
 /// Write batches per wake-up before the task lets reads and heartbeats run.
 const MAX_BATCHES_PER_WAKE: usize = 8;
+
+/// Close code of a connection whose token expired without a refresh (application range).
+pub const TOKEN_EXPIRED: u16 = 4001;
 
 /// Most channels one connection may be subscribed to at once.
 pub const MAX_SUBSCRIPTIONS: usize = 1024;
@@ -79,6 +83,9 @@ struct Connection<'a> {
     /// Channels this connection is subscribed to, for cleanup at close.
     channels: Vec<Box<str>>,
     last_seen: Instant,
+    /// When the token's `exp` plus the leeway passes; `None` for tokens without `exp` and
+    /// anonymous clients.
+    expires: Option<Instant>,
 }
 
 /// Serves an upgraded connection until it ends, then releases its subscriptions and registry
@@ -107,6 +114,7 @@ pub async fn run(
         config.slow_consumer_policy,
     ));
     Box::pin(node.engine.register(&identity.client_id, id, &outbox)).await;
+    let expires = expiry(node, &identity);
     let mut conn = Connection {
         node,
         id,
@@ -114,6 +122,7 @@ pub async fn run(
         outbox,
         channels: Vec::new(),
         last_seen: Instant::now(),
+        expires,
     };
     let end = conn.serve(&mut ws).await;
     let frame = match end {
@@ -146,6 +155,7 @@ impl Connection<'_> {
             client_id: &self.identity.client_id,
             node: &self.node.config.node_id,
             heartbeat_ms: self.node.config.heartbeat_ms(),
+            expires_at_ms: self.identity.expires_at.map(|exp| exp.saturating_mul(1000)),
         });
         // The queued 101 leaves together with the welcome.
         if Box::pin(self.write(ws, Message::text(welcome)))
@@ -172,6 +182,9 @@ impl Connection<'_> {
             let mut deadline = next_ping.min(self.last_seen + timeout);
             if let Some(leave) = &leave {
                 deadline = deadline.min(leave.at);
+            }
+            if let Some(expires) = self.expires {
+                deadline = deadline.min(expires);
             }
             if heartbeat.deadline() != deadline {
                 heartbeat.as_mut().reset(deadline);
@@ -208,6 +221,13 @@ impl Connection<'_> {
                     let now = Instant::now();
                     if let Some(leave) = leave.as_ref().filter(|l| now >= l.at) {
                         return End::Restart(Arc::clone(&leave.reason));
+                    }
+                    if self.expires.is_some_and(|at| now >= at) {
+                        metrics().token_expiry_closes.inc();
+                        return End::Close(
+                            CloseCode::from(TOKEN_EXPIRED),
+                            "token expired; refresh it before exp and reconnect",
+                        );
                     }
                     if now >= self.last_seen + timeout {
                         metrics().heartbeat_timeouts.inc();
@@ -337,6 +357,7 @@ impl Connection<'_> {
                     offset: Some(subscribed.position.offset),
                     epoch: Some(subscribed.position.epoch),
                     recovered: subscribed.recovered,
+                    expires_at_ms: None,
                 })
             }
             ClientMessage::Unsubscribe { channel, .. } => {
@@ -359,6 +380,7 @@ impl Connection<'_> {
                     offset: Some(position.offset),
                     epoch: Some(position.epoch),
                     recovered: None,
+                    expires_at_ms: None,
                 })
             }
             ClientMessage::Send { to, data, .. } => {
@@ -367,6 +389,30 @@ impl Connection<'_> {
                     .await
                     .map_err(|e| ProtocolError::new(e.code(), e.to_string()))?;
                 Ok(Ack::default())
+            }
+            ClientMessage::Refresh { token, .. } => {
+                let fresh = self.node.auth.verify(&token).map_err(|err| {
+                    let code = match err {
+                        AuthError::Unauthorized(_) => ErrorCode::Unauthorized,
+                        AuthError::Forbidden(_) => ErrorCode::Forbidden,
+                    };
+                    ProtocolError::new(code, err.to_string())
+                })?;
+                // A connection's client id is its registry entry and what others send to:
+                // a token for someone else cannot take it over.
+                if fresh.client_id != self.identity.client_id {
+                    return Err(ProtocolError::new(
+                        ErrorCode::Forbidden,
+                        "a refreshed token must have the same `sub` as the connection's",
+                    ));
+                }
+                self.expires = expiry(self.node, &fresh);
+                let expires_at_ms = fresh.expires_at.map(|exp| exp.saturating_mul(1000));
+                self.identity = fresh;
+                Ok(Ack {
+                    expires_at_ms,
+                    ..Ack::default()
+                })
             }
         }
     }
@@ -464,6 +510,7 @@ struct Ack {
     offset: Option<u64>,
     epoch: Option<Arc<str>>,
     recovered: Option<bool>,
+    expires_at_ms: Option<u64>,
 }
 
 impl Ack {
@@ -473,8 +520,19 @@ impl Ack {
             offset: self.offset,
             epoch: self.epoch.as_deref(),
             recovered: self.recovered,
+            expires_at_ms: self.expires_at_ms,
         })
     }
+}
+
+/// When a connection holding `identity` must close: its `exp` plus the leeway, as an instant.
+fn expiry(node: &Node, identity: &Identity) -> Option<Instant> {
+    let exp = identity.expires_at?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let left = Duration::from_secs(exp).saturating_sub(now) + node.auth.leeway();
+    Some(Instant::now() + left)
 }
 
 fn slow_consumer() -> End {

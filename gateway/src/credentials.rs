@@ -2,18 +2,13 @@
 //! the operator; `POST`/`DELETE /drain` on the admin port) and the **publish** token (held by
 //! app services; `POST /api/v1/publish|send` on the API port). A token file may list several
 //! tokens, one per line, so a rotation can keep the previous one valid while publishers move
-//! over. Files are re-read every [`RELOAD_INTERVAL`], so rotating a mounted Secret needs no
-//! restart. Tokens are compared in constant time.
+//! over. Files are re-read while the node runs ([`crate::watched`]), so rotating a mounted
+//! Secret needs no restart. Tokens are compared in constant time.
 
 use anyhow::{Context, bail};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
 use subtle::ConstantTimeEq;
-
-/// How often token files are checked for a new content (a Secret volume update lands within
-/// the kubelet's sync period, about a minute; this adds at most a few seconds to it).
-pub const RELOAD_INTERVAL: Duration = Duration::from_secs(2);
 
 /// Where a credential's tokens come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,34 +65,13 @@ impl Credential {
         bool::from(matched)
     }
 
-    /// Re-reads the file every [`RELOAD_INTERVAL`] until the process ends. A file that turns
-    /// unreadable or empty keeps the tokens last read (a half-written update must not lock the
-    /// operator or the publishers out), with one warning per new problem.
+    /// Re-reads the token file while the process runs (see [`crate::watched`]).
     pub fn reload_forever(self: Arc<Self>) {
         let TokenSource::File(path) = self.source.clone() else {
             return;
         };
-        tokio::spawn(async move {
-            let mut ticks = tokio::time::interval(RELOAD_INTERVAL);
-            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            let mut last_problem = None;
-            loop {
-                ticks.tick().await;
-                match read_tokens(&path) {
-                    Ok(tokens) => {
-                        last_problem = None;
-                        self.replace(tokens);
-                    }
-                    Err(err) => {
-                        let problem = format!("{err:#}");
-                        if last_problem.as_ref() != Some(&problem) {
-                            tracing::warn!(scope = self.scope, path = %path.display(), %problem,
-                                "token file unusable; keeping the tokens read before");
-                            last_problem = Some(problem);
-                        }
-                    }
-                }
-            }
+        crate::watched::reload_forever(self.scope, path, parse_tokens, move |tokens| {
+            self.replace(tokens)
         });
     }
 
@@ -166,6 +140,8 @@ mod tests {
         }
         std::fs::remove_dir_all(&dir).unwrap();
     }
+
+    use crate::watched::RELOAD_INTERVAL;
 
     #[tokio::test(start_paused = true)]
     async fn a_changed_file_is_picked_up_and_a_broken_one_keeps_the_old_tokens() {

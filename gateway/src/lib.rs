@@ -19,4 +19,5 @@ pub mod protocol;
 pub mod server;
 pub mod subscriptions;
 pub mod upgrade;
+pub mod watched;
 pub mod wire;

@@ -33,6 +33,7 @@ async fn main() -> anyhow::Result<()> {
     raise_open_file_limit(config.max_connections);
     let engine = Engine::connect(&config, Arc::new(Subscriptions::new())).await?;
     let auth = Authenticator::from_config(&config).context("setting up client authentication")?;
+    auth.reload_forever(&config);
     if config.anonymous {
         tracing::warn!("anonymous mode: clients connect without a token (development only)");
     }

@@ -27,6 +27,7 @@ pub struct Metrics {
     pub dropped: IntCounterVec,
     /// Connections closed because they stopped answering heartbeats.
     pub heartbeat_timeouts: IntCounter,
+    pub token_expiry_closes: IntCounter,
     /// `dropped{reason="drop_oldest"}`, resolved once: it is bumped on the delivery path.
     pub dropped_oldest: IntCounter,
     /// `dropped{reason="slow_consumer"}`, resolved once.
@@ -80,6 +81,10 @@ impl Metrics {
             "heartbeat_timeouts_total",
             "Connections closed for not answering heartbeats",
         )?;
+        let token_expiry_closes = IntCounter::new(
+            "token_expiry_closes_total",
+            "Connections closed (4001) because their token expired without a refresh",
+        )?;
         let backplane = IntGaugeVec::new(
             Opts::new("backplane_state", "1 for the backplane's current state"),
             &["state"],
@@ -91,6 +96,7 @@ impl Metrics {
         registry.register(Box::new(delivery_latency.clone()))?;
         registry.register(Box::new(dropped.clone()))?;
         registry.register(Box::new(heartbeat_timeouts.clone()))?;
+        registry.register(Box::new(token_expiry_closes.clone()))?;
         let backplane_up = IntGauge::new(
             "backplane_up",
             "1 while the backplane delivers (or the node has none), 0 while it is down",
@@ -147,6 +153,7 @@ impl Metrics {
             delivery_latency,
             dropped,
             heartbeat_timeouts,
+            token_expiry_closes,
             backplane,
             backplane_up,
             backplane_links_lost,

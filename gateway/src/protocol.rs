@@ -44,6 +44,11 @@ pub enum ClientMessage {
         data: Box<RawValue>,
         id: Option<String>,
     },
+    /// A fresh token for this connection, before the current one expires.
+    Refresh {
+        token: String,
+        id: Option<String>,
+    },
 }
 
 /// Every field any op may carry. serde's tagged enums buffer their content, which `RawValue`
@@ -62,6 +67,8 @@ struct Frame {
     to: Option<String>,
     #[serde(default, deserialize_with = "present")]
     data: Option<Box<RawValue>>,
+    #[serde(default)]
+    token: Option<String>,
 }
 
 /// `data: null` is a value that is present, unlike a missing `data`.
@@ -76,7 +83,8 @@ impl ClientMessage {
             ClientMessage::Subscribe { id, .. }
             | ClientMessage::Unsubscribe { id, .. }
             | ClientMessage::Publish { id, .. }
-            | ClientMessage::Send { id, .. } => id.as_deref(),
+            | ClientMessage::Send { id, .. }
+            | ClientMessage::Refresh { id, .. } => id.as_deref(),
         }
     }
 }
@@ -87,6 +95,8 @@ impl ClientMessage {
 pub enum ErrorCode {
     BadRequest,
     UnknownOp,
+    /// A `refresh` token that does not verify (signature, `exp`, `nbf`, `iss`, `aud`, `kid`).
+    Unauthorized,
     Forbidden,
     TooLarge,
     RateLimited,
@@ -99,6 +109,7 @@ impl ErrorCode {
         match self {
             ErrorCode::BadRequest => "bad_request",
             ErrorCode::UnknownOp => "unknown_op",
+            ErrorCode::Unauthorized => "unauthorized",
             ErrorCode::Forbidden => "forbidden",
             ErrorCode::TooLarge => "too_large",
             ErrorCode::RateLimited => "rate_limited",
@@ -200,6 +211,12 @@ pub fn parse_client(text: &str, max_bytes: usize) -> Result<ClientMessage, Proto
             };
             ClientMessage::Send { to, data, id }
         }
+        "refresh" => {
+            let Some(token) = frame.token.filter(|t| !t.is_empty()) else {
+                return fail(ErrorCode::BadRequest, "`refresh` needs field `token`");
+            };
+            ClientMessage::Refresh { token, id }
+        }
         other => {
             let shown: String = other.chars().take(32).collect();
             return fail(ErrorCode::UnknownOp, &format!("unknown op `{shown}`"));
@@ -215,6 +232,7 @@ fn validate(message: &ClientMessage) -> Result<(), ProtocolError> {
         | ClientMessage::Unsubscribe { channel, .. }
         | ClientMessage::Publish { channel, .. } => validate_channel(channel),
         ClientMessage::Send { to, .. } => validate_client_id(to),
+        ClientMessage::Refresh { .. } => Ok(()),
     }
 }
 
@@ -257,6 +275,9 @@ pub enum ServerMessage<'a> {
         client_id: &'a str,
         node: &'a str,
         heartbeat_ms: u64,
+        /// When the connection's token expires (ms since the Unix epoch): refresh before it.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        expires_at_ms: Option<u64>,
     },
     Ack {
         #[serde(skip_serializing_if = "Option::is_none")]
@@ -267,6 +288,9 @@ pub enum ServerMessage<'a> {
         epoch: Option<&'a str>,
         #[serde(skip_serializing_if = "Option::is_none")]
         recovered: Option<bool>,
+        /// The new expiry, in the ack of a `refresh`.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        expires_at_ms: Option<u64>,
     },
     Error {
         code: ErrorCode,
@@ -395,6 +419,7 @@ mod tests {
             offset: Some(3),
             epoch: Some("e"),
             recovered: None,
+            expires_at_ms: None,
         });
         assert_eq!(ack, r#"{"op":"ack","id":"r1","offset":3,"epoch":"e"}"#);
         let err = ProtocolError::new(ErrorCode::NotFound, "no such client")

@@ -1,5 +1,5 @@
 //! The WebSocket listener: accepts TCP connections and runs each upgrade through admission —
-//! drain state, the connection cap, the handshake budget and authentication — before the
+//! drain state, the connection cap, authentication and the handshake budget — before the
 //! connection takes over. Refusals are an HTTP status with `Retry-After`, or (in `close-1013`
 //! refusal mode) an accepted upgrade closed at once with 1013 and a reason.
 
@@ -253,9 +253,9 @@ fn admit(node: &Arc<Node>, request: &Request) -> Admission {
     if node.connections() >= node.config.max_connections {
         return Admission::Refused(Refusal::AtCapacity);
     }
-    if !node.take_handshake() {
-        return Admission::Refused(Refusal::RateLimited);
-    }
+    // Authentication comes before the handshake budget: a flood of requests without a valid
+    // token is refused on its own (cheap) verdict and spends none of the budget that lets
+    // real clients back in after a drain or an outage.
     let authorization = request.authorization.as_deref();
     let identity = match node
         .auth
@@ -271,6 +271,9 @@ fn admit(node: &Arc<Node>, request: &Request) -> Admission {
             return Admission::Refused(Refusal::Forbidden);
         }
     };
+    if !node.take_handshake() {
+        return Admission::Refused(Refusal::RateLimited);
+    }
     // The cap was checked above without taking a slot; taking it can still lose a race.
     match node.admit() {
         Some(slot) => Admission::Admitted(slot, identity),
