@@ -441,7 +441,9 @@ async fn fleet_becomes_ready_and_is_collected(cluster: &Cluster, redis_url: &str
                 .expect("a client connects through the Service"),
         );
     }
-    let ready = wait(Duration::from_secs(60), || async {
+    // Connections change no Kubernetes object, so the operator counts them at its periodic
+    // resync (60 s): wait past one.
+    let ready = wait(Duration::from_secs(90), || async {
         let status = fleet.get().await.status.unwrap_or_default();
         status.ready_replicas == 3
             && status.desired_replicas == 3
