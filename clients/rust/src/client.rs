@@ -14,6 +14,7 @@ use crate::driver::{Command, Driver};
 use crate::error::Error;
 use crate::event::Event;
 use crate::protocol::valid_channel;
+use crate::token::TokenSource;
 
 /// Events kept for slow receivers. `broadcast` allocates every slot up front, and a load
 /// tool holds thousands of clients: 1024 slots cost ~100 KiB per client, 64 cost ~6 KiB.
@@ -26,6 +27,9 @@ pub struct ClientConfig {
     pub endpoints: Vec<String>,
     /// A JWT sent as `Authorization: Bearer`; `None` for anonymous gateways.
     pub token: Option<String>,
+    /// Where fresh JWTs come from; replaces `token` when set. Asked at every (re)connect and
+    /// ahead of each expiry, so the connection never lapses (see [`crate::token`]).
+    pub token_callback: Option<TokenSource>,
     pub backoff: Backoff,
     /// Longest wait for TCP connect + WebSocket handshake + `welcome`, per attempt.
     pub connect_timeout: Duration,
@@ -46,6 +50,7 @@ impl ClientConfig {
         ClientConfig {
             endpoints: endpoints.into_iter().map(Into::into).collect(),
             token: None,
+            token_callback: None,
             backoff: Backoff::default(),
             connect_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(10),
@@ -56,6 +61,18 @@ impl ClientConfig {
 
     pub fn token(mut self, token: impl Into<String>) -> Self {
         self.token = Some(token.into());
+        self
+    }
+
+    /// Fresh tokens from `fetch` (e.g. the application's identity provider), for every
+    /// connection attempt and for refreshing a live connection before its token expires.
+    pub fn token_callback<F, Fut, E>(mut self, fetch: F) -> Self
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<String, E>> + Send + 'static,
+        E: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        self.token_callback = Some(TokenSource::new(fetch));
         self
     }
 

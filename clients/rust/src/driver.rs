@@ -1,12 +1,15 @@
 //! The connection task: one per [`Client`](crate::Client). It owns the WebSocket, the
 //! subscriptions and the requests awaiting an ack, and runs the reconnect loop: obey the
 //! gateway's `reconnect` hint and close codes, otherwise back off with full jitter, then resume
-//! every subscription from its cursor.
+//! every subscription from its cursor. With a token callback it also refreshes the session's
+//! token ahead of its expiry (the timing rules are in [`crate::token`]).
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures::{SinkExt, StreamExt};
 use serde_json::Value;
@@ -25,14 +28,19 @@ use crate::cursor::{AckOutcome, Cursor};
 use crate::error::{Error, ErrorCode};
 use crate::event::Event;
 use crate::protocol::{ClientFrame, ServerFrame};
+use crate::token;
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 type Reply<T> = oneshot::Sender<Result<T, Error>>;
+/// A token being fetched from the application's callback for a refresh.
+type TokenFetch = Pin<Box<dyn Future<Output = Result<String, String>> + Send>>;
 
 /// Close codes with a meaning for reconnecting: 1012 "service restart" (a drain) and
 /// 1013 "try again later" (the node is full or overloaded).
 const SERVICE_RESTART: u16 = 1012;
 const TRY_AGAIN_LATER: u16 = 1013;
+/// The gateway's close when the token expired without a refresh: reconnect with a fresh one.
+const TOKEN_EXPIRED: u16 = 4001;
 
 /// tungstenite zero-fills its whole read buffer before every socket read; its 128 KiB default
 /// made that memset ~40 % of a subscriber's CPU. Larger messages still arrive, over several
@@ -75,8 +83,21 @@ struct Subscribed {
 
 /// A request sent on the current connection and not yet answered.
 enum InFlight {
-    Subscribe { channel: String },
+    Subscribe {
+        channel: String,
+    },
+    /// Our own `refresh`; its ack carries the new expiry.
+    Refresh,
     Done(Reply<Ack>),
+}
+
+/// The session's token: when it expires, and when the next refresh (or retry) is due.
+#[derive(Default)]
+struct Renewal {
+    expires_at_ms: Option<u64>,
+    due: Option<Instant>,
+    /// Failed refreshes since the last success, for the retry backoff.
+    failures: u32,
 }
 
 /// A failed connection attempt.
@@ -102,6 +123,8 @@ struct Opened {
     session: Session,
     /// The gateway's ping interval, from `welcome.heartbeat_ms`.
     heartbeat: Option<Duration>,
+    /// When the token expires (ms since the Unix epoch), from `welcome.expires_at_ms`.
+    expires_at_ms: Option<u64>,
 }
 
 /// How a session ended.
@@ -137,6 +160,7 @@ pub(crate) struct Driver {
     attempt: u32,
     /// Set when the gateway refused to resume a subscription for now; the session then ends.
     resume_refused: Option<String>,
+    renewal: Renewal,
 }
 
 impl Driver {
@@ -161,6 +185,7 @@ impl Driver {
             next_endpoint: 0,
             attempt: 0,
             resume_refused: None,
+            renewal: Renewal::default(),
         }
     }
 
@@ -229,9 +254,10 @@ impl Driver {
     fn delay_after_loss(&mut self, code: Option<u16>) -> Duration {
         let mut rng = rand::rng();
         let delay = match code {
-            // A drain that did not send a hint (or whose hint we missed): move promptly, but
-            // spread over the first backoff step.
-            Some(SERVICE_RESTART) => self.config.backoff.delay(0, &mut rng),
+            // A drain that did not send a hint (or whose hint we missed), or a token that
+            // expired (the callback gives a fresh one): move promptly, but spread over the
+            // first backoff step.
+            Some(SERVICE_RESTART | TOKEN_EXPIRED) => self.config.backoff.delay(0, &mut rng),
             // The node is full or overloaded: never retry at once, even after a good session.
             Some(TRY_AGAIN_LATER) => self.config.backoff.delay(self.attempt.max(1), &mut rng),
             _ => self.config.backoff.delay(self.attempt, &mut rng),
@@ -253,7 +279,13 @@ impl Driver {
         let mut request = endpoint
             .into_client_request()
             .map_err(|e| format!("bad endpoint {endpoint}: {e}"))?;
-        if let Some(token) = &self.config.token {
+        // A fresh token for every attempt, so a reconnect after an outage or a 4001 is not
+        // refused for the token it had.
+        let token = match &self.config.token_callback {
+            Some(source) => Some(source.fetch().await?),
+            None => self.config.token.clone(),
+        };
+        if let Some(token) = token {
             let value = HeaderValue::from_str(&format!("Bearer {token}"))
                 .map_err(|e| format!("bad token: {e}"))?;
             request.headers_mut().insert("authorization", value);
@@ -273,6 +305,7 @@ impl Driver {
                         client_id,
                         node,
                         heartbeat_ms,
+                        expires_at_ms,
                     }) => {
                         let heartbeat =
                             (heartbeat_ms > 0).then(|| Duration::from_millis(heartbeat_ms));
@@ -281,6 +314,7 @@ impl Driver {
                             ws,
                             session,
                             heartbeat,
+                            expires_at_ms,
                         });
                     }
                     Ok(other) => format!("expected welcome from {endpoint}, got {other:?}"),
@@ -306,6 +340,7 @@ impl Driver {
             mut ws,
             session,
             heartbeat,
+            expires_at_ms,
         } = opened;
         self.emit(Event::Connected {
             client_id: session.client_id.clone(),
@@ -315,6 +350,9 @@ impl Driver {
         if let Err(e) = self.resume_all(&mut ws).await {
             return lost(e);
         }
+        self.renewal = Renewal::default();
+        self.schedule_refresh(expires_at_ms);
+        let mut fetching: Option<TokenFetch> = None;
         // The gateway pings every heartbeat interval; hearing nothing for two intervals (plus
         // slack for a loaded machine) means the connection died without saying so.
         let silence_limit = heartbeat.map(|interval| interval * 2 + Duration::from_secs(5));
@@ -323,6 +361,7 @@ impl Driver {
         loop {
             let moving = sleep_until_or_never(hint);
             let silent = sleep_until_or_never(silence_limit.map(|limit| last_heard + limit));
+            let refresh_due = sleep_until_or_never(self.renewal.due.filter(|_| fetching.is_none()));
             tokio::select! {
                 frame = ws.next() => {
                     last_heard = Instant::now();
@@ -344,6 +383,27 @@ impl Driver {
                 () = silent => {
                     let reason = "no frame from the gateway within two heartbeat intervals";
                     return Ended::Lost { code: None, reason: reason.into() };
+                }
+                () = refresh_due => {
+                    // Fetched beside the loop: a slow callback must not stop reads or pongs.
+                    self.renewal.due = None;
+                    fetching = self.config.token_callback.as_ref().map(|source| -> TokenFetch {
+                        Box::pin(source.fetch())
+                    });
+                }
+                fetched = token_fetched(&mut fetching) => {
+                    fetching = None;
+                    match fetched {
+                        Ok(token) => {
+                            let id = self.request_id();
+                            self.in_flight.insert(id.clone(), InFlight::Refresh);
+                            let frame = ClientFrame::Refresh { token, id: Some(id) };
+                            if let Err(e) = write(&mut ws, &frame).await {
+                                return lost(e);
+                            }
+                        }
+                        Err(reason) => self.refresh_failed(reason),
+                    }
                 }
             }
         }
@@ -467,8 +527,9 @@ impl Driver {
                 offset,
                 epoch,
                 recovered,
+                expires_at_ms,
             } => {
-                self.on_ack(id, offset, epoch, recovered);
+                self.on_ack(id, offset, epoch, recovered, expires_at_ms);
                 Vec::new()
             }
             ServerFrame::Error { code, message, id } => {
@@ -536,6 +597,7 @@ impl Driver {
         offset: Option<u64>,
         epoch: Option<String>,
         recovered: Option<bool>,
+        expires_at_ms: Option<u64>,
     ) {
         match id.and_then(|id| self.in_flight.remove(&id)) {
             Some(InFlight::Subscribe { channel }) => {
@@ -548,6 +610,12 @@ impl Driver {
                 }
                 if outcome == AckOutcome::RecoveryFailed {
                     self.emit(Event::RecoveryFailed { channel });
+                }
+            }
+            Some(InFlight::Refresh) => {
+                self.schedule_refresh(expires_at_ms);
+                if let Some(expires_at_ms) = expires_at_ms {
+                    self.emit(Event::TokenRefreshed { expires_at_ms });
                 }
             }
             Some(InFlight::Done(reply)) => {
@@ -582,11 +650,46 @@ impl Driver {
                     });
                 }
             }
+            Some(InFlight::Refresh) => {
+                self.refresh_failed(format!(
+                    "the gateway refused the refresh ({code}): {message}"
+                ));
+            }
             Some(InFlight::Done(reply)) => {
                 let _ = reply.send(Err(Error::Server { code, message }));
             }
             None => self.emit(Event::ServerError { code, message }),
         }
+    }
+
+    /// A token that expires at `expires_at_ms` is now the session's: its refresh is scheduled
+    /// (with a callback to get the next one; a static token cannot be refreshed).
+    fn schedule_refresh(&mut self, expires_at_ms: Option<u64>) {
+        self.renewal = Renewal {
+            expires_at_ms,
+            due: None,
+            failures: 0,
+        };
+        if let (Some(at), Some(_)) = (expires_at_ms, &self.config.token_callback) {
+            self.renewal.due = Some(Instant::now() + token::refresh_in(unix_ms(), at));
+        }
+    }
+
+    /// A refresh failed (callback or gateway): retry with backoff until the token expires;
+    /// after that the gateway closes with 4001 and the reconnect fetches a fresh token.
+    fn refresh_failed(&mut self, reason: String) {
+        let delay = self
+            .config
+            .backoff
+            .delay(self.renewal.failures, &mut rand::rng());
+        self.renewal.failures = self.renewal.failures.saturating_add(1);
+        let retry_in = self
+            .renewal
+            .expires_at_ms
+            .and_then(|at| token::retry_in(delay, unix_ms(), at));
+        self.renewal.due = retry_in.map(|after| Instant::now() + after);
+        tracing::debug!(%reason, ?retry_in, "token refresh failed");
+        self.emit(Event::TokenRefreshFailed { reason, retry_in });
     }
 
     /// Turns a command into a frame for the live connection. `Err` means close.
@@ -730,6 +833,21 @@ fn close_parts(frame: Option<&CloseFrame>) -> (Option<u16>, String) {
         Some(frame) => (Some(u16::from(frame.code)), frame.reason.to_string()),
         None => (None, "closed without a close frame".into()),
     }
+}
+
+async fn token_fetched(fetch: &mut Option<TokenFetch>) -> Result<String, String> {
+    match fetch {
+        Some(fetch) => fetch.await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Now, in the unit of the gateway's `expires_at_ms`.
+fn unix_ms() -> u64 {
+    let since_epoch = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    u64::try_from(since_epoch.as_millis()).unwrap_or(u64::MAX)
 }
 
 async fn sleep_until_or_never(at: Option<Instant>) {

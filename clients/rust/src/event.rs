@@ -1,5 +1,5 @@
-//! Connection lifecycle events an application can watch: connects, losses, reconnect delays
-//! and subscriptions whose missed messages could not be recovered.
+//! Connection lifecycle events an application can watch: connects, losses, reconnect delays,
+//! token refreshes and subscriptions whose missed messages could not be recovered.
 
 use std::time::Duration;
 
@@ -29,6 +29,16 @@ pub enum Event {
         channel: String,
         code: ErrorCode,
         message: String,
+    },
+    /// The gateway took a fresh token from the callback; the session now expires at
+    /// `expires_at_ms` (ms since the Unix epoch).
+    TokenRefreshed { expires_at_ms: u64 },
+    /// A refresh failed (the callback erred or the gateway refused its token). It is retried
+    /// after `retry_in`; `None` once the token has expired, when the gateway closes with 4001
+    /// and the client reconnects with a fresh token.
+    TokenRefreshFailed {
+        reason: String,
+        retry_in: Option<Duration>,
     },
     /// An `error` frame that answered no request of ours.
     ServerError { code: ErrorCode, message: String },

@@ -3,7 +3,9 @@
 //! A [`Client`] keeps one WebSocket to a fleet of gateway nodes and survives losing it: it obeys
 //! the gateway's `reconnect` hints and close codes, otherwise reconnects with capped exponential
 //! backoff and full jitter over its endpoints, and resumes every subscription from the last
-//! offset it delivered, so an application sees each channel message once and in order.
+//! offset it delivered, so an application sees each channel message once and in order. Given a
+//! token callback ([`ClientConfig::token_callback`]) it connects with a fresh JWT every time
+//! and refreshes it on the live connection before it expires.
 //!
 //! ```no_run
 //! use std::time::Duration;
@@ -37,9 +39,11 @@ mod driver;
 mod error;
 mod event;
 pub mod protocol;
+pub mod token;
 
 pub use backoff::Backoff;
 pub use client::{Ack, Client, ClientConfig, Direct, Message, Session, Subscription};
 pub use cursor::{AckOutcome, Cursor};
 pub use error::{Error, ErrorCode};
 pub use event::Event;
+pub use token::{TokenResult, TokenSource};

@@ -40,6 +40,12 @@ pub enum ClientFrame {
         #[serde(skip_serializing_if = "Option::is_none")]
         id: Option<String>,
     },
+    /// A fresh token for this connection, before the current one expires.
+    Refresh {
+        token: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
+    },
 }
 
 impl ClientFrame {
@@ -59,6 +65,9 @@ pub enum ServerFrame {
         node: String,
         #[serde(default)]
         heartbeat_ms: u64,
+        /// When the connection's token expires (ms since the Unix epoch), if it has `exp`.
+        #[serde(default)]
+        expires_at_ms: Option<u64>,
     },
     Ack {
         #[serde(default)]
@@ -69,6 +78,9 @@ pub enum ServerFrame {
         epoch: Option<String>,
         #[serde(default)]
         recovered: Option<bool>,
+        /// The token's new expiry, in the ack of a `refresh`.
+        #[serde(default)]
+        expires_at_ms: Option<u64>,
     },
     Error {
         code: String,
@@ -162,6 +174,14 @@ mod tests {
             send.encode(),
             r#"{"op":"send","to":"u1","data":null,"id":"r3"}"#
         );
+        let refresh = ClientFrame::Refresh {
+            token: "t.k.n".into(),
+            id: Some("r4".into()),
+        };
+        assert_eq!(
+            refresh.encode(),
+            r#"{"op":"refresh","token":"t.k.n","id":"r4"}"#
+        );
     }
 
     #[test]
@@ -173,6 +193,16 @@ mod tests {
                     client_id: "u1".into(),
                     node: "n1".into(),
                     heartbeat_ms: 30000,
+                    expires_at_ms: None,
+                },
+            ),
+            (
+                r#"{"op":"welcome","client_id":"u1","node":"n1","heartbeat_ms":1,"expires_at_ms":1796000000000}"#,
+                ServerFrame::Welcome {
+                    client_id: "u1".into(),
+                    node: "n1".into(),
+                    heartbeat_ms: 1,
+                    expires_at_ms: Some(1_796_000_000_000),
                 },
             ),
             (
@@ -182,6 +212,7 @@ mod tests {
                     offset: Some(3),
                     epoch: Some("e".into()),
                     recovered: Some(false),
+                    expires_at_ms: None,
                 },
             ),
             (
@@ -191,6 +222,17 @@ mod tests {
                     offset: None,
                     epoch: None,
                     recovered: None,
+                    expires_at_ms: None,
+                },
+            ),
+            (
+                r#"{"op":"ack","id":"r7","expires_at_ms":1796000000000}"#,
+                ServerFrame::Ack {
+                    id: Some("r7".into()),
+                    offset: None,
+                    epoch: None,
+                    recovered: None,
+                    expires_at_ms: Some(1_796_000_000_000),
                 },
             ),
             (

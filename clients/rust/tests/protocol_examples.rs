@@ -49,6 +49,10 @@ fn client_frame(frame: &Value) -> ClientFrame {
             data: frame["data"].clone(),
             id: id(frame),
         },
+        Some("refresh") => ClientFrame::Refresh {
+            token: string(frame, "token"),
+            id: id(frame),
+        },
         other => panic!("no client op {other:?}"),
     }
 }
@@ -72,16 +76,18 @@ fn fields(frame: ServerFrame) -> Value {
             client_id,
             node,
             heartbeat_ms,
+            expires_at_ms,
         } => {
-            json!({"op": "welcome", "client_id": client_id, "node": node, "heartbeat_ms": heartbeat_ms})
+            json!({"op": "welcome", "client_id": client_id, "node": node, "heartbeat_ms": heartbeat_ms, "expires_at_ms": expires_at_ms})
         }
         ServerFrame::Ack {
             id,
             offset,
             epoch,
             recovered,
+            expires_at_ms,
         } => {
-            json!({"op": "ack", "id": id, "offset": offset, "epoch": epoch, "recovered": recovered})
+            json!({"op": "ack", "id": id, "offset": offset, "epoch": epoch, "recovered": recovered, "expires_at_ms": expires_at_ms})
         }
         ServerFrame::Error { code, message, id } => {
             json!({"op": "error", "code": code, "message": message, "id": id})

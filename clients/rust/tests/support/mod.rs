@@ -9,6 +9,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub const DRAIN_TOKEN: &str = "e2e-drain-token";
+/// Gateway nodes serve anonymous clients unless started with [`Gateway::start_jwt`].
+const ANONYMOUS: &[&str] = &["--anonymous"];
 
 /// A port that was free a moment ago.
 pub fn free_port() -> u16 {
@@ -107,6 +109,7 @@ impl Drop for Redis {
 
 pub struct Gateway {
     child: Child,
+    key_file: Option<PathBuf>,
     pub node: String,
     pub port: u16,
     pub admin_port: u16,
@@ -120,17 +123,42 @@ impl Gateway {
 
     /// Starts with extra command-line settings, e.g. `["--max-connections", "1"]`.
     pub fn start_with(node: &str, redis_url: &str, extra: &[&str]) -> Gateway {
-        Gateway::spawn(node, redis_url, free_port(), free_port(), extra)
+        Gateway::spawn(node, redis_url, free_port(), free_port(), ANONYMOUS, extra)
+    }
+
+    /// Starts a node that requires HS256 tokens signed with `secret` (written to a scratch
+    /// key file), with extra settings such as `["--jwt-leeway-secs", "1"]`.
+    pub fn start_jwt(node: &str, secret: &str, extra: &[&str]) -> Gateway {
+        let key = std::env::temp_dir().join(format!(
+            "wsfleet-client-e2e-{}-{node}-{}.key",
+            std::process::id(),
+            free_port()
+        ));
+        std::fs::write(&key, secret).expect("write the JWT key file");
+        let key_path = key.to_str().expect("temp paths are UTF-8");
+        let auth = ["--jwt-algorithm", "HS256", "--jwt-key-file", key_path];
+        let mut gateway = Gateway::spawn(node, "", free_port(), free_port(), &auth, extra);
+        // The node re-reads its key file while it runs: removed only when it is gone.
+        gateway.key_file = Some(key);
+        gateway
     }
 
     /// Starts on given ports, e.g. to restart a node where it was.
     pub fn start_on(node: &str, redis_url: &str, port: u16, admin_port: u16) -> Gateway {
-        Gateway::spawn(node, redis_url, port, admin_port, &[])
+        Gateway::spawn(node, redis_url, port, admin_port, ANONYMOUS, &[])
     }
 
-    fn spawn(node: &str, redis_url: &str, port: u16, admin_port: u16, extra: &[&str]) -> Gateway {
+    fn spawn(
+        node: &str,
+        redis_url: &str,
+        port: u16,
+        admin_port: u16,
+        auth: &[&str],
+        extra: &[&str],
+    ) -> Gateway {
         let mut child = Command::new(gateway_bin())
-            .args(["--node-id", node, "--anonymous"])
+            .args(["--node-id", node])
+            .args(auth)
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .args(["--admin-listen", &format!("127.0.0.1:{admin_port}")])
             .args(["--redis-url", redis_url])
@@ -143,6 +171,7 @@ impl Gateway {
         wait_for_port(port, Duration::from_secs(30), "gateway", &mut child);
         Gateway {
             child,
+            key_file: None,
             node: node.to_owned(),
             port,
             admin_port,
@@ -195,6 +224,9 @@ impl Drop for Gateway {
             .args(["-CONT", &self.child.id().to_string()])
             .status();
         self.kill();
+        if let Some(key) = self.key_file.take() {
+            let _ = std::fs::remove_file(key);
+        }
     }
 }
 
