@@ -16,6 +16,11 @@ export interface ConnectOptions {
   urls: string | string[];
   /** A JWT, sent as `?token=` (browsers cannot set headers on a WebSocket). */
   token?: string;
+  /**
+   * Fresh JWTs from the application; replaces `token`. Called before every connection attempt
+   * and to refresh a live session ahead of its expiry (when min(30 s, half the lifetime) is left).
+   */
+  getToken?: () => Promise<string> | string;
   /** Defaults to `globalThis.WebSocket`; required on Node < 22 (e.g. `import { WebSocket } from 'ws'`). */
   WebSocket?: WebSocketConstructor;
   /** Capped exponential backoff with full jitter: delay = random(0, min(capMs, baseMs * 2^attempt)). Defaults 500 / 30000. */
@@ -30,6 +35,8 @@ export interface Session {
   clientId: string;
   node: string;
   heartbeatMs: number | null;
+  /** When the session's token expires (ms since the Unix epoch); moves on with each refresh. */
+  expiresAtMs: number | null;
 }
 
 export interface Message<T = unknown> {
@@ -49,6 +56,7 @@ export interface Ack {
 export type ErrorCode =
   | 'bad_request'
   | 'unknown_op'
+  | 'unauthorized'
   | 'forbidden'
   | 'too_large'
   | 'rate_limited'
@@ -90,6 +98,11 @@ export interface ClientEvents {
    *  A refusal for now (`internal`, `rate_limited`) keeps it: the client reconnects with backoff. */
   subscriptionlost: { channel: string; error: WsfleetError };
   direct: { from: string; data: unknown };
+  /** The gateway took a fresh token from `getToken`; the session now expires at `expiresAtMs`. */
+  tokenrefresh: { expiresAtMs: number };
+  /** A refresh failed (`getToken` threw, or the gateway refused the token); retried in `retryInMs`,
+   *  or null once the token has expired: the gateway then closes with 4001 and the client reconnects. */
+  tokenrefreshfailed: { error: Error; retryInMs: number | null };
   error: Error;
 }
 
@@ -148,5 +161,6 @@ export namespace protocol {
   function encodeUnsubscribe(channel: string, id?: string): string;
   function encodePublish(channel: string, data: unknown, id?: string): string;
   function encodeSend(to: string, data: unknown, id?: string): string;
+  function encodeRefresh(token: string, id?: string): string;
   function decodeServerFrame(text: string): { op: string; [field: string]: unknown };
 }

@@ -1,7 +1,9 @@
 // The application's handle on a fleet: one WebSocket at a time, a reconnect loop that obeys
 // the gateway's `reconnect` hints and close codes (otherwise capped exponential backoff with
 // full jitter over the URLs, round-robin), and subscriptions that resume from their last
-// delivered offset on every new session. Mirrors the rules of clients/rust (driver.rs).
+// delivered offset on every new session. With a `getToken` callback, every attempt gets a
+// fresh token and a live session refreshes its token ahead of the expiry (timing rules in
+// token.js). Mirrors the rules of clients/rust (driver.rs).
 
 import { Backoff, retryHintMs } from './backoff.js';
 import { Cursor, Outcome } from './cursor.js';
@@ -9,15 +11,19 @@ import { WsfleetError } from './errors.js';
 import {
   decodeServerFrame,
   encodePublish,
+  encodeRefresh,
   encodeSend,
   encodeSubscribe,
   encodeUnsubscribe,
   validChannel,
 } from './protocol.js';
+import { refreshInMs, refreshRetryMs } from './token.js';
 
 /** Close codes with a meaning for reconnecting: a drain, and "try again later". */
 const SERVICE_RESTART = 1012;
 const TRY_AGAIN_LATER = 1013;
+/** The gateway's close when the token expired without a refresh: reconnect with a fresh one. */
+const TOKEN_EXPIRED = 4001;
 /** What a WebSocket reports when the connection ended without a close frame. */
 const NO_STATUS = 1005;
 const ABNORMAL = 1006;
@@ -35,6 +41,8 @@ const EVENTS = [
   'gap',
   'subscriptionlost',
   'direct',
+  'tokenrefresh',
+  'tokenrefreshfailed',
   'error',
 ];
 
@@ -89,6 +97,7 @@ export class Client {
   #WebSocket;
   #urls;
   #token;
+  #getToken;
   #backoff;
   #connectTimeoutMs;
   #requestTimeoutMs;
@@ -105,6 +114,11 @@ export class Client {
   #nextRequest = 0;
   #connectTimer = null;
   #reconnectTimer = null;
+  /** The attempt whose token is being fetched or whose socket is opening; a stale one is ignored. */
+  #attempting = null;
+  /** The next refresh (or retry) of the session's token, and failed refreshes since the last success. */
+  #refreshTimer = null;
+  #refreshFailures = 0;
   /** When the gateway asked us to move (epoch ms), and the timer that moves us then. */
   #hintAt = null;
   #hintTimer = null;
@@ -135,6 +149,10 @@ export class Client {
       );
     }
     this.#token = options.token ?? null;
+    this.#getToken = options.getToken ?? null;
+    if (this.#getToken !== null && typeof this.#getToken !== 'function') {
+      throw new TypeError('connect: `getToken` must be a function returning a promise of a JWT');
+    }
     this.#backoff = new Backoff(options.backoff);
     this.#connectTimeoutMs = options.connectTimeoutMs ?? 10_000;
     this.#requestTimeoutMs = options.requestTimeoutMs ?? 10_000;
@@ -239,8 +257,49 @@ export class Client {
     if (this.#closed) return;
     const url = new URL(this.#urls[this.#nextUrl % this.#urls.length]);
     this.#nextUrl += 1;
+    const attempt = Symbol(url.host);
+    this.#attempting = attempt;
+    this.#connectTimer = setTimeout(() => {
+      this.#attempting = null;
+      this.#drop(this.#socket, 'connect timeout');
+      this.#socket = null;
+      this.#afterFailedAttempt(undefined, `no welcome from ${url.host} within ${this.#connectTimeoutMs} ms`);
+    }, this.#connectTimeoutMs);
+    if (this.#getToken === null) {
+      this.#dial(url, this.#token);
+      return;
+    }
+    // A fresh token for every attempt, so a reconnect after an outage or a 4001 is not
+    // refused for the token it had. The connect timeout covers the callback too.
+    this.#fetchToken().then(
+      (token) => {
+        if (this.#attempting === attempt && !this.#closed) this.#dial(url, token);
+      },
+      (error) => {
+        if (this.#attempting !== attempt || this.#closed) return;
+        this.#attempting = null;
+        this.#afterFailedAttempt(undefined, error.message);
+      },
+    );
+  }
+
+  /** The application's token, checked; rejects with the callback's error. */
+  async #fetchToken() {
+    let token;
+    try {
+      token = await this.#getToken();
+    } catch (error) {
+      throw new Error(`token callback failed: ${error?.message ?? error}`);
+    }
+    if (typeof token !== 'string' || token.length === 0) {
+      throw new Error('token callback failed: getToken must resolve to a non-empty string');
+    }
+    return token;
+  }
+
+  #dial(url, token) {
     // Browsers cannot set headers on a WebSocket: the token goes in the query.
-    if (this.#token !== null) url.searchParams.set('token', this.#token);
+    if (token !== null) url.searchParams.set('token', token);
     let socket;
     try {
       socket = new this.#WebSocket(url.href);
@@ -249,11 +308,6 @@ export class Client {
       return;
     }
     this.#socket = socket;
-    this.#connectTimer = setTimeout(() => {
-      this.#drop(socket, 'connect timeout');
-      this.#socket = null;
-      this.#afterFailedAttempt(undefined, `no welcome from ${url.host} within ${this.#connectTimeoutMs} ms`);
-    }, this.#connectTimeoutMs);
     socket.onmessage = (event) => {
       if (socket === this.#socket) this.#onText(event.data);
     };
@@ -303,7 +357,13 @@ export class Client {
     clearTimeout(this.#connectTimer);
     this.#attemptBeforeSession = this.#attempt;
     this.#attempt = 0;
-    this.#session = { clientId: frame.client_id, node: frame.node, heartbeatMs: frame.heartbeat_ms ?? null };
+    this.#session = {
+      clientId: frame.client_id,
+      node: frame.node,
+      heartbeatMs: frame.heartbeat_ms ?? null,
+      expiresAtMs: frame.expires_at_ms ?? null,
+    };
+    this.#scheduleRefresh(this.#session.expiresAtMs);
     // Resume before telling the application, so a subscribe from a `connect` listener is sent once.
     for (const [channel, state] of this.#subscriptions) {
       state.wireLast = null;
@@ -311,6 +371,52 @@ export class Client {
     }
     this.#emit('connect', { ...this.#session });
     this.#ready.resolve({ ...this.#session });
+  }
+
+  /**
+   * A token that expires at `expiresAtMs` is now the session's: its refresh is scheduled (with
+   * `getToken` to get the next one; a static token cannot be refreshed).
+   */
+  #scheduleRefresh(expiresAtMs) {
+    clearTimeout(this.#refreshTimer);
+    this.#refreshTimer = null;
+    this.#refreshFailures = 0;
+    if (this.#getToken === null || expiresAtMs === null) return;
+    this.#refreshTimer = setTimeout(() => this.#refresh(), refreshInMs(Date.now(), expiresAtMs));
+  }
+
+  /** Sends the session a fresh token; its ack carries the new expiry. */
+  async #refresh() {
+    this.#refreshTimer = null;
+    const session = this.#session;
+    let ack;
+    try {
+      const token = await this.#fetchToken();
+      if (this.#session !== session) return;
+      const id = this.#requestId();
+      ack = await this.#request(id, encodeRefresh(token, id));
+    } catch (error) {
+      // A session that ended meanwhile is not this refresh's failure.
+      if (this.#session === session) this.#refreshFailed(error);
+      return;
+    }
+    if (this.#session !== session) return;
+    session.expiresAtMs = ack.expires_at_ms ?? null;
+    this.#scheduleRefresh(session.expiresAtMs);
+    if (session.expiresAtMs !== null) this.#emit('tokenrefresh', { expiresAtMs: session.expiresAtMs });
+  }
+
+  /**
+   * A refresh failed (the callback, or the gateway refused the token): retry with backoff
+   * until the token expires; after that the gateway closes with 4001 and the reconnect
+   * fetches a fresh token.
+   */
+  #refreshFailed(error) {
+    const delayMs = this.#backoff.delay(this.#refreshFailures);
+    this.#refreshFailures += 1;
+    const retryInMs = refreshRetryMs(delayMs, Date.now(), this.#session.expiresAtMs);
+    if (retryInMs !== null) this.#refreshTimer = setTimeout(() => this.#refresh(), retryInMs);
+    this.#emit('tokenrefreshfailed', { error, retryInMs });
   }
 
   /** The node drains: keep reading until `after_ms`, then move to the next URL. */
@@ -370,8 +476,9 @@ export class Client {
   /** The delay before the next attempt after a loss that came without a reconnect hint. */
   #delayAfterLoss(code, reason) {
     let delay;
-    if (code === SERVICE_RESTART) {
-      // A drain whose hint we did not get: move promptly, spread over the first backoff step.
+    if (code === SERVICE_RESTART || code === TOKEN_EXPIRED) {
+      // A drain whose hint we did not get, or a token that expired (`getToken` gives a fresh
+      // one): move promptly, spread over the first backoff step.
       delay = this.#backoff.delay(0);
     } else if (code === TRY_AGAIN_LATER) {
       // The node is full or overloaded: never retry at once; its `retry after Ns` is a floor.
@@ -394,6 +501,8 @@ export class Client {
     clearTimeout(this.#hintTimer);
     this.#hintTimer = null;
     this.#hintAt = null;
+    clearTimeout(this.#refreshTimer);
+    this.#refreshTimer = null;
   }
 
   /** Detaches a socket's handlers and closes it; later events of it are ignored. */

@@ -5,6 +5,7 @@
 export const SERVER_CODES = Object.freeze([
   'bad_request',
   'unknown_op',
+  'unauthorized',
   'forbidden',
   'too_large',
   'rate_limited',

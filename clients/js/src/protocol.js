@@ -36,18 +36,26 @@ export function encodeSend(to, data, id) {
   return JSON.stringify(frame);
 }
 
+/** `{"op":"refresh","token":..,"id":..?}`: a fresh token before the current one expires. */
+export function encodeRefresh(token, id) {
+  const frame = { op: 'refresh', token };
+  if (id !== undefined) frame.id = id;
+  return JSON.stringify(frame);
+}
+
 const isString = (v) => typeof v === 'string';
 const isOffset = (v) => Number.isSafeInteger(v) && v >= 0;
 const optional = (check) => (v) => v === undefined || check(v);
 
 /** Required fields of each server op and how to check them; other fields are ignored. */
 const SERVER_OPS = {
-  welcome: { client_id: isString, node: isString, heartbeat_ms: optional(isOffset) },
+  welcome: { client_id: isString, node: isString, heartbeat_ms: optional(isOffset), expires_at_ms: optional(isOffset) },
   ack: {
     id: optional(isString),
     offset: optional(isOffset),
     epoch: optional(isString),
     recovered: optional((v) => typeof v === 'boolean'),
+    expires_at_ms: optional(isOffset),
   },
   error: { code: isString, message: optional(isString), id: optional(isString) },
   message: { channel: isString, offset: isOffset },

@@ -257,7 +257,7 @@ export function tempFile(name, contents) {
 export function recordedClient(options) {
   const client = connect({ WebSocket, backoff: { baseMs: 50, capMs: 1000 }, ...options });
   const events = [];
-  for (const name of ['connect', 'disconnect', 'reconnecting', 'draining', 'recoveryfailed', 'gap', 'subscriptionlost', 'direct', 'error']) {
+  for (const name of ['connect', 'disconnect', 'reconnecting', 'draining', 'recoveryfailed', 'gap', 'subscriptionlost', 'direct', 'tokenrefresh', 'tokenrefreshfailed', 'error']) {
     client.on(name, (payload) => events.push({ name, payload, at: Date.now() }));
   }
   return { client, events };

@@ -13,6 +13,12 @@ const off = client.on('reconnecting', ({ delayMs, attempt }) => delayMs + attemp
 client.on('disconnect', ({ code, reason }) => `${code ?? 'none'} ${reason}`);
 client.on('recoveryfailed', ({ channel }) => channel.length);
 client.on('error', (e) => e.message);
+declare function fetchJwt(): Promise<string>;
+const renewing = connect({ urls: 'wss://ws.example.com/ws', getToken: fetchJwt });
+renewing.on('tokenrefresh', ({ expiresAtMs }) => expiresAtMs - Date.now());
+renewing.on('tokenrefreshfailed', ({ error, retryInMs }) => `${error.message} ${retryInMs ?? 'at 4001'}`);
+const expiresAt: number | null = renewing.session?.expiresAtMs ?? null;
+void expiresAt;
 off();
 async function use(): Promise<number | undefined> {
   try {
@@ -30,3 +36,5 @@ void offset;
 client.on('connected', () => {});
 // @ts-expect-error urls is required
 connect({ token: 'x' });
+// @ts-expect-error getToken returns a token, not an object
+connect({ urls: 'ws://x/ws', getToken: async () => ({ token: 'x' }) });

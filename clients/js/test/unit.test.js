@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 
 import { Backoff, Cursor, protocol, retryHintMs } from '../src/index.js';
+import { refreshInMs, refreshRetryMs } from '../src/token.js';
 import { repoRoot } from './support.js';
 
 const examples = JSON.parse(readFileSync(join(repoRoot, 'docs/protocol-examples.json'), 'utf8'));
@@ -21,6 +22,8 @@ function encode(frame) {
       return protocol.encodePublish(frame.channel, frame.data, frame.id);
     case 'send':
       return protocol.encodeSend(frame.to, frame.data, frame.id);
+    case 'refresh':
+      return protocol.encodeRefresh(frame.token, frame.id);
     default:
       throw new Error(`no encoder for ${frame.op}`);
   }
@@ -115,4 +118,33 @@ test('cursor: a new epoch restarts offsets', () => {
   assert.deepEqual(c.since(), { offset: 2, epoch: 'e2' });
   assert.ok(!c.accept(2));
   assert.ok(c.accept(3));
+});
+
+test('a token is refreshed when min(30 s, half its lifetime) is left', () => {
+  const now = 1_700_000_000_000;
+  const cases = [
+    // [lifetime left, refresh after]
+    [3_600_000, 3_570_000],
+    [60_000, 30_000],
+    [59_000, 29_500],
+    [3000, 1500],
+    [2, 1],
+    [0, 0],
+    [-5000, 0], // already expired: at once
+  ];
+  for (const [left, after] of cases) assert.equal(refreshInMs(now, now + left), after, `${left} ms left`);
+});
+
+test('a failed refresh is retried with backoff, never past the expiry', () => {
+  const now = 1_700_000_000_000;
+  const cases = [
+    // [drawn delay, lifetime left, retry after]
+    [200, 10_000, 200],
+    [5000, 2000, 2000],
+    [0, 1, 0],
+    [200, 0, null],
+    [200, -1000, null],
+  ];
+  for (const [delay, left, after] of cases) assert.equal(refreshRetryMs(delay, now, now + left), after, `${left} ms left`);
+  assert.equal(protocol.encodeRefresh('t.k.n', 'r4'), '{"op":"refresh","token":"t.k.n","id":"r4"}');
 });
