@@ -87,6 +87,8 @@ impl ClientConfig {
 pub struct Session {
     pub client_id: String,
     pub node: String,
+    /// When the session's token expires (ms since the Unix epoch); moves on with each refresh.
+    pub expires_at_ms: Option<u64>,
 }
 
 /// A message delivered on a subscribed channel.

@@ -123,8 +123,6 @@ struct Opened {
     session: Session,
     /// The gateway's ping interval, from `welcome.heartbeat_ms`.
     heartbeat: Option<Duration>,
-    /// When the token expires (ms since the Unix epoch), from `welcome.expires_at_ms`.
-    expires_at_ms: Option<u64>,
 }
 
 /// How a session ended.
@@ -309,12 +307,15 @@ impl Driver {
                     }) => {
                         let heartbeat =
                             (heartbeat_ms > 0).then(|| Duration::from_millis(heartbeat_ms));
-                        let session = Session { client_id, node };
+                        let session = Session {
+                            client_id,
+                            node,
+                            expires_at_ms,
+                        };
                         return Ok(Opened {
                             ws,
                             session,
                             heartbeat,
-                            expires_at_ms,
                         });
                     }
                     Ok(other) => format!("expected welcome from {endpoint}, got {other:?}"),
@@ -340,17 +341,16 @@ impl Driver {
             mut ws,
             session,
             heartbeat,
-            expires_at_ms,
         } = opened;
         self.emit(Event::Connected {
             client_id: session.client_id.clone(),
             node: session.node.clone(),
         });
+        let expires_at_ms = session.expires_at_ms;
         self.session.send_replace(Some(session));
         if let Err(e) = self.resume_all(&mut ws).await {
             return lost(e);
         }
-        self.renewal = Renewal::default();
         self.schedule_refresh(expires_at_ms);
         let mut fetching: Option<TokenFetch> = None;
         // The gateway pings every heartbeat interval; hearing nothing for two intervals (plus
@@ -614,6 +614,11 @@ impl Driver {
             }
             Some(InFlight::Refresh) => {
                 self.schedule_refresh(expires_at_ms);
+                self.session.send_modify(|session| {
+                    if let Some(session) = session {
+                        session.expires_at_ms = expires_at_ms;
+                    }
+                });
                 if let Some(expires_at_ms) = expires_at_ms {
                     self.emit(Event::TokenRefreshed { expires_at_ms });
                 }

@@ -9,6 +9,8 @@ use std::time::Duration;
 pub enum ErrorCode {
     BadRequest,
     UnknownOp,
+    /// A `refresh` token that does not verify.
+    Unauthorized,
     Forbidden,
     TooLarge,
     RateLimited,
@@ -23,6 +25,7 @@ impl ErrorCode {
         match code {
             "bad_request" => ErrorCode::BadRequest,
             "unknown_op" => ErrorCode::UnknownOp,
+            "unauthorized" => ErrorCode::Unauthorized,
             "forbidden" => ErrorCode::Forbidden,
             "too_large" => ErrorCode::TooLarge,
             "rate_limited" => ErrorCode::RateLimited,
@@ -42,6 +45,7 @@ impl ErrorCode {
         match self {
             ErrorCode::BadRequest => "bad_request",
             ErrorCode::UnknownOp => "unknown_op",
+            ErrorCode::Unauthorized => "unauthorized",
             ErrorCode::Forbidden => "forbidden",
             ErrorCode::TooLarge => "too_large",
             ErrorCode::RateLimited => "rate_limited",

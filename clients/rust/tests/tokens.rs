@@ -135,9 +135,15 @@ async fn a_token_callback_keeps_a_short_lived_session_alive() {
         refreshed + 1,
         "one call for the upgrade, one per refresh"
     );
-    assert_eq!(
-        client.session().expect("still connected").client_id,
-        "renewer"
+    let session = client.session().expect("still connected");
+    assert_eq!(session.client_id, "renewer");
+    let unix_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    assert!(
+        session.expires_at_ms.is_some_and(|at| at > unix_ms),
+        "the session's expiry follows the refreshes: {session:?}"
     );
 }
 
