@@ -19,13 +19,17 @@ use crate::crd::WebSocketFleet;
 use crate::decide::{DrainOrder, Note, Plan, PodMonitorStep};
 use crate::gateway_client::GatewayClient;
 use crate::resources::pod::{GatewayTemplate, pod};
-use crate::resources::secret::{admin_token_secret, has_token, new_token};
+use crate::resources::secret::{
+    drain_token_secret, new_token, publish_token_due, publish_token_write, token,
+};
 use crate::resources::{
-    DRAIN_DEADLINE_ANNOTATION, DRAINING_LABEL, FIELD_MANAGER, admin_secret_name,
+    DRAIN_DEADLINE_ANNOTATION, DRAINING_LABEL, FIELD_MANAGER,
     config::config_map,
+    drain_secret_name,
     monitor::{pod_monitor, pod_monitor_resource},
     network_policy::{network_policy, network_policy_name},
     pdb::pod_disruption_budget,
+    publish_secret_name,
     service::{client_service, headless_service},
 };
 
@@ -49,8 +53,9 @@ fn apply_params() -> PatchParams {
     PatchParams::apply(FIELD_MANAGER).force()
 }
 
-/// Applies `plan` for `fleet`; `gateway` carries the fleet's admin token; the fleet's
-/// NetworkPolicy admits `operator_namespace` to the admin port.
+/// Applies `plan` for `fleet`; `gateway` carries the fleet's drain token; the fleet's
+/// NetworkPolicy admits `operator_namespace` to the admin port. Returns when the fleet's
+/// publish token next needs a write by itself (the end of a rotation's overlap), if it does.
 pub async fn execute(
     client: &kube::Client,
     recorder: &Recorder,
@@ -58,11 +63,13 @@ pub async fn execute(
     fleet: &WebSocketFleet,
     plan: &Plan,
     operator_namespace: &str,
-) -> Result<()> {
+) -> Result<Option<std::time::Duration>> {
     let namespace = fleet.namespace().unwrap_or_else(|| "default".into());
     let mut failed_drains = Vec::new();
+    let mut publish_token_due = None;
     if let Some(template) = &plan.template {
         apply_owned_objects(client, &namespace, fleet, plan.status.desired_replicas).await?;
+        publish_token_due = ensure_publish_secret(client, recorder, &namespace, fleet).await?;
         apply_network_policy(client, &namespace, fleet, operator_namespace).await?;
         apply_pod_monitor(client, &namespace, fleet, plan.pod_monitor).await?;
         remove_pods(client, &namespace, plan).await?;
@@ -73,19 +80,19 @@ pub async fn execute(
     write_status(client, &namespace, fleet, plan).await?;
     record_events(recorder, fleet, &plan.events).await;
     record_events(recorder, fleet, &failed_drains).await;
-    Ok(())
+    Ok(publish_token_due)
 }
 
-/// Reads the admin token of `fleet`, if its Secret exists yet.
-pub async fn admin_token(client: &kube::Client, fleet: &WebSocketFleet) -> Result<Option<String>> {
+/// Reads the drain token of `fleet`, if its Secret exists yet.
+pub async fn drain_token(client: &kube::Client, fleet: &WebSocketFleet) -> Result<Option<String>> {
     let namespace = fleet.namespace().unwrap_or_else(|| "default".into());
     let api: Api<Secret> = Api::namespaced(client.clone(), &namespace);
-    let name = admin_secret_name(fleet);
+    let name = drain_secret_name(fleet);
     let secret = api
         .get_opt(&name)
         .await
         .map_err(failed(format!("get Secret {name}")))?;
-    Ok(secret.as_ref().and_then(crate::resources::secret::token))
+    Ok(secret.as_ref().and_then(token))
 }
 
 /// Tells each node to drain, then marks its pod (label + deadline) so the scale selector
@@ -136,7 +143,7 @@ async fn apply_owned_objects(
     desired: i32,
 ) -> Result<()> {
     apply::<ConfigMap>(client, ns, &config_map(fleet)).await?;
-    ensure_admin_secret(client, ns, fleet).await?;
+    ensure_drain_secret(client, ns, fleet).await?;
     apply::<Service>(client, ns, &client_service(fleet)).await?;
     apply::<Service>(client, ns, &headless_service(fleet)).await?;
     apply::<PodDisruptionBudget>(client, ns, &pod_disruption_budget(fleet, desired)).await?;
@@ -217,24 +224,24 @@ where
     Ok(())
 }
 
-/// Creates the admin-token Secret once; an existing token is never replaced, because running
-/// nodes read it at start and the operator authenticates drains with it.
-async fn ensure_admin_secret(
+/// Creates the drain-token Secret once; an existing token is never replaced, because the
+/// operator authenticates drains with it and is its only holder.
+async fn ensure_drain_secret(
     client: &kube::Client,
     ns: &str,
     fleet: &WebSocketFleet,
 ) -> Result<()> {
     let api: Api<Secret> = Api::namespaced(client.clone(), ns);
-    let name = admin_secret_name(fleet);
+    let name = drain_secret_name(fleet);
     let existing = api
         .get_opt(&name)
         .await
         .map_err(failed(format!("get Secret {name}")))?;
     match existing {
-        Some(secret) if has_token(&secret) => Ok(()),
-        Some(_) => apply::<Secret>(client, ns, &admin_token_secret(fleet, &new_token())).await,
+        Some(secret) if token(&secret).is_some() => Ok(()),
+        Some(_) => apply::<Secret>(client, ns, &drain_token_secret(fleet, &new_token())).await,
         None => {
-            let secret = admin_token_secret(fleet, &new_token());
+            let secret = drain_token_secret(fleet, &new_token());
             match api.create(&PostParams::default(), &secret).await {
                 Ok(_) => Ok(()),
                 Err(e) if status_code(&e) == Some(409) => Ok(()),
@@ -242,6 +249,54 @@ async fn ensure_admin_secret(
             }
         }
     }
+}
+
+/// Creates, rotates and trims the publish-token Secret as [`publish_token_write`] decides.
+/// A write replaces the Secret as read (its resourceVersion), so a concurrent edit makes this
+/// reconcile fail and retry rather than be overwritten.
+async fn ensure_publish_secret(
+    client: &kube::Client,
+    recorder: &Recorder,
+    ns: &str,
+    fleet: &WebSocketFleet,
+) -> Result<Option<std::time::Duration>> {
+    let api: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let name = publish_secret_name(fleet);
+    let existing = api
+        .get_opt(&name)
+        .await
+        .map_err(failed(format!("get Secret {name}")))?;
+    let now = jiff::Timestamp::now();
+    let Some(write) = publish_token_write(fleet, existing.as_ref(), now, new_token) else {
+        return Ok(existing.and_then(|s| publish_token_due(&s, now)));
+    };
+    let mut secret = write.secret;
+    let result = match &existing {
+        Some(current) => {
+            secret.metadata.resource_version = current.resource_version();
+            api.replace(&name, &PostParams::default(), &secret).await
+        }
+        None => api.create(&PostParams::default(), &secret).await,
+    };
+    match result {
+        Ok(_) => {}
+        // Created meanwhile (another replica's last reconcile): the next round sees it.
+        Err(e) if existing.is_none() && status_code(&e) == Some(409) => return Ok(None),
+        Err(e) => return Err(failed(format!("write Secret {name}"))(e)),
+    }
+    if write.rotated {
+        info!(secret = %name, "publish token rotated");
+        let overlap = fleet.spec.publish_token.rotation_overlap_seconds;
+        let note = Note {
+            warning: false,
+            reason: "PublishTokenRotated",
+            message: format!(
+                "Secret {name} holds a new publish token; the previous one is accepted for {overlap} s"
+            ),
+        };
+        record_events(recorder, fleet, std::slice::from_ref(&note)).await;
+    }
+    Ok(publish_token_due(&secret, now))
 }
 
 async fn remove_pods(client: &kube::Client, ns: &str, plan: &Plan) -> Result<()> {

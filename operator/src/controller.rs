@@ -6,7 +6,7 @@
 //! Drift in one is repaired by the next resync, within a minute.
 //!
 //! Secrets are deliberately not watched: that would need list/watch on every Secret in the
-//! cluster. The admin-token Secret is checked on every reconcile (at least once a minute).
+//! cluster. The drain- and publish-token Secrets are checked on every reconcile (at least once a minute).
 
 use std::sync::Arc;
 

@@ -139,6 +139,11 @@ pub struct WebSocketFleetSpec {
     #[serde(default)]
     pub monitoring: Monitoring,
 
+    /// The publish API's token, which the operator creates in the Secret `<fleet>-publish-token`
+    /// for app services, and how its rotation overlaps.
+    #[serde(default)]
+    pub publish_token: PublishTokenSettings,
+
     /// How clients authenticate their WebSocket handshake. Required: a default could only be
     /// one that its own rule refuses (neither JWT nor anonymous), which the API server rejects.
     pub auth: AuthSettings,
@@ -164,6 +169,7 @@ impl Default for WebSocketFleetSpec {
             service: ClientService::default(),
             network_policy: NetworkPolicySettings::default(),
             monitoring: Monitoring::default(),
+            publish_token: PublishTokenSettings::default(),
             auth: AuthSettings::default(),
         }
     }
@@ -287,6 +293,8 @@ pub struct Backplane {
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("has(self.url) != has(self.secretRef)")
     .message("set exactly one of backplane.redis.url or backplane.redis.secretRef"))]
+#[x_kube(validation = Rule::new("!has(self.tls) || !has(self.url) || self.url.startsWith('rediss://')")
+    .message("backplane.redis.tls applies only to a rediss:// URL"))]
 pub struct RedisBackplane {
     /// Redis URL (`redis://` or `rediss://`). Prefer secretRef when it carries a password.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -305,6 +313,35 @@ pub struct RedisBackplane {
     #[serde(default = "default_key_prefix")]
     #[schemars(length(min = 1, max = 64), regex(pattern = r"^[A-Za-z0-9:._\-]+$"))]
     pub key_prefix: String,
+
+    /// TLS for a `rediss://` URL (managed Redis with in-transit encryption). Server
+    /// certificates are always verified: against `caSecretRef` when set, else the system's
+    /// trusted roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<RedisTls>,
+}
+
+/// Certificates for the connection to a TLS Redis. The Secrets are mounted into the pods, not
+/// copied into the config, so they never appear in a ConfigMap.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RedisTls {
+    /// A Secret key holding the PEM bundle of the CAs that sign the Redis server certificates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_secret_ref: Option<SecretKeyRef>,
+    /// A `kubernetes.io/tls` Secret (keys `tls.crt` and `tls.key`) with the client certificate
+    /// for servers that require one (`tls-auth-clients yes`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_certificate_secret_ref: Option<SecretRef>,
+}
+
+/// A Secret in the fleet's namespace.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretRef {
+    /// Secret name.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
 }
 
 fn default_key_prefix() -> String {
@@ -749,8 +786,54 @@ pub struct JwtAuth {
     #[serde(default)]
     pub algorithm: JwtAlgorithm,
 
-    /// Secret key with the HS256 secret or the RS256/ES256 public key (PEM).
+    /// Secret key with the HS256 secret, the RS256/ES256 public key (PEM), or a JWKS document
+    /// (`{"keys": [...]}`, each key with its `kid` and `alg`) so keys can rotate. The nodes
+    /// re-read it while they run: changing the Secret's content restarts nothing and
+    /// disconnects nobody.
     pub key_secret_ref: SecretKeyRef,
+    /// The `iss` every token must carry. Default: not checked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 1024))]
+    pub issuer: Option<String>,
+    /// Accepted `aud` values: a token must name one of them. Default (empty): not checked.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(inner(length(min = 1, max = 1024)))]
+    pub audiences: Vec<String>,
+    /// Clock skew tolerated on `exp` and `nbf`, in seconds; also how long past `exp` a live
+    /// connection may stay (without a `refresh`) before it is closed with 4001.
+    #[serde(default = "default_jwt_leeway")]
+    #[schemars(range(min = 0, max = 300))]
+    pub leeway_seconds: i32,
+}
+
+fn default_jwt_leeway() -> i32 {
+    30
+}
+
+/// The publish API token (`POST /api/v1/publish|send` on port `api`). The operator creates it
+/// in the Secret `<fleet>-publish-token` (key `token`) for app services to mount. Annotating
+/// the fleet with `wsfleet.io/rotate-publish-token: <any new value>` rotates it: the Secret
+/// gets a new `token`, and the nodes accept the previous one too for `rotationOverlapSeconds`
+/// so publishers can move over without a failed request.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PublishTokenSettings {
+    /// Seconds the previous token stays valid after a rotation.
+    #[serde(default = "default_rotation_overlap")]
+    #[schemars(range(min = 0, max = 604800))]
+    pub rotation_overlap_seconds: i32,
+}
+
+impl Default for PublishTokenSettings {
+    fn default() -> Self {
+        Self {
+            rotation_overlap_seconds: default_rotation_overlap(),
+        }
+    }
+}
+
+fn default_rotation_overlap() -> i32 {
+    600
 }
 
 /// JWT signature algorithm.

@@ -1,5 +1,5 @@
 //! wsfleet operator: reconciles `WebSocketFleet` resources into gateway pods and the objects
-//! around them (Services, ConfigMap, admin-token Secret, PodDisruptionBudget, NetworkPolicy,
+//! around them (Services, ConfigMap, drain- and publish-token Secrets, PodDisruptionBudget, NetworkPolicy,
 //! PodMonitor).
 //!
 //! Data flows one way: observe what exists → decide (pure) → act on the API.

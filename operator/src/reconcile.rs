@@ -24,6 +24,9 @@ use crate::resources::sysctl::KubeVersion;
 
 /// How often a healthy fleet is looked at again even without a change.
 const RESYNC: Duration = Duration::from_secs(60);
+/// Shortest delay before a fleet is looked at again by itself (a due time just passed must not
+/// spin the loop).
+const MIN_REQUEUE: Duration = Duration::from_secs(1);
 /// First retry delay after a failure; doubles per consecutive failure.
 const FIRST_RETRY: Duration = Duration::from_secs(2);
 /// Longest retry delay.
@@ -133,7 +136,7 @@ pub async fn reconcile(fleet: Arc<WebSocketFleet>, ctx: Arc<Context>) -> Result<
         return Ok(Action::await_change());
     }
     let namespace = fleet.namespace().unwrap_or_else(|| "default".into());
-    let token = act::admin_token(&ctx.client, &fleet).await?;
+    let token = act::drain_token(&ctx.client, &fleet).await?;
     let gateway = GatewayClient::new(token).with_timeout(ctx.gateway_timeout);
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
     let observed = observe::pods(&pods, &fleet, &gateway, &ctx.admin_address)
@@ -169,7 +172,7 @@ pub async fn reconcile(fleet: Arc<WebSocketFleet>, ctx: Arc<Context>) -> Result<
             "acting on fleet"
         );
     }
-    act::execute(
+    let publish_token_due = act::execute(
         &ctx.client,
         &ctx.recorder,
         &gateway,
@@ -179,7 +182,11 @@ pub async fn reconcile(fleet: Arc<WebSocketFleet>, ctx: Arc<Context>) -> Result<
     )
     .await?;
     ctx.record_outcome(key(&fleet), false);
-    Ok(Action::requeue(plan.requeue.unwrap_or(RESYNC)))
+    let mut requeue = plan.requeue.unwrap_or(RESYNC);
+    if let Some(due) = publish_token_due {
+        requeue = requeue.min(due.max(MIN_REQUEUE));
+    }
+    Ok(Action::requeue(requeue))
 }
 
 /// Retries a failed fleet after a delay that doubles with each consecutive failure.

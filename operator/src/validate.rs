@@ -91,6 +91,15 @@ fn check_backplane(spec: &WebSocketFleetSpec, problems: &mut Vec<String>) {
     match &spec.backplane {
         Some(b) if b.redis.url.is_some() == b.redis.secret_ref.is_some() => problems
             .push("set exactly one of backplane.redis.url or backplane.redis.secretRef".into()),
+        Some(b)
+            if b.redis.tls.is_some()
+                && b.redis
+                    .url
+                    .as_ref()
+                    .is_some_and(|u| !u.starts_with("rediss://")) =>
+        {
+            problems.push("backplane.redis.tls applies only to a rediss:// URL".into())
+        }
         Some(_) => {}
         // Without a backplane each node only delivers to its own clients, so a second node
         // would silently split the fleet in two.
@@ -269,7 +278,7 @@ fn is_cidr(text: &str) -> bool {
 mod tests {
     use super::*;
     use crate::crd::{
-        AuthSettings, Backplane, RedisBackplane, RedisMode, SecretKeyRef, TrafficPolicy,
+        AuthSettings, Backplane, RedisBackplane, RedisMode, RedisTls, SecretKeyRef, TrafficPolicy,
     };
 
     fn valid() -> WebSocketFleetSpec {
@@ -287,6 +296,7 @@ mod tests {
                 secret_ref: None,
                 mode: RedisMode::Standalone,
                 key_prefix: "wsfleet".into(),
+                tls: None,
             },
         })
     }
@@ -327,6 +337,27 @@ mod tests {
                     }
                 },
                 Some("exactly one of backplane.redis.url"),
+            ),
+            (
+                "tls on a plain URL",
+                |s| {
+                    s.backplane = redis_url();
+                    if let Some(b) = s.backplane.as_mut() {
+                        b.redis.tls = Some(RedisTls::default());
+                    }
+                },
+                Some("backplane.redis.tls applies only to a rediss:// URL"),
+            ),
+            (
+                "tls on a TLS URL",
+                |s| {
+                    s.backplane = redis_url();
+                    if let Some(b) = s.backplane.as_mut() {
+                        b.redis.url = Some("rediss://r:6380".into());
+                        b.redis.tls = Some(RedisTls::default());
+                    }
+                },
+                None,
             ),
             (
                 "min above max",

@@ -51,7 +51,7 @@ kubectl -n "$NS" wait --for=condition=Ready pod/redis --timeout="$TIMEOUT"
 kubectl apply -f tests/e2e/fleet.yaml
 kubectl -n "$NS" wait --for=condition=Ready wsf/e2e --timeout="$TIMEOUT"
 wait_for wsf/e2e '{.status.readyReplicas}' 2
-for object in svc/e2e svc/e2e-nodes pdb/e2e secret/e2e-admin-token; do
+for object in svc/e2e svc/e2e-nodes pdb/e2e secret/e2e-drain-token secret/e2e-publish-token; do
   kubectl -n "$NS" get "$object" >/dev/null || fail "$object missing"
 done
 holder=$(kubectl -n wsfleet-system get lease wsfleet-operator -o 'jsonpath={.spec.holderIdentity}')

@@ -507,10 +507,11 @@ async fn fleet_becomes_ready_and_is_collected(cluster: &Cluster, redis_url: &str
     let services = owned::<Service>(c, ns, &selector).await;
     let maps = owned::<ConfigMap>(c, ns, &selector).await;
     let budgets = owned::<PodDisruptionBudget>(c, ns, &selector).await;
-    let secret: Secret = Api::namespaced(fleet.client.clone(), ns)
-        .get("chat-admin-token")
-        .await
-        .expect("secret");
+    let secrets: Api<Secret> = Api::namespaced(fleet.client.clone(), ns);
+    let mut tokens = Vec::new();
+    for name in ["chat-drain-token", "chat-publish-token"] {
+        tokens.push(secrets.get(name).await.expect("token secret"));
+    }
     assert_eq!((pods.len(), services.len(), budgets.len()), (3, 2, 1));
     assert!(!maps.is_empty());
     for refs in pods
@@ -519,7 +520,7 @@ async fn fleet_becomes_ready_and_is_collected(cluster: &Cluster, redis_url: &str
         .chain(services.iter().map(|o| o.owner_references()))
         .chain(maps.iter().map(|o| o.owner_references()))
         .chain(budgets.iter().map(|o| o.owner_references()))
-        .chain(std::iter::once(secret.owner_references()))
+        .chain(tokens.iter().map(|o| o.owner_references()))
     {
         assert!(owned_by_fleet(refs), "owned by the fleet: {refs:?}");
     }
@@ -537,16 +538,11 @@ async fn fleet_becomes_ready_and_is_collected(cluster: &Cluster, redis_url: &str
             && none_left::<Service>(c, ns, &selector).await
             && none_left::<ConfigMap>(c, ns, &selector).await
             && none_left::<PodDisruptionBudget>(c, ns, &selector).await
-            && Api::<Secret>::namespaced(c.clone(), ns)
-                .get_opt("chat-admin-token")
-                .await
-                .ok()
-                .flatten()
-                .is_none()
+            && none_left::<Secret>(c, ns, &selector).await
     })
     .await;
     assert!(
         collected,
-        "garbage collection removed the fleet's pods, Services, ConfigMaps, PDB and Secret"
+        "garbage collection removed the fleet's pods, Services, ConfigMaps, PDB and Secrets"
     );
 }

@@ -12,9 +12,13 @@
 //! 4. a PodMonitor asked for on a cluster without its CRD is reported (`Monitored=False`,
 //!    `PodMonitorCRDMissing`, a Warning event) while the fleet serves; once the CRD is installed
 //!    (a minimal fixture) the PodMonitor appears selecting the fleet's pods on port `admin`, and
-//!    turning it off deletes it.
+//!    turning it off deletes it;
+//! 5. credentials have one job each, rotate without restarts, and a TLS Redis is reached with
+//!    the CA from a Secret ([`credentials`]).
 
 mod cluster;
+#[path = "operator_expose/credentials.rs"]
+mod credentials;
 
 use std::time::Duration;
 
@@ -56,6 +60,7 @@ async fn exposure_network_policy_and_monitoring_on_a_real_api_server() {
     service_changes_apply_in_place(&cluster, &fleet).await;
     network_policy_is_accepted_and_opt_out_deletes_it(&cluster, &fleet).await;
     pod_monitor_is_reported_then_applied_then_deleted(&cluster, &fleet).await;
+    credentials::credentials_have_one_job_each(&cluster).await;
     cluster.assert_operator_never_forbidden().await;
 }
 

@@ -1,12 +1,14 @@
 //! The gateway's configuration file (`gateway.toml`, the keys of the operator↔gateway contract)
 //! and the immutable, content-named ConfigMap that carries it. The node id is not in the file: each pod gets `NODE_ID`
-//! from its own name. The Redis URL and admin token arrive as environment variables.
+//! from its own name. The Redis URL arrives as an environment variable; the tokens, the JWT key
+//! and the Redis TLS files as mounted Secrets, whose paths are here.
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::ConfigMap;
 
-use super::{ADMIN_PORT, WS_PORT, config_map_name, owned_meta};
+use super::secret::{ACCEPTED_KEY, TOKEN_KEY};
+use super::{ADMIN_PORT, API_PORT, WS_PORT, config_map_name, owned_meta};
 use crate::crd::{JwtAlgorithm, RedisMode, RefusalMode, SlowConsumerPolicy, WebSocketFleet};
 
 /// ConfigMap key (and file name) of the gateway config.
@@ -17,6 +19,16 @@ pub const CONFIG_PATH: &str = "/etc/wsfleet/gateway.toml";
 pub const JWT_DIR: &str = "/etc/wsfleet/jwt";
 /// File name of the JWT key inside [`JWT_DIR`].
 pub const JWT_FILE: &str = "key";
+/// Directory where the drain-token Secret is mounted (file `token`).
+pub const DRAIN_TOKEN_DIR: &str = "/etc/wsfleet/tokens/drain";
+/// Directory where the publish-token Secret is mounted (file `tokens`: every accepted token).
+pub const PUBLISH_TOKEN_DIR: &str = "/etc/wsfleet/tokens/publish";
+/// Directory where the Redis CA bundle Secret key is mounted (file `ca.crt`).
+pub const REDIS_CA_DIR: &str = "/etc/wsfleet/redis-tls/ca";
+/// File name of the CA bundle inside [`REDIS_CA_DIR`].
+pub const REDIS_CA_FILE: &str = "ca.crt";
+/// Directory where the Redis client certificate Secret (`kubernetes.io/tls`) is mounted.
+pub const REDIS_CLIENT_DIR: &str = "/etc/wsfleet/redis-tls/client";
 
 /// The immutable ConfigMap holding the fleet's current `gateway.toml`.
 pub fn config_map(fleet: &WebSocketFleet) -> ConfigMap {
@@ -37,6 +49,7 @@ pub fn gateway_toml(fleet: &WebSocketFleet) -> String {
     let mut file = TomlFile::default();
     file.string("listen", &format!("0.0.0.0:{WS_PORT}"));
     file.string("admin_listen", &format!("0.0.0.0:{ADMIN_PORT}"));
+    file.string("api_listen", &format!("0.0.0.0:{API_PORT}"));
     file.int("max_connections", c.max_per_node.into());
     file.int(
         "heartbeat_interval_secs",
@@ -81,13 +94,32 @@ pub fn gateway_toml(fleet: &WebSocketFleet) -> String {
         "key_prefix",
         redis.map(|r| r.key_prefix.as_str()).unwrap_or("wsfleet"),
     );
+    if let Some(tls) = redis.and_then(|r| r.tls.as_ref()) {
+        if tls.ca_secret_ref.is_some() {
+            file.string(
+                "redis_tls_ca_file",
+                &format!("{REDIS_CA_DIR}/{REDIS_CA_FILE}"),
+            );
+        }
+        if tls.client_certificate_secret_ref.is_some() {
+            file.string(
+                "redis_tls_cert_file",
+                &format!("{REDIS_CLIENT_DIR}/tls.crt"),
+            );
+            file.string("redis_tls_key_file", &format!("{REDIS_CLIENT_DIR}/tls.key"));
+        }
+    }
+    file.string(
+        "drain_token_file",
+        &format!("{DRAIN_TOKEN_DIR}/{TOKEN_KEY}"),
+    );
+    file.string(
+        "publish_token_file",
+        &format!("{PUBLISH_TOKEN_DIR}/{ACCEPTED_KEY}"),
+    );
     file.bool("anonymous", spec.auth.anonymous);
-    let algorithm = spec
-        .auth
-        .jwt
-        .as_ref()
-        .map(|j| j.algorithm)
-        .unwrap_or_default();
+    let jwt = spec.auth.jwt.as_ref();
+    let algorithm = jwt.map(|j| j.algorithm).unwrap_or_default();
     file.string(
         "jwt_algorithm",
         match algorithm {
@@ -97,7 +129,21 @@ pub fn gateway_toml(fleet: &WebSocketFleet) -> String {
         },
     );
     file.string("jwt_key_file", &format!("{JWT_DIR}/{JWT_FILE}"));
+    if let Some(jwt) = jwt {
+        if let Some(issuer) = &jwt.issuer {
+            file.string("jwt_issuer", issuer);
+        }
+        if !jwt.audiences.is_empty() {
+            file.strings("jwt_audiences", &jwt.audiences);
+        }
+        file.int("jwt_leeway_secs", jwt.leeway_seconds.into());
+    }
     file.text
+}
+
+/// A TOML basic string. JSON string escapes are a subset of TOML's.
+fn quote(value: &str) -> String {
+    serde_json::Value::String(value.to_string()).to_string()
 }
 
 /// A flat TOML document built key by key.
@@ -108,9 +154,12 @@ struct TomlFile {
 
 impl TomlFile {
     fn string(&mut self, key: &str, value: &str) {
-        // JSON string escapes are a subset of TOML basic-string escapes.
-        let quoted = serde_json::Value::String(value.to_string()).to_string();
-        self.line(key, &quoted);
+        self.line(key, &quote(value));
+    }
+
+    fn strings(&mut self, key: &str, values: &[String]) {
+        let quoted: Vec<String> = values.iter().map(|v| quote(v)).collect();
+        self.line(key, &format!("[{}]", quoted.join(", ")));
     }
 
     fn int(&mut self, key: &str, value: i64) {
@@ -145,6 +194,7 @@ mod tests {
         let expected = [
             ("listen", "\"0.0.0.0:8080\""),
             ("admin_listen", "\"0.0.0.0:9090\""),
+            ("api_listen", "\"0.0.0.0:9091\""),
             ("max_connections", "100000"),
             ("heartbeat_interval_secs", "30"),
             ("heartbeat_timeout_secs", "60"),
@@ -158,6 +208,11 @@ mod tests {
             ("redis_url", "\"\""),
             ("redis_mode", "\"standalone\""),
             ("key_prefix", "\"wsfleet\""),
+            ("drain_token_file", "\"/etc/wsfleet/tokens/drain/token\""),
+            (
+                "publish_token_file",
+                "\"/etc/wsfleet/tokens/publish/tokens\"",
+            ),
             ("anonymous", "true"),
             ("jwt_algorithm", "\"HS256\""),
             ("jwt_key_file", "\"/etc/wsfleet/jwt/key\""),
@@ -176,7 +231,8 @@ mod tests {
                 "slowConsumerPolicy": "DropOldest", "refusalMode": "Close1013"},
             "backplane": {"redis": {"url": "redis://r:6379", "mode": "Cluster", "keyPrefix": "chat"}},
             "drain": {"reconnectWindowSeconds": 30, "timeoutSeconds": 90},
-            "auth": {"jwt": {"algorithm": "ES256", "keySecretRef": {"name": "k", "key": "pem"}}}
+            "auth": {"jwt": {"algorithm": "ES256", "keySecretRef": {"name": "k", "key": "pem"},
+                "issuer": "https://id.example.com/", "audiences": ["chat", "a\"b"], "leewaySeconds": 5}}
         }));
         let toml = gateway_toml(&fleet);
         let keys = lines(&toml);
@@ -194,11 +250,47 @@ mod tests {
         assert_eq!(keys["drain_timeout_secs"], "90");
         assert_eq!(keys["anonymous"], "false");
         assert_eq!(keys["jwt_algorithm"], "\"ES256\"");
+        assert_eq!(keys["jwt_issuer"], "\"https://id.example.com/\"");
+        assert_eq!(keys["jwt_audiences"], r#"["chat", "a\"b"]"#);
+        assert_eq!(keys["jwt_leeway_secs"], "5");
+        assert!(!keys.contains_key("redis_tls_ca_file"), "no TLS asked for");
         let cm = config_map(&fleet);
         assert_eq!(cm.metadata.name, Some(config_map_name(&fleet, &toml)));
         assert_eq!(cm.immutable, Some(true));
         assert_eq!(cm.data.expect("data")[CONFIG_KEY], toml);
         let other = config_map(&testing::minimal());
         assert_ne!(other.metadata.name, cm.metadata.name, "named by content");
+    }
+
+    #[test]
+    fn redis_tls_files_are_named_only_when_their_secrets_are() {
+        let with = |tls: serde_json::Value| {
+            gateway_toml(&testing::fleet(serde_json::json!({
+                "image": "gw:1", "auth": {"anonymous": true},
+                "backplane": {"redis": {"url": "rediss://r:6380", "tls": tls}}
+            })))
+        };
+        let ca_only = with(serde_json::json!({"caSecretRef": {"name": "ca", "key": "ca.pem"}}));
+        let keys = lines(&ca_only);
+        assert_eq!(
+            keys["redis_tls_ca_file"],
+            "\"/etc/wsfleet/redis-tls/ca/ca.crt\""
+        );
+        assert!(!keys.contains_key("redis_tls_cert_file"));
+        let both = with(
+            serde_json::json!({"caSecretRef": {"name": "ca", "key": "ca.pem"},
+            "clientCertificateSecretRef": {"name": "client"}}),
+        );
+        let keys = lines(&both);
+        assert_eq!(
+            keys["redis_tls_cert_file"],
+            "\"/etc/wsfleet/redis-tls/client/tls.crt\""
+        );
+        assert_eq!(
+            keys["redis_tls_key_file"],
+            "\"/etc/wsfleet/redis-tls/client/tls.key\""
+        );
+        // System roots: nothing to name.
+        assert!(!lines(&with(serde_json::json!({}))).contains_key("redis_tls_ca_file"));
     }
 }

@@ -36,6 +36,10 @@ pub const APP_NAME: &str = "wsfleet-gateway";
 pub const WS_PORT: i32 = 8080;
 /// Admin port of the gateway (health, status, drain, metrics).
 pub const ADMIN_PORT: i32 = 9090;
+/// Publish API port of the gateway (`POST /api/v1/publish|send`, for app services).
+pub const API_PORT: i32 = 9091;
+/// Fleet annotation whose new value asks for a new publish token.
+pub const ROTATE_PUBLISH_TOKEN_ANNOTATION: &str = "wsfleet.io/rotate-publish-token";
 
 /// Name of the client Service (and of the PodDisruptionBudget, NetworkPolicy and PodMonitor).
 pub fn client_service_name(fleet: &WebSocketFleet) -> String {
@@ -77,9 +81,14 @@ pub fn short_hash(parts: &[&[u8]]) -> String {
         .collect()
 }
 
-/// Name of the Secret holding the admin token.
-pub fn admin_secret_name(fleet: &WebSocketFleet) -> String {
-    format!("{}-admin-token", fleet.name_any())
+/// Name of the Secret holding the drain token (the operator's: `POST`/`DELETE /drain`).
+pub fn drain_secret_name(fleet: &WebSocketFleet) -> String {
+    format!("{}-drain-token", fleet.name_any())
+}
+
+/// Name of the Secret holding the publish token (app services': the publish API).
+pub fn publish_secret_name(fleet: &WebSocketFleet) -> String {
+    format!("{}-publish-token", fleet.name_any())
 }
 
 /// Labels that select a fleet's gateway pods.

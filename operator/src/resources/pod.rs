@@ -14,12 +14,16 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use super::config::{CONFIG_KEY, CONFIG_PATH, JWT_DIR, JWT_FILE, gateway_toml};
-use super::secret::TOKEN_KEY;
+use super::config::{
+    CONFIG_KEY, CONFIG_PATH, DRAIN_TOKEN_DIR, JWT_DIR, JWT_FILE, PUBLISH_TOKEN_DIR, REDIS_CA_DIR,
+    REDIS_CA_FILE, REDIS_CLIENT_DIR, gateway_toml,
+};
+use super::secret::{ACCEPTED_KEY, TOKEN_KEY};
 use super::sysctl::{KubeVersion, plan};
 use super::{
-    ADMIN_PORT, REVISION_LABEL, WS_PORT, admin_secret_name, common_labels, config_map_name,
-    headless_service_name, owned_meta, selector_labels, short_hash,
+    ADMIN_PORT, API_PORT, REVISION_LABEL, WS_PORT, common_labels, config_map_name,
+    drain_secret_name, headless_service_name, owned_meta, publish_secret_name, selector_labels,
+    short_hash,
 };
 use crate::crd::WebSocketFleet;
 
@@ -145,6 +149,7 @@ fn gateway_container(fleet: &WebSocketFleet) -> Container {
         ports: Some(vec![
             container_port("ws", WS_PORT),
             container_port("admin", ADMIN_PORT),
+            container_port("api", API_PORT),
         ]),
         env: Some(env(fleet)),
         resources: fleet.spec.resources.clone(),
@@ -210,7 +215,6 @@ fn env(fleet: &WebSocketFleet) -> Vec<EnvVar> {
             value: Some(CONFIG_PATH.into()),
             ..EnvVar::default()
         },
-        secret_env("WSFLEET_ADMIN_TOKEN", admin_secret_name(fleet), TOKEN_KEY),
     ];
     if let Some(redis) = fleet.spec.backplane.as_ref().map(|b| &b.redis) {
         match (&redis.url, &redis.secret_ref) {
@@ -266,22 +270,91 @@ fn volumes(fleet: &WebSocketFleet, config_map: &str) -> Vec<Volume> {
             ..Volume::default()
         },
     ];
-    if let Some(jwt) = &fleet.spec.auth.jwt {
+    for mount in secret_volumes(fleet) {
+        let items = mount
+            .files
+            .into_iter()
+            .map(|(key, file)| KeyToPath {
+                key,
+                path: file.into(),
+                ..KeyToPath::default()
+            })
+            .collect();
         volumes.push(Volume {
-            name: "jwt".into(),
+            name: mount.volume.into(),
             secret: Some(SecretVolumeSource {
-                secret_name: Some(jwt.key_secret_ref.name.clone()),
-                items: Some(vec![KeyToPath {
-                    key: jwt.key_secret_ref.key.clone(),
-                    path: JWT_FILE.into(),
-                    ..KeyToPath::default()
-                }]),
+                secret_name: Some(mount.secret),
+                items: Some(items),
                 ..SecretVolumeSource::default()
             }),
             ..Volume::default()
         });
     }
     volumes
+}
+
+/// A Secret a gateway pod mounts: its keys as files in a directory.
+struct SecretMount {
+    volume: &'static str,
+    dir: &'static str,
+    secret: String,
+    /// Secret key → file name in `dir`.
+    files: Vec<(String, &'static str)>,
+}
+
+impl SecretMount {
+    fn new(volume: &'static str, dir: &'static str, secret: String) -> SecretMount {
+        SecretMount {
+            volume,
+            dir,
+            secret,
+            files: Vec::new(),
+        }
+    }
+
+    fn file(mut self, key: &str, file: &'static str) -> SecretMount {
+        self.files.push((key.to_string(), file));
+        self
+    }
+}
+
+/// The Secrets a gateway pod mounts. Whole directories (no `subPath`), so a changed Secret
+/// reaches the running node, which re-reads these files: rotating a token or a JWT key set
+/// restarts nothing. Their content is not part of the revision.
+fn secret_volumes(fleet: &WebSocketFleet) -> Vec<SecretMount> {
+    let mut mounts = vec![
+        SecretMount::new("drain-token", DRAIN_TOKEN_DIR, drain_secret_name(fleet))
+            .file(TOKEN_KEY, TOKEN_KEY),
+        SecretMount::new(
+            "publish-token",
+            PUBLISH_TOKEN_DIR,
+            publish_secret_name(fleet),
+        )
+        .file(ACCEPTED_KEY, ACCEPTED_KEY),
+    ];
+    if let Some(jwt) = &fleet.spec.auth.jwt {
+        let key = &jwt.key_secret_ref;
+        mounts.push(SecretMount::new("jwt", JWT_DIR, key.name.clone()).file(&key.key, JWT_FILE));
+    }
+    let tls = fleet
+        .spec
+        .backplane
+        .as_ref()
+        .and_then(|b| b.redis.tls.as_ref());
+    if let Some(ca) = tls.and_then(|t| t.ca_secret_ref.as_ref()) {
+        mounts.push(
+            SecretMount::new("redis-ca", REDIS_CA_DIR, ca.name.clone())
+                .file(&ca.key, REDIS_CA_FILE),
+        );
+    }
+    if let Some(client) = tls.and_then(|t| t.client_certificate_secret_ref.as_ref()) {
+        mounts.push(
+            SecretMount::new("redis-client", REDIS_CLIENT_DIR, client.name.clone())
+                .file("tls.crt", "tls.crt")
+                .file("tls.key", "tls.key"),
+        );
+    }
+    mounts
 }
 
 fn volume_mounts(fleet: &WebSocketFleet) -> Vec<VolumeMount> {
@@ -301,10 +374,10 @@ fn volume_mounts(fleet: &WebSocketFleet) -> Vec<VolumeMount> {
             ..VolumeMount::default()
         },
     ];
-    if fleet.spec.auth.jwt.is_some() {
+    for mount in secret_volumes(fleet) {
         mounts.push(VolumeMount {
-            name: "jwt".into(),
-            mount_path: JWT_DIR.into(),
+            name: mount.volume.into(),
+            mount_path: mount.dir.into(),
             read_only: Some(true),
             ..VolumeMount::default()
         });
@@ -398,7 +471,14 @@ mod tests {
             .into_iter()
             .map(|p| (p.name.unwrap_or_default(), p.container_port))
             .collect();
-        assert_eq!(ports, [("ws".into(), 8080), ("admin".into(), 9090)]);
+        assert_eq!(
+            ports,
+            [
+                ("ws".into(), 8080),
+                ("admin".into(), 9090),
+                ("api".into(), 9091)
+            ]
+        );
         let probe_path = |p: Option<Probe>| {
             let get = p.and_then(|p| p.http_get).expect("http probe");
             (get.path.unwrap_or_default(), get.port)
@@ -424,13 +504,13 @@ mod tests {
             env_var(&container, "WSFLEET_CONFIG").value.as_deref(),
             Some("/etc/wsfleet/gateway.toml")
         );
-        let token = env_var(&container, "WSFLEET_ADMIN_TOKEN")
-            .value_from
-            .and_then(|v| v.secret_key_ref)
-            .expect("token from secret");
-        assert_eq!(
-            (token.name.as_str(), token.key.as_str()),
-            ("chat-admin-token", "token")
+        assert!(
+            container
+                .env
+                .iter()
+                .flatten()
+                .all(|e| !e.name.contains("TOKEN")),
+            "tokens are mounted files (re-read), not env (fixed for the process's life)"
         );
         let mounts = container.volume_mounts.expect("mounts");
         assert_eq!(mounts[0].mount_path, "/etc/wsfleet/gateway.toml");
@@ -439,6 +519,102 @@ mod tests {
             mounts.iter().any(|m| m.mount_path == "/tmp"),
             "writable /tmp under a read-only root"
         );
+    }
+
+    /// (volume, its Secret, key → file) of a Secret a pod mounts.
+    type Mounted = (String, String, Vec<(String, String)>);
+
+    fn secret_mounts(fleet: &WebSocketFleet) -> Vec<Mounted> {
+        let pod = pod(fleet, &template(fleet, V1_32), "n");
+        let container = gateway(&pod);
+        let spec = pod.spec.expect("spec");
+        let mut found = Vec::new();
+        for volume in spec.volumes.expect("volumes") {
+            let Some(secret) = volume.secret else {
+                continue;
+            };
+            let mount = container
+                .volume_mounts
+                .iter()
+                .flatten()
+                .find(|m| m.name == volume.name)
+                .expect("every Secret volume is mounted");
+            assert_eq!(
+                mount.sub_path, None,
+                "{}: live updates need a whole-directory mount",
+                volume.name
+            );
+            assert_eq!(mount.read_only, Some(true));
+            let items = secret
+                .items
+                .into_iter()
+                .flatten()
+                .map(|i| (i.key, format!("{}/{}", mount.mount_path, i.path)))
+                .collect();
+            found.push((volume.name, secret.secret_name.unwrap_or_default(), items));
+        }
+        found
+    }
+
+    #[test]
+    fn tokens_keys_and_redis_certificates_are_mounted_where_the_config_names_them() {
+        let pair = |k: &str, f: &str| (k.to_string(), f.to_string());
+        assert_eq!(
+            secret_mounts(&testing::minimal()),
+            [
+                (
+                    "drain-token".into(),
+                    "chat-drain-token".into(),
+                    vec![pair("token", "/etc/wsfleet/tokens/drain/token")]
+                ),
+                (
+                    "publish-token".into(),
+                    "chat-publish-token".into(),
+                    vec![pair("tokens", "/etc/wsfleet/tokens/publish/tokens")]
+                ),
+            ]
+        );
+        let fleet = testing::fleet(serde_json::json!({
+            "image": "gw:1",
+            "auth": {"jwt": {"keySecretRef": {"name": "keys", "key": "jwks.json"}}},
+            "backplane": {"redis": {"url": "rediss://r:6380", "tls": {
+                "caSecretRef": {"name": "redis-ca", "key": "ca.pem"},
+                "clientCertificateSecretRef": {"name": "redis-client"}}}}
+        }));
+        let mounts = secret_mounts(&fleet);
+        assert_eq!(
+            mounts[2..],
+            [
+                (
+                    "jwt".into(),
+                    "keys".into(),
+                    vec![pair("jwks.json", "/etc/wsfleet/jwt/key")]
+                ),
+                (
+                    "redis-ca".into(),
+                    "redis-ca".into(),
+                    vec![pair("ca.pem", "/etc/wsfleet/redis-tls/ca/ca.crt")]
+                ),
+                (
+                    "redis-client".into(),
+                    "redis-client".into(),
+                    vec![
+                        pair("tls.crt", "/etc/wsfleet/redis-tls/client/tls.crt"),
+                        pair("tls.key", "/etc/wsfleet/redis-tls/client/tls.key"),
+                    ]
+                ),
+            ]
+        );
+        // Every file the config names is one of these mounts.
+        let toml = gateway_toml(&fleet);
+        let files: Vec<String> = mounts
+            .iter()
+            .flat_map(|(_, _, items)| items.iter().map(|(_, f)| f.clone()))
+            .collect();
+        for line in toml.lines().filter(|l| l.contains("_file = ")) {
+            let path = line.split('"').nth(1).expect("quoted path");
+            assert!(files.iter().any(|f| f == path), "{line} is mounted");
+        }
     }
 
     #[test]

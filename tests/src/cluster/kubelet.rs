@@ -7,14 +7,21 @@
 //! - runs a pod's one container, whose image names a binary of this workspace
 //!   (`*wsfleet-gateway*`, `*wsfleet-operator*`), as a process with the pod's args and env
 //!   (field, Secret and ConfigMap references resolved); ConfigMap, Secret, emptyDir and
-//!   projected service-account token volumes are written to a per-pod directory and paths under
-//!   a mount are pointed there; a pod with a service-account token gets a kubeconfig that uses
-//!   it (`KUBECONFIG`);
+//!   projected service-account token volumes are written to a per-pod directory, and the
+//!   process runs in a mount namespace of its own where each ConfigMap, Secret and projected
+//!   volume is bind-mounted at its `mountPath`, so it reads the very paths its config names
+//!   (the mount points are created, empty, on the host; emptyDir mounts are left out, the
+//!   process uses the host's directory). Paths under a mount in args and env are also pointed
+//!   at the per-pod directory, and a pod with a service-account token gets a kubeconfig that
+//!   uses it (`KUBECONFIG`);
+//! - refreshes Secret and ConfigMap volumes (not `subPath` mounts) every few seconds, each
+//!   file replaced atomically as kubelet's atomic writer does, so a changed Secret reaches a
+//!   running process;
 //! - gives each pod its own address from 10.244.0.0/16, which the kernel treats as local on
 //!   the loopback device (the API server refuses 127.0.0.0/8 in EndpointSlices), and stands in
 //!   for the pod's network namespace by binding the wildcard address `0.0.0.0` of args and env
-//!   to that address (and the gateway's listeners through `WSFLEET_LISTEN` and
-//!   `WSFLEET_ADMIN_LISTEN`, since its config file says `0.0.0.0`);
+//!   to that address (and the gateway's listeners through `WSFLEET_LISTEN`,
+//!   `WSFLEET_ADMIN_LISTEN` and `WSFLEET_API_LISTEN`, since its config file says `0.0.0.0`);
 //! - keeps `status` true: phase, conditions, Ready from the readiness probe, restart counts and
 //!   exit codes; restarts per `restartPolicy` (and on a failing liveness probe) with a short
 //!   back-off (1 s doubling to 8 s, where a real kubelet starts at 10 s);
@@ -52,6 +59,9 @@ use crate::TempDir;
 const SERVICE_ACCOUNT_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
 /// The pod network: local on the loopback device.
 const POD_NETWORK: &str = "10.244.0.0/16";
+/// How often Secret and ConfigMap volumes are re-read (kubelet: about a minute; short here so
+/// tests of a rotation do not wait).
+const VOLUME_REFRESH: Duration = Duration::from_secs(2);
 
 /// Which workspace binary an image runs, and the env vars that bind its listeners (by
 /// container port name) when its own config names the wildcard address.
@@ -65,7 +75,11 @@ const IMAGES: &[ImageRule] = &[
     ImageRule {
         image_contains: "wsfleet-gateway",
         binary: "wsfleet-gateway",
-        listeners: &[("ws", "WSFLEET_LISTEN"), ("admin", "WSFLEET_ADMIN_LISTEN")],
+        listeners: &[
+            ("ws", "WSFLEET_LISTEN"),
+            ("admin", "WSFLEET_ADMIN_LISTEN"),
+            ("api", "WSFLEET_API_LISTEN"),
+        ],
     },
     ImageRule {
         image_contains: "wsfleet-operator",
@@ -465,6 +479,10 @@ struct PodRun<'a> {
     /// The last status write failed: write it again soon.
     unpublished: bool,
     init_containers: Vec<(String, String)>,
+    /// The pod's volumes and where their files are here.
+    volumes: Vec<(Volume, PathBuf)>,
+    /// (mountPath, host path) bind-mounted in the process's mount namespace.
+    binds: Vec<(String, PathBuf)>,
 }
 
 impl<'a> PodRun<'a> {
@@ -488,23 +506,30 @@ impl<'a> PodRun<'a> {
         std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
 
         // Volumes, then each mount's path inside the "container" → where it is here.
-        let mut volume_dirs = HashMap::new();
+        let mut volumes = Vec::new();
         for volume in spec.volumes.iter().flatten() {
             let path = dir.join("volumes").join(&volume.name);
             write_volume(shared, pod, volume, &path).await?;
-            volume_dirs.insert(volume.name.clone(), path);
+            volumes.push((volume.clone(), path));
         }
         let mut mounts: Vec<(String, PathBuf)> = Vec::new();
+        let mut binds: Vec<(String, PathBuf)> = Vec::new();
         for mount in container.volume_mounts.iter().flatten() {
-            let source = volume_dirs
-                .get(&mount.name)
+            let (volume, source) = volumes
+                .iter()
+                .find(|(v, _)| v.name == mount.name)
                 .ok_or_else(|| format!("mount of unknown volume {}", mount.name))?;
             let source = match &mount.sub_path {
                 Some(sub) if !sub.is_empty() => source.join(sub),
                 _ => source.clone(),
             };
+            if volume.empty_dir.is_none() {
+                binds.push((mount.mount_path.clone(), source.clone()));
+            }
             mounts.push((mount.mount_path.clone(), source));
         }
+        // Parents before the mounts nested in them.
+        binds.sort_by_key(|(path, _)| path.len());
         // The longest mount path first, so nested mounts win.
         mounts.sort_by_key(|(path, _)| std::cmp::Reverse(path.len()));
         let localize = |value: &str| -> String {
@@ -580,7 +605,61 @@ impl<'a> PodRun<'a> {
             },
             unpublished: false,
             init_containers,
+            volumes,
+            binds,
         })
+    }
+
+    /// The command that runs the container's binary: in a mount namespace of its own with the
+    /// pod's volumes bind-mounted, when it has any (the mount points are made on the host).
+    fn command(&self) -> Result<tokio::process::Command, String> {
+        if self.binds.is_empty() {
+            let mut command = tokio::process::Command::new(&self.binary);
+            command.args(&self.args);
+            return Ok(command);
+        }
+        let mut script = String::from("set -e\n");
+        for (target, source) in &self.binds {
+            let target = Path::new(target);
+            if source.is_dir() {
+                std::fs::create_dir_all(target)
+            } else {
+                target
+                    .parent()
+                    .map_or(Ok(()), std::fs::create_dir_all)
+                    .and_then(|()| {
+                        std::fs::OpenOptions::new()
+                            .create(true)
+                            .append(true)
+                            .open(target)
+                            .map(drop)
+                    })
+            }
+            .map_err(|e| format!("mount point {}: {e}", target.display()))?;
+            script.push_str(&format!(
+                "mount --bind '{}' '{}'\n",
+                source.display(),
+                target.display()
+            ));
+        }
+        script.push_str("exec \"$0\" \"$@\"\n");
+        let mut command = tokio::process::Command::new("unshare");
+        command
+            .args(["--mount", "--propagation", "private", "--", "/bin/sh", "-c"])
+            .arg(script)
+            .arg(&self.binary)
+            .args(&self.args);
+        Ok(command)
+    }
+
+    /// Re-reads the pod's Secret and ConfigMap volumes into their files. A source that cannot
+    /// be read now keeps its last files, as kubelet does.
+    async fn refresh_volumes(&self) {
+        for (volume, path) in &self.volumes {
+            if volume.secret.is_some() || volume.config_map.is_some() {
+                let _ = write_volume(self.shared, &self.pod, volume, path).await;
+            }
+        }
     }
 
     fn spawn(&mut self) -> Result<tokio::process::Child, String> {
@@ -590,8 +669,8 @@ impl<'a> PodRun<'a> {
             .open(&self.log)
             .map_err(|e| e.to_string())?;
         let err = log.try_clone().map_err(|e| e.to_string())?;
-        let child = tokio::process::Command::new(&self.binary)
-            .args(&self.args)
+        let child = self
+            .command()?
             .env_clear()
             .env("PATH", "/usr/local/bin:/usr/bin:/bin")
             .envs(self.env.iter().map(|(k, v)| (k, v)))
@@ -662,6 +741,7 @@ impl<'a> PodRun<'a> {
             let started = tokio::time::Instant::now();
             let mut readiness = Prober::new(self.container.readiness_probe.clone(), self.ip);
             let mut liveness = Prober::new(self.container.liveness_probe.clone(), self.ip);
+            let mut refresh = tokio::time::interval(VOLUME_REFRESH);
             let exit = loop {
                 tokio::select! {
                     status = child.wait() => break status.ok(),
@@ -681,6 +761,7 @@ impl<'a> PodRun<'a> {
                     () = tokio::time::sleep(Duration::from_secs(2)), if self.unpublished => {
                         self.publish().await;
                     }
+                    _ = refresh.tick() => self.refresh_volumes().await,
                     changed = updates.changed() => {
                         let deleting = changed.is_err()
                             || updates.borrow().as_ref().is_none_or(|p| p.metadata.deletion_timestamp.is_some());
@@ -921,7 +1002,8 @@ async fn env_value(
     }
 }
 
-/// Writes a volume's files into `path`.
+/// Writes a volume's files into `path`; a file whose content changed is replaced atomically
+/// (written beside it, then renamed), so a reader never sees half of it.
 async fn write_volume(
     shared: &Shared,
     pod: &Pod,
@@ -932,10 +1014,16 @@ async fn write_volume(
     let namespace = pod.namespace().unwrap_or_default();
     let write = |name: &str, bytes: &[u8]| -> Result<(), String> {
         let file = path.join(name);
+        if std::fs::read(&file).is_ok_and(|old| old == bytes) {
+            return Ok(());
+        }
         if let Some(parent) = file.parent() {
             std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
         }
-        std::fs::write(&file, bytes).map_err(|e| format!("writing {}: {e}", file.display()))
+        let staged = path.join(format!("..{}.new", name.replace('/', "_")));
+        std::fs::write(&staged, bytes)
+            .and_then(|()| std::fs::rename(&staged, &file))
+            .map_err(|e| format!("writing {}: {e}", file.display()))
     };
     if let Some(source) = &volume.config_map {
         let files = config_map_files(shared, &namespace, &source.name, source.optional).await?;

@@ -194,7 +194,8 @@ impl ControlPlane {
         client_from(&self.kubeconfig).await
     }
 
-    /// Creates namespace `name` (a test's own).
+    /// Creates namespace `name` (a test's own); one that exists already (a scenario that put
+    /// Secrets there before its fleet) is used as it is.
     pub async fn namespace(&self, name: &str) -> kube::Client {
         let client = self.client().await;
         let api: Api<Namespace> = Api::all(client.clone());
@@ -202,9 +203,11 @@ impl ControlPlane {
             "metadata": { "name": name }
         }))
         .expect("namespace");
-        api.create(&PostParams::default(), &ns)
-            .await
-            .unwrap_or_else(|e| panic!("creating namespace {name}: {e}"));
+        match api.create(&PostParams::default(), &ns).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(status)) if status.code == 409 => {}
+            Err(e) => panic!("creating namespace {name}: {e}"),
+        }
         client
     }
 
