@@ -4,7 +4,7 @@
 //! so neither credential can do the other's job.
 
 use crate::credentials::Credential;
-use crate::drain::{Drain, DrainBody, DrainRequest};
+use crate::drain::{Drain, DrainRequest};
 use crate::metrics::metrics;
 use crate::node::Node;
 use axum::Router;
@@ -14,8 +14,8 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
-use serde_json::json;
 use std::sync::Arc;
+use wsfleet_api::admin::{ApiError, DrainProgress, DrainReply, StatusReport};
 
 /// The admin router for a node.
 pub fn router(node: Arc<Node>) -> Router {
@@ -63,53 +63,57 @@ async fn status(State(node): State<Arc<Node>>) -> Response {
     // Why the backplane is not up, in the words of the last failed attempt: an operator
     // reading /status of a not-ready node sees "invalid peer certificate" rather than guessing.
     let backplane_error = node.engine.backplane_stats().and_then(|s| s.last_error);
-    axum::Json(json!({
-        "node": node.config.node_id,
-        "version": env!("CARGO_PKG_VERSION"),
-        "state": phase.state().as_str(),
-        "ready": node.ready(),
-        "connections": node.connections(),
-        "max_connections": node.config.max_connections,
-        "backplane": node.engine.backplane().as_str(),
-        "backplane_error": backplane_error,
-        "drain": phase.drain().map(|d| drain_json(&node, d)),
-    }))
+    axum::Json(StatusReport {
+        node: node.config.node_id.clone(),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        state: phase.state(),
+        ready: node.ready(),
+        connections: count(node.connections()),
+        max_connections: count(node.config.max_connections),
+        backplane: node.engine.backplane(),
+        backplane_error,
+        drain: phase.drain().map(|d| progress(&node, d)),
+        settings: Some(node.config.settings()),
+    })
     .into_response()
 }
 
+fn count(n: usize) -> u64 {
+    u64::try_from(n).unwrap_or(u64::MAX)
+}
+
 /// The `drain` object of `/status` and of the drain endpoints.
-fn drain_json(node: &Node, drain: &Drain) -> serde_json::Value {
-    json!({
-        "reason": &*drain.reason,
-        "window_seconds": drain.window.as_secs(),
-        "deadline_unix_ms": drain.deadline_unix_ms,
-        "remaining": node.connections(),
-    })
+fn progress(node: &Node, drain: &Drain) -> DrainProgress {
+    DrainProgress {
+        reason: drain.reason.to_string(),
+        window_seconds: drain.window.as_secs(),
+        deadline_unix_ms: drain.deadline_unix_ms,
+        remaining: count(node.connections()),
+    }
 }
 
 /// `POST /drain`: starts a drain, or returns the one under way unchanged (idempotent).
 /// `202` when this request started it, `200` when one was already running.
 async fn start_drain(State(node): State<Arc<Node>>, headers: HeaderMap, body: Bytes) -> Response {
-    let body: DrainBody = match authorize_and_parse(&node, Scope::Drain, &headers, &body) {
-        Ok(body) => body,
+    let request: DrainRequest = match authorize_and_parse(&node, Scope::Drain, &headers, &body) {
+        Ok(request) => request,
         Err(response) => return *response,
     };
-    let request = match DrainRequest::from_body(body) {
-        Ok(request) => request,
-        Err(message) => return error(StatusCode::BAD_REQUEST, "bad_request", &message),
-    };
+    if let Err(message) = request.check() {
+        return error(StatusCode::BAD_REQUEST, "bad_request", &message);
+    }
     let begun = node.drain(&request);
     let status = if begun.started {
         StatusCode::ACCEPTED
     } else {
         StatusCode::OK
     };
-    let body = json!({
-        "state": node.state().as_str(),
-        "started": begun.started,
-        "drain": drain_json(&node, &begun.drain),
-    });
-    (status, axum::Json(body)).into_response()
+    let reply = DrainReply {
+        state: node.state(),
+        started: begun.started,
+        drain: Some(progress(&node, &begun.drain)),
+    };
+    (status, axum::Json(reply)).into_response()
 }
 
 /// `DELETE /drain`: cancels a drain; the node serves again. Clients already told to
@@ -121,7 +125,12 @@ async fn cancel_drain(State(node): State<Arc<Node>>, headers: HeaderMap) -> Resp
     match node.lifecycle.cancel() {
         Ok(()) => {
             tracing::info!("drain cancelled");
-            axum::Json(json!({ "state": node.state().as_str(), "drain": null })).into_response()
+            let reply = DrainReply {
+                state: node.state(),
+                started: false,
+                drain: None,
+            };
+            axum::Json(reply).into_response()
         }
         Err(err) => error(StatusCode::CONFLICT, "conflict", &err.to_string()),
     }
@@ -220,11 +229,11 @@ pub(crate) fn refuse(status: StatusCode, code: &str, message: &str) -> Box<Respo
 }
 
 pub(crate) fn error(status: StatusCode, code: &str, message: &str) -> Response {
-    (
-        status,
-        axum::Json(json!({ "code": code, "message": message })),
-    )
-        .into_response()
+    let body = ApiError {
+        code: code.to_owned(),
+        message: message.to_owned(),
+    };
+    (status, axum::Json(body)).into_response()
 }
 
 #[cfg(test)]
@@ -233,9 +242,9 @@ mod tests {
 
     #[test]
     fn parses_drain_bodies() {
-        let body: DrainBody =
+        let body: DrainRequest =
             parse_body(br#"{"window_seconds":30,"deadline_seconds":60,"reason":"r"}"#).unwrap();
-        assert!(DrainRequest::from_body(body).is_ok());
-        assert!(parse_body::<DrainBody>(b"\xff").is_err());
+        assert_eq!(body.check(), Ok(()));
+        assert!(parse_body::<DrainRequest>(b"\xff").is_err());
     }
 }

@@ -12,10 +12,10 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use serde::Deserialize;
 use serde_json::json;
 use serde_json::value::RawValue;
 use std::sync::Arc;
+use wsfleet_api::admin::{PublishRequest, SendRequest};
 
 /// The `from` of `direct` frames sent through the API.
 pub const API_SENDER: &str = "server";
@@ -28,19 +28,11 @@ pub fn router(node: Arc<Node>) -> Router {
         .with_state(node)
 }
 
-/// Body of `POST /api/v1/publish`.
-#[derive(Debug, Deserialize)]
-pub struct PublishBody {
-    pub channel: String,
-    pub data: Box<RawValue>,
-}
+/// Body of `POST /api/v1/publish`; the payload stays the caller's JSON text.
+pub type PublishBody = PublishRequest<Box<RawValue>>;
 
 /// Body of `POST /api/v1/send`.
-#[derive(Debug, Deserialize)]
-pub struct SendBody {
-    pub to: String,
-    pub data: Box<RawValue>,
-}
+pub type SendBody = SendRequest<Box<RawValue>>;
 
 async fn publish(State(node): State<Arc<Node>>, headers: HeaderMap, body: Bytes) -> Response {
     let request: PublishBody = match authorize_and_parse(&node, Scope::Publish, &headers, &body) {

@@ -4,46 +4,14 @@
 //! /etc/wsfleet/gateway.toml).
 
 use crate::credentials::TokenSource;
-use crate::outbox::SlowConsumerPolicy;
 use anyhow::{Context, bail};
 use clap::Parser;
-use serde::Deserialize;
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-
-/// How a refused upgrade is answered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "kebab-case")]
-pub enum RefusalMode {
-    /// An HTTP status (`503`/`429`) with `Retry-After`, before the upgrade.
-    Status,
-    /// Accept the upgrade, then close with 1013 and a reason carrying the retry hint (for
-    /// browsers, which cannot read a refused handshake's status).
-    #[value(name = "close-1013")]
-    #[serde(rename = "close-1013")]
-    Close1013,
-}
-
-/// Which Redis deployment the backplane talks to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "kebab-case")]
-pub enum RedisMode {
-    Standalone,
-    Cluster,
-}
-
-/// Signature algorithm of client tokens.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
-pub enum JwtAlgorithm {
-    #[value(name = "HS256")]
-    HS256,
-    #[value(name = "RS256")]
-    RS256,
-    #[value(name = "ES256")]
-    ES256,
-}
+use wsfleet_api::admin::{MAX_DRAIN_DEADLINE_SECONDS, MAX_DRAIN_WINDOW_SECONDS};
+use wsfleet_api::config::{GatewayConfig, MAX_JWT_LEEWAY_SECS};
+pub use wsfleet_api::{JwtAlgorithm, RedisMode, RefusalMode, SlowConsumerPolicy};
 
 /// Command line of `wsfleet-gateway`. Every setting is optional here: unset ones come from
 /// the config file, then the built-in default.
@@ -93,7 +61,7 @@ pub struct Args {
     pub send_queue_messages: Option<usize>,
     /// What happens to a client whose send queue is full: `disconnect` (close 1008) or
     /// `drop-oldest`. [default: disconnect]
-    #[arg(long, env = "WSFLEET_SLOW_CONSUMER_POLICY", value_enum)]
+    #[arg(long, env = "WSFLEET_SLOW_CONSUMER_POLICY")]
     pub slow_consumer_policy: Option<SlowConsumerPolicy>,
     /// Upgrades per second this node accepts (token bucket, bursts up to one second's worth);
     /// beyond it upgrades are refused with 429. [default: 2000]
@@ -104,7 +72,7 @@ pub struct Args {
     pub handshake_timeout_secs: Option<u64>,
     /// How refusals (cap, budget, drain) are answered: `status` (HTTP 503/429 + Retry-After) or
     /// `close-1013` (accept, then close 1013 with a reason). [default: status]
-    #[arg(long, env = "WSFLEET_REFUSAL_MODE", value_enum)]
+    #[arg(long, env = "WSFLEET_REFUSAL_MODE")]
     pub refusal_mode: Option<RefusalMode>,
     /// Reconnect window in seconds used when SIGTERM starts a drain. [default: 60]
     #[arg(long, env = "WSFLEET_DRAIN_WINDOW_SECS")]
@@ -116,7 +84,7 @@ pub struct Args {
     #[arg(long, env = "WSFLEET_REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<String>,
     /// `standalone` or `cluster` (sharded pub/sub). [default: standalone]
-    #[arg(long, env = "WSFLEET_REDIS_MODE", value_enum)]
+    #[arg(long, env = "WSFLEET_REDIS_MODE")]
     pub redis_mode: Option<RedisMode>,
     /// PEM bundle of the CAs that sign the Redis server certificates (`rediss://` only).
     /// Unset = the system's trusted roots. Server certificates are always verified.
@@ -143,7 +111,7 @@ pub struct Args {
     #[arg(long, env = "WSFLEET_ANONYMOUS", num_args = 0..=1, default_missing_value = "true")]
     pub anonymous: Option<bool>,
     /// Signature algorithm of client JWTs: HS256, RS256 or ES256. [default: HS256]
-    #[arg(long, env = "WSFLEET_JWT_ALGORITHM", value_enum)]
+    #[arg(long, env = "WSFLEET_JWT_ALGORITHM")]
     pub jwt_algorithm: Option<JwtAlgorithm>,
     /// File with the HS256 secret or the PEM public key for RS256/ES256, or a JWKS document
     /// (`{"keys": [...]}`, keys chosen by the token's `kid`). Re-read while the node runs.
@@ -171,46 +139,6 @@ pub struct Args {
     /// the publish API refuses every request.
     #[arg(long, env = "WSFLEET_PUBLISH_TOKEN_FILE")]
     pub publish_token_file: Option<PathBuf>,
-}
-
-/// The config file: the same keys as the flags, in snake_case.
-#[derive(Debug, Default, Deserialize)]
-struct FileConfig {
-    node_id: Option<String>,
-    listen: Option<SocketAddr>,
-    admin_listen: Option<SocketAddr>,
-    api_listen: Option<SocketAddr>,
-    max_connections: Option<usize>,
-    heartbeat_interval_secs: Option<u64>,
-    heartbeat_timeout_secs: Option<u64>,
-    max_message_bytes: Option<usize>,
-    send_queue_messages: Option<usize>,
-    slow_consumer_policy: Option<SlowConsumerPolicy>,
-    handshakes_per_second: Option<u32>,
-    handshake_timeout_secs: Option<u64>,
-    refusal_mode: Option<RefusalMode>,
-    drain_window_secs: Option<u64>,
-    drain_timeout_secs: Option<u64>,
-    redis_url: Option<String>,
-    redis_mode: Option<RedisMode>,
-    redis_tls_ca_file: Option<PathBuf>,
-    redis_tls_cert_file: Option<PathBuf>,
-    redis_tls_key_file: Option<PathBuf>,
-    key_prefix: Option<String>,
-    history_max_messages: Option<usize>,
-    history_max_age_secs: Option<u64>,
-    anonymous: Option<bool>,
-    jwt_algorithm: Option<JwtAlgorithm>,
-    jwt_key_file: Option<PathBuf>,
-    jwt_issuer: Option<String>,
-    jwt_audiences: Option<Vec<String>>,
-    jwt_leeway_secs: Option<u64>,
-    drain_token_file: Option<PathBuf>,
-    publish_token_file: Option<PathBuf>,
-    /// Keys this version does not know; warned about, not fatal, so an operator newer than
-    /// the node does not crash it.
-    #[serde(flatten)]
-    unknown: BTreeMap<String, toml::Value>,
 }
 
 /// The resolved settings of a node.
@@ -265,11 +193,8 @@ impl Config {
     pub fn resolve(args: Args, env: impl Fn(&str) -> Option<String>) -> anyhow::Result<Config> {
         let file = match &args.config {
             Some(path) => read_file(path)?,
-            None => FileConfig::default(),
+            None => GatewayConfig::default(),
         };
-        for key in file.unknown.keys() {
-            tracing::warn!(key, "ignoring unknown key in the config file");
-        }
         let heartbeat_interval_secs = args
             .heartbeat_interval_secs
             .or(file.heartbeat_interval_secs)
@@ -423,14 +348,20 @@ impl Config {
         if self.drain_window.is_zero() {
             bail!("drain_window_secs must be at least 1");
         }
+        if self.drain_window > Duration::from_secs(MAX_DRAIN_WINDOW_SECONDS) {
+            bail!("drain_window_secs must be at most {MAX_DRAIN_WINDOW_SECONDS}");
+        }
+        if self.drain_timeout > Duration::from_secs(MAX_DRAIN_DEADLINE_SECONDS) {
+            bail!("drain_timeout_secs must be at most {MAX_DRAIN_DEADLINE_SECONDS}");
+        }
         if self.drain_timeout < self.drain_window {
             bail!("drain_timeout_secs must be at least drain_window_secs");
         }
         if self.node_id.is_empty() {
             bail!("node_id must not be empty");
         }
-        if self.jwt_leeway > Duration::from_secs(300) {
-            bail!("jwt_leeway_secs must be at most 300");
+        if self.jwt_leeway > Duration::from_secs(MAX_JWT_LEEWAY_SECS) {
+            bail!("jwt_leeway_secs must be at most {MAX_JWT_LEEWAY_SECS}");
         }
         if self.jwt_audiences.iter().any(String::is_empty) || self.jwt_issuer.as_deref() == Some("")
         {
@@ -460,6 +391,53 @@ impl Config {
     pub fn heartbeat_ms(&self) -> u64 {
         u64::try_from(self.heartbeat_interval.as_millis()).unwrap_or(u64::MAX)
     }
+
+    /// The settings as resolved, in the config file's keys, every one filled in (`/status`
+    /// reports them). The Redis URL is left out: it may carry a password.
+    pub fn settings(&self) -> GatewayConfig {
+        let token_file = |source: &TokenSource| match source {
+            TokenSource::File(path) => Some(path.clone()),
+            TokenSource::None | TokenSource::Fixed(_) => None,
+        };
+        let [ca, cert, key] = self
+            .redis_tls
+            .as_ref()
+            .map(|t| t.files.clone())
+            .unwrap_or_default();
+        GatewayConfig {
+            node_id: Some(self.node_id.clone()),
+            listen: Some(self.listen),
+            admin_listen: Some(self.admin_listen),
+            api_listen: Some(self.api_listen),
+            max_connections: Some(self.max_connections),
+            heartbeat_interval_secs: Some(self.heartbeat_interval.as_secs()),
+            heartbeat_timeout_secs: Some(self.heartbeat_timeout.as_secs()),
+            max_message_bytes: Some(self.max_message_bytes),
+            send_queue_messages: Some(self.send_queue_messages),
+            slow_consumer_policy: Some(self.slow_consumer_policy),
+            handshakes_per_second: Some(self.handshakes_per_second),
+            handshake_timeout_secs: Some(self.handshake_timeout.as_secs()),
+            refusal_mode: Some(self.refusal_mode),
+            drain_window_secs: Some(self.drain_window.as_secs()),
+            drain_timeout_secs: Some(self.drain_timeout.as_secs()),
+            redis_url: None,
+            redis_mode: Some(self.redis_mode),
+            redis_tls_ca_file: ca,
+            redis_tls_cert_file: cert,
+            redis_tls_key_file: key,
+            key_prefix: Some(self.key_prefix.clone()),
+            history_max_messages: Some(self.history_max_messages),
+            history_max_age_secs: Some(self.history_max_age.as_secs()),
+            anonymous: Some(self.anonymous),
+            jwt_algorithm: Some(self.jwt_algorithm),
+            jwt_key_file: Some(self.jwt_key_file.clone()),
+            jwt_issuer: self.jwt_issuer.clone(),
+            jwt_audiences: Some(self.jwt_audiences.clone()),
+            jwt_leeway_secs: Some(self.jwt_leeway.as_secs()),
+            drain_token_file: token_file(&self.drain_token),
+            publish_token_file: token_file(&self.publish_token),
+        }
+    }
 }
 
 /// PEM files for TLS to Redis, read at start. A CA bundle replaces the system roots; a client
@@ -469,6 +447,8 @@ pub struct RedisTls {
     pub ca_pem: Option<Vec<u8>>,
     pub client_cert_pem: Option<Vec<u8>>,
     pub client_key_pem: Option<Vec<u8>>,
+    /// The files they were read from (CA, certificate, key), as `/status` reports them.
+    pub files: [Option<PathBuf>; 3],
 }
 
 impl std::fmt::Debug for RedisTls {
@@ -492,6 +472,7 @@ impl RedisTls {
         if ca.is_none() && cert.is_none() {
             return Ok(None);
         }
+        let files = [ca.clone(), cert.clone(), key.clone()];
         let read = |path: Option<PathBuf>, what: &str| -> anyhow::Result<Option<Vec<u8>>> {
             let Some(path) = path else { return Ok(None) };
             let pem = std::fs::read(&path)
@@ -505,11 +486,15 @@ impl RedisTls {
             ca_pem: read(ca, "CA bundle")?,
             client_cert_pem: read(cert, "client certificate")?,
             client_key_pem: read(key, "client key")?,
+            files,
         }))
     }
 }
 
-fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
+/// Reads the config file. A key this version does not know is an error that names it: a key
+/// misspelled or renamed on the operator's side must stop the node, not leave a setting at
+/// its default unnoticed.
+fn read_file(path: &Path) -> anyhow::Result<GatewayConfig> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("reading config file {}", path.display()))?;
     toml::from_str(&text).with_context(|| format!("parsing config file {}", path.display()))
@@ -548,7 +533,7 @@ mod tests {
         let path = dir.join("gateway.toml");
         std::fs::write(
             &path,
-            "max_connections = 5\nheartbeat_interval_secs = 7\nslow_consumer_policy = \"drop-oldest\"\nrefusal_mode = \"close-1013\"\nfuture_key = 1\n",
+            "max_connections = 5\nheartbeat_interval_secs = 7\nslow_consumer_policy = \"drop-oldest\"\nrefusal_mode = \"close-1013\"\n",
         )
         .unwrap();
         let args = Args::try_parse_from([
@@ -570,6 +555,45 @@ mod tests {
         assert_eq!(config.send_queue_messages, 256);
         assert_eq!(config.node_id, "n1");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn an_unknown_key_in_the_file_stops_the_node_and_is_named() {
+        let dir = std::env::temp_dir().join(format!("wsfleet-unknown-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("gateway.toml");
+        std::fs::write(&path, "max_conections = 5000\n").unwrap();
+        let args = Args::try_parse_from(["wsfleet-gateway", "--config", path.to_str().unwrap()]);
+        let err = Config::resolve(args.unwrap(), no_env).unwrap_err();
+        let text = format!("{err:#}");
+        assert!(text.contains("unknown field `max_conections`"), "{text}");
+        assert!(text.contains("gateway.toml"), "{text}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn settings_report_every_resolved_key_but_the_redis_url() {
+        let args = Args::try_parse_from([
+            "wsfleet-gateway",
+            "--anonymous",
+            "--redis-url",
+            "redis://:secret@r:6379/",
+            "--drain-token-file",
+            "/d",
+        ])
+        .unwrap();
+        let settings = Config::resolve(args, no_env).unwrap().settings();
+        assert_eq!(settings.redis_url, None);
+        assert_eq!(settings.max_connections, Some(100_000));
+        assert_eq!(
+            settings.slow_consumer_policy,
+            Some(SlowConsumerPolicy::Disconnect)
+        );
+        assert_eq!(settings.drain_token_file, Some("/d".into()));
+        assert_eq!(settings.publish_token_file, None);
+        let text = toml::to_string(&settings).unwrap();
+        assert!(!text.contains("secret"));
+        assert_eq!(toml::from_str::<GatewayConfig>(&text).unwrap(), settings);
     }
 
     #[test]

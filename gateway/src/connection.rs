@@ -29,15 +29,13 @@ use tokio_tungstenite::tungstenite::protocol::frame::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{self, Message};
+use wsfleet_api::codes::CLOSE_TOKEN_EXPIRED;
 
 /// How long writing our close frame may take before the socket is just dropped.
 const CLOSE_WRITE_TIMEOUT: Duration = Duration::from_millis(250);
 
 /// Write batches per wake-up before the task lets reads and heartbeats run.
 const MAX_BATCHES_PER_WAKE: usize = 8;
-
-/// Close code of a connection whose token expired without a refresh (application range).
-pub const TOKEN_EXPIRED: u16 = 4001;
 
 /// Most channels one connection may be subscribed to at once.
 pub const MAX_SUBSCRIPTIONS: usize = 1024;
@@ -225,7 +223,7 @@ impl Connection<'_> {
                     if self.expires.is_some_and(|at| now >= at) {
                         metrics().token_expiry_closes.inc();
                         return End::Close(
-                            CloseCode::from(TOKEN_EXPIRED),
+                            CloseCode::from(CLOSE_TOKEN_EXPIRED),
                             "token expired; refresh it before exp and reconnect",
                         );
                     }

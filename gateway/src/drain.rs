@@ -5,84 +5,18 @@
 
 use rand::Rng;
 use rand::seq::SliceRandom;
-use serde::Deserialize;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::watch;
 use tokio::time::Instant;
+pub use wsfleet_api::{DrainRequest, NodeState};
 
-/// Reason given to clients when the caller names none.
-pub const DEFAULT_REASON: &str = "node draining";
-/// A close frame's reason must fit in 123 bytes (125 of payload minus the code).
-pub const MAX_REASON_BYTES: usize = 123;
-/// Bounds of a drain request, the same as the fleet resource's.
-pub const MAX_WINDOW_SECS: u64 = 3600;
-pub const MAX_DEADLINE_SECS: u64 = 86_400;
 /// How often the supervisor looks at the connection count.
 const SUPERVISE_TICK: Duration = Duration::from_millis(100);
 /// After the deadline, how long closing connections get to finish before the drain ends
 /// regardless.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
-
-/// A validated drain request.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DrainRequest {
-    pub window: Duration,
-    pub deadline: Duration,
-    pub reason: String,
-}
-
-/// Body of `POST /drain`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DrainBody {
-    pub window_seconds: u64,
-    pub deadline_seconds: u64,
-    #[serde(default)]
-    pub reason: Option<String>,
-}
-
-impl DrainRequest {
-    /// Checks a request; the error says what is wrong in words an operator can act on.
-    pub fn new(
-        window_secs: u64,
-        deadline_secs: u64,
-        reason: Option<String>,
-    ) -> Result<Self, String> {
-        if !(1..=MAX_WINDOW_SECS).contains(&window_secs) {
-            return Err(format!(
-                "window_seconds must be between 1 and {MAX_WINDOW_SECS}, got {window_secs}"
-            ));
-        }
-        if !(1..=MAX_DEADLINE_SECS).contains(&deadline_secs) {
-            return Err(format!(
-                "deadline_seconds must be between 1 and {MAX_DEADLINE_SECS}, got {deadline_secs}"
-            ));
-        }
-        if deadline_secs < window_secs {
-            return Err(format!(
-                "deadline_seconds ({deadline_secs}) must be at least window_seconds ({window_secs})"
-            ));
-        }
-        let reason = reason.unwrap_or_else(|| DEFAULT_REASON.to_owned());
-        if reason.is_empty() || reason.len() > MAX_REASON_BYTES {
-            return Err(format!(
-                "reason must be 1 to {MAX_REASON_BYTES} bytes (it is sent in the close frame), got {}",
-                reason.len()
-            ));
-        }
-        Ok(DrainRequest {
-            window: Duration::from_secs(window_secs),
-            deadline: Duration::from_secs(deadline_secs),
-            reason,
-        })
-    }
-
-    pub fn from_body(body: DrainBody) -> Result<Self, String> {
-        DrainRequest::new(body.window_seconds, body.deadline_seconds, body.reason)
-    }
-}
 
 /// One drain: its parameters and the reconnect delays still to hand out.
 #[derive(Debug)]
@@ -98,17 +32,20 @@ pub struct Drain {
 }
 
 impl Drain {
+    /// A drain as `request` (already checked) asks for.
     fn new(request: &DrainRequest, connections: usize) -> Drain {
-        let window_ms = duration_ms(request.window);
+        let window = Duration::from_secs(request.window_seconds);
+        let deadline = Duration::from_secs(request.deadline_seconds);
+        let window_ms = duration_ms(window);
         let now_unix_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(duration_ms)
             .unwrap_or(0);
         Drain {
-            reason: Arc::from(request.reason.as_str()),
-            window: request.window,
-            deadline: Instant::now() + request.deadline,
-            deadline_unix_ms: now_unix_ms.saturating_add(duration_ms(request.deadline)),
+            reason: Arc::from(request.reason()),
+            window,
+            deadline: Instant::now() + deadline,
+            deadline_unix_ms: now_unix_ms.saturating_add(duration_ms(deadline)),
             schedule: stratified(connections, window_ms, &mut rand::rng()).into(),
             claimed: AtomicUsize::new(0),
         }
@@ -141,24 +78,6 @@ pub fn stratified(n: usize, window_ms: u64, rng: &mut impl Rng) -> Vec<u64> {
         .collect();
     delays.shuffle(rng);
     delays
-}
-
-/// The node's state as reported in `/status` and to the backplane.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NodeState {
-    Serving,
-    Draining,
-    Drained,
-}
-
-impl NodeState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            NodeState::Serving => "serving",
-            NodeState::Draining => "draining",
-            NodeState::Drained => "drained",
-        }
-    }
 }
 
 /// Where the node is in its life, with the drain it is in.
@@ -389,27 +308,20 @@ mod tests {
         assert!(tenths.iter().all(|c| (400..=600).contains(c)), "{tenths:?}");
     }
 
-    #[test]
-    fn requests_are_validated() {
-        assert!(DrainRequest::new(30, 60, None).is_ok_and(|r| r.reason == DEFAULT_REASON));
-        assert!(
-            DrainRequest::new(0, 60, None)
-                .unwrap_err()
-                .contains("window_seconds")
-        );
-        assert!(
-            DrainRequest::new(30, 10, None)
-                .unwrap_err()
-                .contains("at least")
-        );
-        assert!(DrainRequest::new(30, 0, None).is_err());
-        assert!(DrainRequest::new(30, 60, Some("x".repeat(124))).is_err());
-        assert!(DrainRequest::new(30, 60, Some(String::new())).is_err());
+    /// A request as the admin API would pass it on, checked.
+    fn request(window_seconds: u64, deadline_seconds: u64, reason: Option<&str>) -> DrainRequest {
+        let request = DrainRequest {
+            window_seconds,
+            deadline_seconds,
+            reason: reason.map(str::to_owned),
+        };
+        request.check().expect("a valid request");
+        request
     }
 
     #[test]
     fn claims_follow_the_schedule_then_fall_back_to_uniform() {
-        let request = DrainRequest::new(2, 2, None).unwrap();
+        let request = request(2, 2, None);
         let drain = Drain::new(&request, 3);
         let mut first: Vec<u64> = (0..3).map(|_| duration_ms(drain.claim())).collect();
         first.sort_unstable();
@@ -420,10 +332,9 @@ mod tests {
     #[tokio::test]
     async fn begin_is_idempotent_and_cancel_returns_to_serving() {
         let lifecycle = Lifecycle::default();
-        let request = DrainRequest::new(10, 20, Some("upgrade".into())).unwrap();
-        let first = lifecycle.begin(&request, 5);
+        let first = lifecycle.begin(&request(10, 20, Some("upgrade")), 5);
         assert!(first.started);
-        let again = lifecycle.begin(&DrainRequest::new(1, 1, None).unwrap(), 9);
+        let again = lifecycle.begin(&request(1, 1, None), 9);
         assert!(!again.started && Arc::ptr_eq(&first.drain, &again.drain));
         assert_eq!(lifecycle.phase().state().as_str(), "draining");
         assert_eq!(lifecycle.cancel(), Ok(()));
@@ -434,7 +345,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn supervise_ends_when_empty_or_at_the_deadline() {
         let lifecycle = Lifecycle::default();
-        let request = DrainRequest::new(1, 1, None).unwrap();
+        let request = request(1, 1, None);
         let drain = lifecycle.begin(&request, 0).drain;
         supervise(&lifecycle, &drain, || 0).await;
         assert_eq!(lifecycle.phase().state().as_str(), "drained");

@@ -91,9 +91,9 @@ async fn main() -> anyhow::Result<()> {
 async fn drain_on_signals(node: &Arc<Node>, mut signals: ShutdownSignals) {
     signals.recv().await;
     let request = DrainRequest {
-        window: node.config.drain_window,
-        deadline: node.config.drain_timeout,
-        reason: "node shutting down".to_owned(),
+        window_seconds: node.config.drain_window.as_secs(),
+        deadline_seconds: node.config.drain_timeout.as_secs(),
+        reason: Some("node shutting down".to_owned()),
     };
     tracing::info!("shutdown signal; draining");
     node.drain(&request);

@@ -67,8 +67,8 @@ impl Node {
         if begun.started {
             tracing::info!(
                 reason = &*begun.drain.reason,
-                window_secs = request.window.as_secs(),
-                deadline_secs = request.deadline.as_secs(),
+                window_secs = request.window_seconds,
+                deadline_secs = request.deadline_seconds,
                 connections = self.connections(),
                 "drain started"
             );

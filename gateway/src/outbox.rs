@@ -10,17 +10,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-/// What to do when a connection's queue is full.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize, clap::ValueEnum,
-)]
-#[serde(rename_all = "kebab-case")]
-pub enum SlowConsumerPolicy {
-    /// Close the connection with 1008 and a reason.
-    Disconnect,
-    /// Discard the oldest queued frame to make room.
-    DropOldest,
-}
+/// What to do when a connection's queue is full (`disconnect`: close with 1008; `drop-oldest`:
+/// discard the oldest queued frame to make room).
+pub use wsfleet_api::SlowConsumerPolicy;
 
 /// A frame waiting to be written, with the time it was queued (for the latency metric).
 pub struct Queued {

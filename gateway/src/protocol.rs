@@ -6,13 +6,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use std::fmt;
 
-/// Longest channel name accepted, in bytes (names are ASCII, so also characters).
-pub const MAX_CHANNEL_LEN: usize = 200;
-/// Longest request id echoed back in `ack`/`error`; longer ids are refused so a client cannot
-/// make the server echo large strings.
-pub const MAX_REQUEST_ID_LEN: usize = 128;
-/// Longest client id accepted in `send.to` (and from a token's `sub`).
-pub const MAX_CLIENT_ID_LEN: usize = 256;
+pub use wsfleet_api::ErrorCode;
+pub use wsfleet_api::names::{MAX_CHANNEL_LEN, MAX_CLIENT_ID_LEN, MAX_REQUEST_ID_LEN};
 
 /// Where a subscriber wants to resume a channel's history from.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
@@ -89,36 +84,6 @@ impl ClientMessage {
     }
 }
 
-/// The machine-readable `code` of an `error` frame.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ErrorCode {
-    BadRequest,
-    UnknownOp,
-    /// A `refresh` token that does not verify (signature, `exp`, `nbf`, `iss`, `aud`, `kid`).
-    Unauthorized,
-    Forbidden,
-    TooLarge,
-    RateLimited,
-    NotFound,
-    Internal,
-}
-
-impl ErrorCode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ErrorCode::BadRequest => "bad_request",
-            ErrorCode::UnknownOp => "unknown_op",
-            ErrorCode::Unauthorized => "unauthorized",
-            ErrorCode::Forbidden => "forbidden",
-            ErrorCode::TooLarge => "too_large",
-            ErrorCode::RateLimited => "rate_limited",
-            ErrorCode::NotFound => "not_found",
-            ErrorCode::Internal => "internal",
-        }
-    }
-}
-
 /// Why a client frame or request was refused; becomes an `error` frame.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProtocolError {
@@ -145,7 +110,7 @@ impl ProtocolError {
     /// The `error` frame for this refusal.
     pub fn to_frame(&self) -> String {
         encode(&ServerMessage::Error {
-            code: self.code,
+            code: &self.code,
             message: &self.message,
             id: self.id.as_deref(),
         })
@@ -236,34 +201,16 @@ fn validate(message: &ClientMessage) -> Result<(), ProtocolError> {
     }
 }
 
-/// Channel names are 1..=200 characters of `[A-Za-z0-9:._\-/]`.
+/// Channel names are 1..=200 characters of `[A-Za-z0-9:._\-/]` (the contract's rule).
 pub fn validate_channel(channel: &str) -> Result<(), ProtocolError> {
-    if channel.is_empty() || channel.len() > MAX_CHANNEL_LEN {
-        return Err(ProtocolError::new(
-            ErrorCode::BadRequest,
-            format!("channel name must be 1..={MAX_CHANNEL_LEN} characters"),
-        ));
-    }
-    let allowed =
-        |b: u8| b.is_ascii_alphanumeric() || matches!(b, b':' | b'.' | b'_' | b'-' | b'/');
-    if !channel.bytes().all(allowed) {
-        return Err(ProtocolError::new(
-            ErrorCode::BadRequest,
-            "channel name may only contain A-Z a-z 0-9 : . _ - /",
-        ));
-    }
-    Ok(())
+    wsfleet_api::names::check_channel(channel)
+        .map_err(|message| ProtocolError::new(ErrorCode::BadRequest, message))
 }
 
-/// Client ids are non-empty, bounded, and free of control characters.
+/// Client ids are non-empty, bounded, and free of control characters (the contract's rule).
 pub fn validate_client_id(id: &str) -> Result<(), ProtocolError> {
-    if id.is_empty() || id.len() > MAX_CLIENT_ID_LEN || id.chars().any(char::is_control) {
-        return Err(ProtocolError::new(
-            ErrorCode::BadRequest,
-            format!("client id must be 1..={MAX_CLIENT_ID_LEN} bytes without control characters"),
-        ));
-    }
-    Ok(())
+    wsfleet_api::names::check_client_id(id)
+        .map_err(|message| ProtocolError::new(ErrorCode::BadRequest, message))
 }
 
 /// A frame sent by the server. Borrowed fields: frames are encoded straight from the data
@@ -293,7 +240,7 @@ pub enum ServerMessage<'a> {
         expires_at_ms: Option<u64>,
     },
     Error {
-        code: ErrorCode,
+        code: &'a ErrorCode,
         message: &'a str,
         #[serde(skip_serializing_if = "Option::is_none")]
         id: Option<&'a str>,

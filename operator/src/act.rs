@@ -108,7 +108,7 @@ async fn drain_nodes(
     let api: Api<Pod> = Api::namespaced(client.clone(), ns);
     let mut failures = Vec::new();
     for order in orders {
-        info!(pod = %order.pod, window = order.request.window_seconds, reason = %order.request.reason, "draining gateway node");
+        info!(pod = %order.pod, window = order.request.window_seconds, reason = order.request.reason(), "draining gateway node");
         if let Err(e) = gateway.drain(order.address, &order.request).await {
             warn!(pod = %order.pod, error = %e, "drain request failed");
             failures.push(Note {

@@ -16,6 +16,9 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+// The bounds a node accepts, so the schema refuses what a node would (see docs/crd-reference.md).
+use wsfleet_api::admin::{MAX_DRAIN_DEADLINE_SECONDS, MAX_DRAIN_WINDOW_SECONDS};
+use wsfleet_api::config::MAX_JWT_LEEWAY_SECS;
 
 /// A fleet of WebSocket gateway nodes: one pod per node, owned directly by the operator.
 // clippy reads the repeated `type_` of the printer columns as duplicated attributes.
@@ -436,13 +439,13 @@ fn default_max_scale_up_step() -> i32 {
 pub struct DrainSettings {
     /// Seconds over which a draining node spreads its clients' reconnects.
     #[serde(default = "default_reconnect_window")]
-    #[schemars(range(min = 1, max = 3600))]
+    #[schemars(range(min = 1, max = MAX_DRAIN_WINDOW_SECONDS))]
     pub reconnect_window_seconds: i32,
 
     /// Seconds after which a draining node exits whatever is left; also sets the pods'
     /// terminationGracePeriodSeconds.
     #[serde(default = "default_drain_timeout")]
-    #[schemars(range(min = 1, max = 86400))]
+    #[schemars(range(min = 1, max = MAX_DRAIN_DEADLINE_SECONDS))]
     pub timeout_seconds: i32,
 
     /// Nodes draining at once: a count or a percentage of the fleet.
@@ -802,7 +805,7 @@ pub struct JwtAuth {
     /// Clock skew tolerated on `exp` and `nbf`, in seconds; also how long past `exp` a live
     /// connection may stay (without a `refresh`) before it is closed with 4001.
     #[serde(default = "default_jwt_leeway")]
-    #[schemars(range(min = 0, max = 300))]
+    #[schemars(range(min = 0, max = MAX_JWT_LEEWAY_SECS))]
     pub leeway_seconds: i32,
 }
 

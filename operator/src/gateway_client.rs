@@ -10,8 +10,8 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Bytes;
 use hyper::{Method, Request};
 use hyper_util::rt::TokioIo;
-use serde::{Deserialize, Serialize};
 use tokio::net::TcpStream;
+use wsfleet_api::{DrainRequest, StatusReport};
 
 /// Whole-call timeout (connect, request, reply). A node that cannot answer `/status` in this
 /// time is reported unreachable rather than stalling the reconcile.
@@ -30,50 +30,6 @@ pub enum GatewayError {
     Status(SocketAddr, u16),
     #[error("{0} sent a reply that is not the admin contract: {1}")]
     BadReply(SocketAddr, String),
-}
-
-/// A node's lifecycle state as it reports it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum NodeState {
-    Serving,
-    Draining,
-    Drained,
-}
-
-/// Progress of a drain, from `/status`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct DrainProgress {
-    #[serde(default)]
-    pub reason: String,
-    pub window_seconds: i64,
-    /// When the node gives up waiting and exits (Unix milliseconds).
-    pub deadline_unix_ms: i64,
-    /// Connections still open.
-    pub remaining: i64,
-}
-
-/// The reply of `GET /status` (the fields the operator uses).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct NodeReport {
-    #[serde(default)]
-    pub node: String,
-    pub state: NodeState,
-    #[serde(default)]
-    pub ready: bool,
-    pub connections: i64,
-    #[serde(default)]
-    pub max_connections: i64,
-    #[serde(default)]
-    pub drain: Option<DrainProgress>,
-}
-
-/// Body of `POST /drain`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct DrainRequest {
-    pub window_seconds: i64,
-    pub deadline_seconds: i64,
-    pub reason: String,
 }
 
 /// Talks to gateway admin ports with one fleet's token.
@@ -99,7 +55,7 @@ impl GatewayClient {
     }
 
     /// `GET /status` of the node at `addr`.
-    pub async fn status(&self, addr: SocketAddr) -> Result<NodeReport, GatewayError> {
+    pub async fn status(&self, addr: SocketAddr) -> Result<StatusReport, GatewayError> {
         let body = self.call(addr, Method::GET, "/status", None).await?;
         serde_json::from_slice(&body).map_err(|e| GatewayError::BadReply(addr, e.to_string()))
     }
@@ -193,6 +149,7 @@ mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
+    use wsfleet_api::NodeState;
 
     /// A one-shot HTTP server that answers every connection with `reply` and hands back the
     /// requests it saw.
@@ -244,7 +201,7 @@ mod tests {
         let request = DrainRequest {
             window_seconds: 45,
             deadline_seconds: 120,
-            reason: "scale-down".into(),
+            reason: Some("scale-down".into()),
         };
         GatewayClient::new(Some("t".into()))
             .drain(addr, &request)

@@ -29,6 +29,7 @@ use crate::error::{Error, ErrorCode};
 use crate::event::Event;
 use crate::protocol::{ClientFrame, ServerFrame};
 use crate::token;
+use wsfleet_api::codes::CLOSE_TOKEN_EXPIRED;
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 type Reply<T> = oneshot::Sender<Result<T, Error>>;
@@ -39,8 +40,6 @@ type TokenFetch = Pin<Box<dyn Future<Output = Result<String, String>> + Send>>;
 /// 1013 "try again later" (the node is full or overloaded).
 const SERVICE_RESTART: u16 = 1012;
 const TRY_AGAIN_LATER: u16 = 1013;
-/// The gateway's close when the token expired without a refresh: reconnect with a fresh one.
-const TOKEN_EXPIRED: u16 = 4001;
 
 /// tungstenite zero-fills its whole read buffer before every socket read; its 128 KiB default
 /// made that memset ~40 % of a subscriber's CPU. Larger messages still arrive, over several
@@ -255,7 +254,8 @@ impl Driver {
             // A drain that did not send a hint (or whose hint we missed), or a token that
             // expired (the callback gives a fresh one): move promptly, but spread over the
             // first backoff step.
-            Some(SERVICE_RESTART | TOKEN_EXPIRED) => self.config.backoff.delay(0, &mut rng),
+            // 4001: the token expired without a refresh; reconnect at once with a fresh one.
+            Some(SERVICE_RESTART | CLOSE_TOKEN_EXPIRED) => self.config.backoff.delay(0, &mut rng),
             // The node is full or overloaded: never retry at once, even after a good session.
             Some(TRY_AGAIN_LATER) => self.config.backoff.delay(self.attempt.max(1), &mut rng),
             _ => self.config.backoff.delay(self.attempt, &mut rng),
@@ -342,12 +342,14 @@ impl Driver {
             session,
             heartbeat,
         } = opened;
-        self.emit(Event::Connected {
+        // The session first: a caller woken by `Connected` reads it at once.
+        let connected = Event::Connected {
             client_id: session.client_id.clone(),
             node: session.node.clone(),
-        });
+        };
         let expires_at_ms = session.expires_at_ms;
         self.session.send_replace(Some(session));
+        self.emit(connected);
         if let Err(e) = self.resume_all(&mut ws).await {
             return lost(e);
         }

@@ -1,66 +1,11 @@
 //! Errors the client reports to its caller: refusals from the gateway (typed by their protocol
 //! code) and local failures (not connected, connection lost, timeouts).
 
-use std::fmt;
 use std::time::Duration;
 
-/// The `code` of a gateway `error` frame.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ErrorCode {
-    BadRequest,
-    UnknownOp,
-    /// A `refresh` token that does not verify.
-    Unauthorized,
-    Forbidden,
-    TooLarge,
-    RateLimited,
-    NotFound,
-    Internal,
-    /// A code this client does not know yet (from a newer gateway).
-    Other(String),
-}
-
-impl ErrorCode {
-    pub fn parse(code: &str) -> ErrorCode {
-        match code {
-            "bad_request" => ErrorCode::BadRequest,
-            "unknown_op" => ErrorCode::UnknownOp,
-            "unauthorized" => ErrorCode::Unauthorized,
-            "forbidden" => ErrorCode::Forbidden,
-            "too_large" => ErrorCode::TooLarge,
-            "rate_limited" => ErrorCode::RateLimited,
-            "not_found" => ErrorCode::NotFound,
-            "internal" => ErrorCode::Internal,
-            other => ErrorCode::Other(other.to_owned()),
-        }
-    }
-
-    /// Codes that say "not now" rather than "never": the same request may succeed later or on
-    /// another node (the gateway answers `internal` while its backplane is down).
-    pub fn is_transient(&self) -> bool {
-        matches!(self, ErrorCode::Internal | ErrorCode::RateLimited)
-    }
-
-    pub fn as_str(&self) -> &str {
-        match self {
-            ErrorCode::BadRequest => "bad_request",
-            ErrorCode::UnknownOp => "unknown_op",
-            ErrorCode::Unauthorized => "unauthorized",
-            ErrorCode::Forbidden => "forbidden",
-            ErrorCode::TooLarge => "too_large",
-            ErrorCode::RateLimited => "rate_limited",
-            ErrorCode::NotFound => "not_found",
-            ErrorCode::Internal => "internal",
-            ErrorCode::Other(code) => code,
-        }
-    }
-}
-
-impl fmt::Display for ErrorCode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+/// The `code` of a gateway `error` frame: the contract's, shared with the gateway (a code
+/// from a newer gateway is kept as `ErrorCode::Other`).
+pub use wsfleet_api::ErrorCode;
 
 /// Why a client operation failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -115,12 +115,10 @@ impl ServerFrame {
     }
 }
 
-/// Channel names are 1..=200 characters of `[A-Za-z0-9:._\-/]`; checked before sending so a
-/// caller learns of a bad name without a round trip.
+/// Channel names are the contract's (1..=200 characters of `[A-Za-z0-9:._\-/]`); checked
+/// before sending so a caller learns of a bad name without a round trip.
 pub fn valid_channel(channel: &str) -> bool {
-    let allowed =
-        |b: u8| b.is_ascii_alphanumeric() || matches!(b, b':' | b'.' | b'_' | b'-' | b'/');
-    (1..=200).contains(&channel.len()) && channel.bytes().all(allowed)
+    wsfleet_api::names::check_channel(channel).is_ok()
 }
 
 #[cfg(test)]

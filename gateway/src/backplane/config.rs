@@ -4,14 +4,9 @@
 use redis::TlsCertificates;
 use std::time::Duration;
 
-/// How the gateway talks to Redis.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RedisMode {
-    /// One Redis server (or a proxy in front of a replicated one): PUBLISH/SUBSCRIBE.
-    Standalone,
-    /// Redis Cluster: sharded pub/sub (SPUBLISH/SSUBSCRIBE), keys routed by hash slot.
-    Cluster,
-}
+/// How the gateway talks to Redis: one server (PUBLISH/SUBSCRIBE) or Redis Cluster (sharded
+/// pub/sub, SPUBLISH/SSUBSCRIBE, keys routed by hash slot).
+pub use wsfleet_api::RedisMode;
 
 #[derive(Debug, Clone)]
 pub struct BackplaneConfig {

@@ -65,13 +65,10 @@ pub enum Delivery {
 /// out into bounded per-connection queues.
 pub type Deliveries = mpsc::UnboundedReceiver<Delivery>;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BackplaneState {
-    /// The subscription connection demonstrably delivers (last probe came back in time).
-    Up,
-    /// Redis is unreachable, or the subscription stopped delivering; reconnecting.
-    Down,
-}
+/// `Up` while the subscription connection demonstrably delivers (the last probe came back in
+/// time); `Down` while Redis is unreachable or the subscription stopped delivering. The
+/// backplane is never `Memory`: that is the in-process engine's.
+pub use wsfleet_api::BackplaneState;
 
 /// Handle to a running backplane; cheap to clone. Background tasks stop when the last clone
 /// is dropped.

@@ -8,12 +8,11 @@ pub mod memory;
 pub mod redis;
 
 use crate::backplane::{self, Backplane, BackplaneConfig, BackplaneStats};
-use crate::config::{Config, RedisMode};
+use crate::config::Config;
 use crate::outbox::Outbox;
 use crate::protocol::{ErrorCode, Since};
 use crate::subscriptions::{ConnId, Subscriptions};
 use serde_json::value::RawValue;
-use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -52,29 +51,7 @@ pub struct Subscribed {
 }
 
 /// The backplane's state as reported in `/status`, `/readyz` and metrics.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BackplaneState {
-    /// In-process engine: no backplane, always usable.
-    Memory,
-    Up,
-    Down,
-}
-
-impl BackplaneState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            BackplaneState::Memory => "memory",
-            BackplaneState::Up => "up",
-            BackplaneState::Down => "down",
-        }
-    }
-}
-
-impl fmt::Display for BackplaneState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+pub use wsfleet_api::BackplaneState;
 
 /// Why an engine operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -110,12 +87,12 @@ impl Engine {
         if config.redis_url.is_empty() {
             return Ok(Engine::Memory(memory::MemoryEngine::new(local, bounds)));
         }
-        let mode = match config.redis_mode {
-            RedisMode::Standalone => backplane::RedisMode::Standalone,
-            RedisMode::Cluster => backplane::RedisMode::Cluster,
-        };
-        let mut settings =
-            BackplaneConfig::new(&config.redis_url, mode, &config.key_prefix, &config.node_id);
+        let mut settings = BackplaneConfig::new(
+            &config.redis_url,
+            config.redis_mode,
+            &config.key_prefix,
+            &config.node_id,
+        );
         settings.tls = config
             .redis_tls
             .as_ref()
@@ -213,10 +190,7 @@ impl Engine {
     pub fn backplane(&self) -> BackplaneState {
         match self {
             Engine::Memory(_) => BackplaneState::Memory,
-            Engine::Redis(engine) => match engine.state() {
-                backplane::BackplaneState::Up => BackplaneState::Up,
-                backplane::BackplaneState::Down => BackplaneState::Down,
-            },
+            Engine::Redis(engine) => engine.state(),
         }
     }
 

@@ -5,18 +5,17 @@
 use jiff::{SignedDuration, Timestamp};
 
 use crate::crd::DrainSettings;
-use crate::gateway_client::NodeState;
-use crate::observe::{NodeView, ObservedPod};
+use crate::decide::facts::{NodeView, ObservedPod};
+use wsfleet_api::NodeState;
 
-/// Longest window and deadline the gateway accepts (`POST /drain` answers 400 beyond them).
-const MAX_WINDOW_SECONDS: i64 = 3600;
-const MAX_DEADLINE_SECONDS: i64 = 86_400;
+// The longest window and deadline a node accepts (`POST /drain` answers 400 beyond them).
+use wsfleet_api::admin::{MAX_DRAIN_DEADLINE_SECONDS, MAX_DRAIN_WINDOW_SECONDS};
 
 /// Reconnect window and deadline handed to one node, in seconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DrainTiming {
-    pub window_seconds: i64,
-    pub deadline_seconds: i64,
+    pub window_seconds: u64,
+    pub deadline_seconds: u64,
 }
 
 /// The window is long enough for the nodes that stay to absorb the node's clients within their
@@ -30,19 +29,20 @@ pub fn timing(
     ready_left: i32,
     draining_at_once: i32,
 ) -> DrainTiming {
-    let configured = i64::from(settings.reconnect_window_seconds.max(1));
-    let spare = i64::from(handshakes_per_second.max(0)) * i64::from(ready_left.max(0))
-        / i64::from(draining_at_once.max(1));
+    let positive = |n: i32| u64::from(n.max(0).unsigned_abs());
+    let configured = positive(settings.reconnect_window_seconds).max(1);
+    let spare =
+        positive(handshakes_per_second) * positive(ready_left) / positive(draining_at_once).max(1);
     let needed = if spare > 0 {
-        (connections.max(0) + spare - 1) / spare
+        connections.max(0).unsigned_abs().div_ceil(spare)
     } else {
         configured
     };
-    let window = configured.max(needed).min(MAX_WINDOW_SECONDS);
-    let slack = (i64::from(settings.timeout_seconds) - configured).max(0);
+    let window = configured.max(needed).min(MAX_DRAIN_WINDOW_SECONDS);
+    let slack = positive(settings.timeout_seconds).saturating_sub(configured);
     DrainTiming {
         window_seconds: window,
-        deadline_seconds: (window + slack).min(MAX_DEADLINE_SECONDS),
+        deadline_seconds: (window + slack).min(MAX_DRAIN_DEADLINE_SECONDS),
     }
 }
 
@@ -66,10 +66,10 @@ pub fn next(pod: &ObservedPod, now: Timestamp) -> Next {
     match &pod.node {
         NodeView::Reported(report) => match report.state {
             NodeState::Drained => Next::DeleteDrained,
-            NodeState::Draining if report.connections <= 0 => Next::DeleteDrained,
+            NodeState::Draining if report.connections == 0 => Next::DeleteDrained,
             // A gateway exits once drained and the kubelet restarts the container: an empty
             // serving node the operator drained is done, not to be drained again.
-            NodeState::Serving if report.connections <= 0 => Next::DeleteDrained,
+            NodeState::Serving if report.connections == 0 => Next::DeleteDrained,
             _ if deadline.is_some_and(|d| now >= d) => Next::DeleteAtDeadline,
             NodeState::Draining => Next::Wait,
             NodeState::Serving => Next::AskAgain,
@@ -89,7 +89,8 @@ fn deadline_of(pod: &ObservedPod) -> Option<Timestamp> {
         NodeView::Reported(report) => report
             .drain
             .as_ref()
-            .and_then(|d| Timestamp::from_millisecond(d.deadline_unix_ms).ok()),
+            .and_then(|d| i64::try_from(d.deadline_unix_ms).ok())
+            .and_then(|ms| Timestamp::from_millisecond(ms).ok()),
         _ => None,
     };
     match (recorded, reported) {
@@ -99,7 +100,8 @@ fn deadline_of(pod: &ObservedPod) -> Option<Timestamp> {
 }
 
 /// `now + seconds`, saturating far in the future rather than failing.
-pub fn deadline_after(now: Timestamp, seconds: i64) -> Timestamp {
+pub fn deadline_after(now: Timestamp, seconds: u64) -> Timestamp {
+    let seconds = i64::try_from(seconds).unwrap_or(i64::MAX);
     now.checked_add(SignedDuration::from_secs(seconds))
         .unwrap_or(Timestamp::MAX)
 }
@@ -107,8 +109,8 @@ pub fn deadline_after(now: Timestamp, seconds: i64) -> Timestamp {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gateway_client::{DrainProgress, NodeReport};
-    use crate::observe::{DrainRequested, PodPhase};
+    use crate::decide::facts::{DrainRequested, PodPhase};
+    use wsfleet_api::{DrainProgress, StatusReport};
 
     fn settings(window: i32, timeout: i32) -> DrainSettings {
         DrainSettings {
@@ -201,19 +203,15 @@ mod tests {
     }
 
     fn report(state: NodeState, connections: i64, deadline_ms: Option<i64>) -> NodeView {
-        NodeView::Reported(NodeReport {
-            node: "a".into(),
-            state,
-            ready: false,
-            connections,
-            max_connections: 100,
-            drain: deadline_ms.map(|ms| DrainProgress {
-                reason: "scale-down".into(),
-                window_seconds: 10,
-                deadline_unix_ms: ms,
-                remaining: connections,
-            }),
-        })
+        let connections = connections.unsigned_abs();
+        let mut report = StatusReport::new("a", state, connections);
+        report.drain = deadline_ms.map(|ms| DrainProgress {
+            reason: "scale-down".into(),
+            window_seconds: 10,
+            deadline_unix_ms: ms.unsigned_abs(),
+            remaining: connections,
+        });
+        NodeView::Reported(Box::new(report))
     }
 
     #[test]

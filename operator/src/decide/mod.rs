@@ -9,6 +9,7 @@
 
 pub mod autoscale;
 pub mod drain;
+pub mod facts;
 pub mod names;
 pub mod removal;
 
@@ -21,14 +22,14 @@ use kube::ResourceExt;
 
 use crate::conditions::{self, AT_CAPACITY, DEGRADED, MONITORED, PROGRESSING, READY, Wanted};
 use crate::crd::{NodePhase, NodeStatus, WebSocketFleet, WebSocketFleetStatus};
-use crate::gateway_client::{DrainRequest, NodeState};
-use crate::observe::{NodeView, ObservedPod, PodPhase};
 use crate::resources::pod::{GatewayTemplate, template};
 use crate::resources::serving_selector_string;
 use crate::resources::sysctl::{KubeVersion, plan as sysctl_plan};
 use crate::validate::{self, scaled_count};
+use facts::{NodeView, ObservedPod, PodPhase};
 use names::{NameSource, pod_name};
 use removal::{Limits, Removal, RemovalReason};
+use wsfleet_api::{DrainRequest, NodeState};
 
 /// Everything a decision depends on.
 #[derive(Debug, Clone, Copy)]
@@ -395,11 +396,13 @@ fn order(
         request: DrainRequest {
             window_seconds: timing.window_seconds,
             deadline_seconds: timing.deadline_seconds,
-            reason: match reason {
-                RemovalReason::Replaced => "rollout",
-                _ => "scale-down",
-            }
-            .into(),
+            reason: Some(
+                match reason {
+                    RemovalReason::Replaced => "rollout",
+                    _ => "scale-down",
+                }
+                .into(),
+            ),
         },
         deadline,
         reason,
@@ -530,7 +533,10 @@ fn action_events(create: &[String], remove: &[Removal], drains: &[DrainOrder]) -
         },
         message: format!(
             "Draining gateway node {} ({}): reconnect window {}s, deleted by {}",
-            d.pod, d.request.reason, d.request.window_seconds, d.deadline
+            d.pod,
+            d.request.reason(),
+            d.request.window_seconds,
+            d.deadline
         ),
     });
     let removed = remove.iter().map(|r| match r.reason {

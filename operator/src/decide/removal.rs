@@ -4,7 +4,7 @@
 //! clients and deletes one that cannot (not running). A running node whose admin API does not
 //! answer is never chosen: it cannot be drained and may hold clients.
 
-use crate::observe::ObservedPod;
+use crate::decide::facts::ObservedPod;
 
 /// Why a pod leaves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -106,18 +106,17 @@ pub fn choose(live: &[&ObservedPod], revision: &str, limits: Limits) -> Vec<Remo
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gateway_client::{NodeReport, NodeState};
-    use crate::observe::{NodeView, PodPhase};
+    use crate::decide::facts::{NodeView, PodPhase};
+    use wsfleet_api::{NodeState, StatusReport};
 
     fn pod(name: &str, revision: &str, ready: bool, connections: Option<i64>) -> ObservedPod {
-        let node = NodeView::Reported(NodeReport {
-            node: name.into(),
-            state: NodeState::Serving,
-            ready,
-            connections: connections.unwrap_or(0),
-            max_connections: 1000,
-            drain: None,
-        });
+        let mut report = StatusReport::new(
+            name,
+            NodeState::Serving,
+            connections.unwrap_or(0).unsigned_abs(),
+        );
+        report.ready = ready;
+        let node = NodeView::Reported(Box::new(report));
         ObservedPod {
             name: name.into(),
             revision: Some(revision.into()),

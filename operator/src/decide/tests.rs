@@ -50,14 +50,10 @@ fn pod(name: &str, revision: &str, phase: PodPhase, ready: bool) -> ObservedPod 
 }
 
 fn report(name: &str, state: NodeState, ready: bool, connections: i64) -> NodeView {
-    NodeView::Reported(crate::gateway_client::NodeReport {
-        node: name.into(),
-        state,
-        ready,
-        connections,
-        max_connections: 1000,
-        drain: None,
-    })
+    let mut report = wsfleet_api::StatusReport::new(name, state, connections.unsigned_abs());
+    report.ready = ready;
+    report.max_connections = 1000;
+    NodeView::Reported(Box::new(report))
 }
 
 /// A serving node holding `connections` clients.
@@ -73,7 +69,7 @@ fn draining(name: &str, revision: &str, connections: i64, deadline_s: i64) -> Ob
     let mut p = holding(name, revision, connections);
     p.ready = false;
     p.node = report(name, NodeState::Draining, false, connections);
-    p.drain_requested = Some(crate::observe::DrainRequested {
+    p.drain_requested = Some(crate::decide::facts::DrainRequested {
         deadline: Timestamp::from_second(deadline_s).ok(),
     });
     p
@@ -464,7 +460,7 @@ struct DrainCase {
     now_s: i64,
     creates: usize,
     /// (pod, window seconds)
-    drains: Vec<(&'static str, i64)>,
+    drains: Vec<(&'static str, u64)>,
     removes: Vec<(&'static str, RemovalReason)>,
     degraded: &'static str,
 }
@@ -654,7 +650,7 @@ fn drain_table() {
         let plan = run_at(&case.fleet, &pods, case.now_s);
         let name = case.name;
         assert_eq!(plan.create.len(), case.creates, "{name}: creates");
-        let drains: Vec<(&str, i64)> = plan
+        let drains: Vec<(&str, u64)> = plan
             .drain
             .iter()
             .map(|d| (d.pod.as_str(), d.request.window_seconds))

@@ -1,7 +1,9 @@
-//! The gateway's configuration file (`gateway.toml`, the keys of the operator↔gateway contract)
-//! and the immutable, content-named ConfigMap that carries it. The node id is not in the file: each pod gets `NODE_ID`
-//! from its own name. The Redis URL arrives as an environment variable; the tokens, the JWT key
-//! and the Redis TLS files as mounted Secrets, whose paths are here.
+//! The gateway's configuration file (`gateway.toml`) and the immutable, content-named ConfigMap
+//! that carries it. The file is the contract crate's [`GatewayConfig`] serialized, the very
+//! struct the gateway reads (refusing keys it does not know), so the two sides cannot drift.
+//! The node id is not in the file: each pod gets `NODE_ID` from its own name. The Redis URL
+//! arrives as an environment variable; the tokens, the JWT key and the Redis TLS files as
+//! mounted Secrets, whose paths are here.
 
 use std::collections::BTreeMap;
 
@@ -10,6 +12,7 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use super::secret::{ACCEPTED_KEY, TOKEN_KEY};
 use super::{ADMIN_PORT, API_PORT, WS_PORT, config_map_name, owned_meta};
 use crate::crd::{JwtAlgorithm, RedisMode, RefusalMode, SlowConsumerPolicy, WebSocketFleet};
+use wsfleet_api::config::{self as api, GatewayConfig};
 
 /// ConfigMap key (and file name) of the gateway config.
 pub const CONFIG_KEY: &str = "gateway.toml";
@@ -41,141 +44,80 @@ pub fn config_map(fleet: &WebSocketFleet) -> ConfigMap {
     }
 }
 
-/// Renders the gateway config for a fleet.
-pub fn gateway_toml(fleet: &WebSocketFleet) -> String {
+/// The gateway config for a fleet.
+pub fn gateway_config(fleet: &WebSocketFleet) -> GatewayConfig {
     let spec = &fleet.spec;
     let c = &spec.connections;
     let redis = spec.backplane.as_ref().map(|b| &b.redis);
-    let mut file = TomlFile::default();
-    file.string("listen", &format!("0.0.0.0:{WS_PORT}"));
-    file.string("admin_listen", &format!("0.0.0.0:{ADMIN_PORT}"));
-    file.string("api_listen", &format!("0.0.0.0:{API_PORT}"));
-    file.int("max_connections", c.max_per_node.into());
-    file.int(
-        "heartbeat_interval_secs",
-        c.heartbeat_interval_seconds.into(),
-    );
-    file.int(
-        "heartbeat_timeout_secs",
-        c.effective_heartbeat_timeout().into(),
-    );
-    file.int("max_message_bytes", c.max_message_bytes.into());
-    file.int("send_queue_messages", c.send_queue_messages.into());
-    file.string(
-        "slow_consumer_policy",
-        match c.slow_consumer_policy {
-            SlowConsumerPolicy::Disconnect => "disconnect",
-            SlowConsumerPolicy::DropOldest => "drop-oldest",
-        },
-    );
-    file.int("handshakes_per_second", c.handshakes_per_second.into());
-    file.string(
-        "refusal_mode",
-        match c.refusal_mode {
-            RefusalMode::Status => "status",
-            RefusalMode::Close1013 => "close-1013",
-        },
-    );
-    file.int(
-        "drain_window_secs",
-        spec.drain.reconnect_window_seconds.into(),
-    );
-    file.int("drain_timeout_secs", spec.drain.timeout_seconds.into());
-    // The URL itself comes from WSFLEET_REDIS_URL so a password never lands in a ConfigMap.
-    file.string("redis_url", "");
-    file.string(
-        "redis_mode",
-        match redis.map(|r| r.mode).unwrap_or_default() {
-            RedisMode::Standalone => "standalone",
-            RedisMode::Cluster => "cluster",
-        },
-    );
-    file.string(
-        "key_prefix",
-        redis.map(|r| r.key_prefix.as_str()).unwrap_or("wsfleet"),
-    );
-    if let Some(tls) = redis.and_then(|r| r.tls.as_ref()) {
-        if tls.ca_secret_ref.is_some() {
-            file.string(
-                "redis_tls_ca_file",
-                &format!("{REDIS_CA_DIR}/{REDIS_CA_FILE}"),
-            );
-        }
-        if tls.client_certificate_secret_ref.is_some() {
-            file.string(
-                "redis_tls_cert_file",
-                &format!("{REDIS_CLIENT_DIR}/tls.crt"),
-            );
-            file.string("redis_tls_key_file", &format!("{REDIS_CLIENT_DIR}/tls.key"));
-        }
-    }
-    file.string(
-        "drain_token_file",
-        &format!("{DRAIN_TOKEN_DIR}/{TOKEN_KEY}"),
-    );
-    file.string(
-        "publish_token_file",
-        &format!("{PUBLISH_TOKEN_DIR}/{ACCEPTED_KEY}"),
-    );
-    file.bool("anonymous", spec.auth.anonymous);
+    let tls = redis.and_then(|r| r.tls.as_ref());
     let jwt = spec.auth.jwt.as_ref();
-    let algorithm = jwt.map(|j| j.algorithm).unwrap_or_default();
-    file.string(
-        "jwt_algorithm",
-        match algorithm {
-            JwtAlgorithm::HS256 => "HS256",
-            JwtAlgorithm::RS256 => "RS256",
-            JwtAlgorithm::ES256 => "ES256",
-        },
-    );
-    file.string("jwt_key_file", &format!("{JWT_DIR}/{JWT_FILE}"));
-    if let Some(jwt) = jwt {
-        if let Some(issuer) = &jwt.issuer {
-            file.string("jwt_issuer", issuer);
-        }
-        if !jwt.audiences.is_empty() {
-            file.strings("jwt_audiences", &jwt.audiences);
-        }
-        file.int("jwt_leeway_secs", jwt.leeway_seconds.into());
+    let listen = |port: i32| {
+        let port = u16::try_from(port).unwrap_or_default();
+        Some(std::net::SocketAddr::from(([0, 0, 0, 0], port)))
+    };
+    let count = |n: i32| Some(usize::try_from(n).unwrap_or_default());
+    let secs = |n: i32| Some(u64::try_from(n).unwrap_or_default());
+    let path = |dir: &str, file: &str| Some(format!("{dir}/{file}").into());
+    GatewayConfig {
+        listen: listen(WS_PORT),
+        admin_listen: listen(ADMIN_PORT),
+        api_listen: listen(API_PORT),
+        max_connections: count(c.max_per_node),
+        heartbeat_interval_secs: secs(c.heartbeat_interval_seconds),
+        heartbeat_timeout_secs: secs(c.effective_heartbeat_timeout()),
+        max_message_bytes: count(c.max_message_bytes),
+        send_queue_messages: count(c.send_queue_messages),
+        slow_consumer_policy: Some(match c.slow_consumer_policy {
+            SlowConsumerPolicy::Disconnect => api::SlowConsumerPolicy::Disconnect,
+            SlowConsumerPolicy::DropOldest => api::SlowConsumerPolicy::DropOldest,
+        }),
+        handshakes_per_second: Some(u32::try_from(c.handshakes_per_second).unwrap_or_default()),
+        refusal_mode: Some(match c.refusal_mode {
+            RefusalMode::Status => api::RefusalMode::Status,
+            RefusalMode::Close1013 => api::RefusalMode::Close1013,
+        }),
+        drain_window_secs: secs(spec.drain.reconnect_window_seconds),
+        drain_timeout_secs: secs(spec.drain.timeout_seconds),
+        // The URL itself comes from WSFLEET_REDIS_URL so a password never lands in a ConfigMap.
+        redis_url: None,
+        redis_mode: Some(match redis.map(|r| r.mode).unwrap_or_default() {
+            RedisMode::Standalone => api::RedisMode::Standalone,
+            RedisMode::Cluster => api::RedisMode::Cluster,
+        }),
+        redis_tls_ca_file: tls
+            .and_then(|t| t.ca_secret_ref.as_ref())
+            .and_then(|_| path(REDIS_CA_DIR, REDIS_CA_FILE)),
+        redis_tls_cert_file: tls
+            .and_then(|t| t.client_certificate_secret_ref.as_ref())
+            .and_then(|_| path(REDIS_CLIENT_DIR, "tls.crt")),
+        redis_tls_key_file: tls
+            .and_then(|t| t.client_certificate_secret_ref.as_ref())
+            .and_then(|_| path(REDIS_CLIENT_DIR, "tls.key")),
+        key_prefix: Some(
+            redis
+                .map_or("wsfleet", |r| r.key_prefix.as_str())
+                .to_owned(),
+        ),
+        anonymous: Some(spec.auth.anonymous),
+        jwt_algorithm: Some(match jwt.map(|j| j.algorithm).unwrap_or_default() {
+            JwtAlgorithm::HS256 => api::JwtAlgorithm::HS256,
+            JwtAlgorithm::RS256 => api::JwtAlgorithm::RS256,
+            JwtAlgorithm::ES256 => api::JwtAlgorithm::ES256,
+        }),
+        jwt_key_file: path(JWT_DIR, JWT_FILE),
+        jwt_issuer: jwt.and_then(|j| j.issuer.clone()),
+        jwt_audiences: jwt.map(|j| j.audiences.clone()).filter(|a| !a.is_empty()),
+        jwt_leeway_secs: jwt.and_then(|j| secs(j.leeway_seconds)),
+        drain_token_file: path(DRAIN_TOKEN_DIR, TOKEN_KEY),
+        publish_token_file: path(PUBLISH_TOKEN_DIR, ACCEPTED_KEY),
+        ..GatewayConfig::default()
     }
-    file.text
 }
 
-/// A TOML basic string. JSON string escapes are a subset of TOML's.
-fn quote(value: &str) -> String {
-    serde_json::Value::String(value.to_string()).to_string()
-}
-
-/// A flat TOML document built key by key.
-#[derive(Default)]
-struct TomlFile {
-    text: String,
-}
-
-impl TomlFile {
-    fn string(&mut self, key: &str, value: &str) {
-        self.line(key, &quote(value));
-    }
-
-    fn strings(&mut self, key: &str, values: &[String]) {
-        let quoted: Vec<String> = values.iter().map(|v| quote(v)).collect();
-        self.line(key, &format!("[{}]", quoted.join(", ")));
-    }
-
-    fn int(&mut self, key: &str, value: i64) {
-        self.line(key, &value.to_string());
-    }
-
-    fn bool(&mut self, key: &str, value: bool) {
-        self.line(key, if value { "true" } else { "false" });
-    }
-
-    fn line(&mut self, key: &str, value: &str) {
-        self.text.push_str(key);
-        self.text.push_str(" = ");
-        self.text.push_str(value);
-        self.text.push('\n');
-    }
+/// The gateway config file's text for a fleet.
+pub fn gateway_toml(fleet: &WebSocketFleet) -> String {
+    // Serializing a struct of strings, numbers, paths and arrays of strings cannot fail.
+    toml::to_string(&gateway_config(fleet)).unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -183,44 +125,38 @@ mod tests {
     use super::*;
     use crate::resources::testing;
 
-    fn lines(toml: &str) -> BTreeMap<&str, &str> {
-        toml.lines().filter_map(|l| l.split_once(" = ")).collect()
+    /// The file as the gateway reads it.
+    fn read(toml: &str) -> GatewayConfig {
+        toml::from_str(toml).unwrap_or_else(|e| panic!("the gateway refuses\n{toml}\n{e}"))
     }
 
     #[test]
     fn defaults_render_the_contract_keys() {
-        let toml = gateway_toml(&testing::minimal());
-        let keys = lines(&toml);
-        let expected = [
-            ("listen", "\"0.0.0.0:8080\""),
-            ("admin_listen", "\"0.0.0.0:9090\""),
-            ("api_listen", "\"0.0.0.0:9091\""),
-            ("max_connections", "100000"),
-            ("heartbeat_interval_secs", "30"),
-            ("heartbeat_timeout_secs", "60"),
-            ("max_message_bytes", "65536"),
-            ("send_queue_messages", "256"),
-            ("slow_consumer_policy", "\"disconnect\""),
-            ("handshakes_per_second", "2000"),
-            ("refusal_mode", "\"status\""),
-            ("drain_window_secs", "60"),
-            ("drain_timeout_secs", "120"),
-            ("redis_url", "\"\""),
-            ("redis_mode", "\"standalone\""),
-            ("key_prefix", "\"wsfleet\""),
-            ("drain_token_file", "\"/etc/wsfleet/tokens/drain/token\""),
-            (
-                "publish_token_file",
-                "\"/etc/wsfleet/tokens/publish/tokens\"",
-            ),
-            ("anonymous", "true"),
-            ("jwt_algorithm", "\"HS256\""),
-            ("jwt_key_file", "\"/etc/wsfleet/jwt/key\""),
-        ];
-        assert_eq!(keys.len(), expected.len(), "{toml}");
-        for (key, value) in expected {
-            assert_eq!(keys.get(key), Some(&value), "{key} in\n{toml}");
-        }
+        let config = read(&gateway_toml(&testing::minimal()));
+        let expected = GatewayConfig {
+            listen: Some("0.0.0.0:8080".parse().unwrap()),
+            admin_listen: Some("0.0.0.0:9090".parse().unwrap()),
+            api_listen: Some("0.0.0.0:9091".parse().unwrap()),
+            max_connections: Some(100_000),
+            heartbeat_interval_secs: Some(30),
+            heartbeat_timeout_secs: Some(60),
+            max_message_bytes: Some(65536),
+            send_queue_messages: Some(256),
+            slow_consumer_policy: Some(api::SlowConsumerPolicy::Disconnect),
+            handshakes_per_second: Some(2000),
+            refusal_mode: Some(api::RefusalMode::Status),
+            drain_window_secs: Some(60),
+            drain_timeout_secs: Some(120),
+            redis_mode: Some(api::RedisMode::Standalone),
+            key_prefix: Some("wsfleet".into()),
+            drain_token_file: Some("/etc/wsfleet/tokens/drain/token".into()),
+            publish_token_file: Some("/etc/wsfleet/tokens/publish/tokens".into()),
+            anonymous: Some(true),
+            jwt_algorithm: Some(api::JwtAlgorithm::HS256),
+            jwt_key_file: Some("/etc/wsfleet/jwt/key".into()),
+            ..GatewayConfig::default()
+        };
+        assert_eq!(config, expected);
     }
 
     #[test]
@@ -235,25 +171,34 @@ mod tests {
                 "issuer": "https://id.example.com/", "audiences": ["chat", "a\"b"], "leewaySeconds": 5}}
         }));
         let toml = gateway_toml(&fleet);
-        let keys = lines(&toml);
-        assert_eq!(keys["max_connections"], "5000");
-        assert_eq!(keys["heartbeat_timeout_secs"], "20");
-        assert_eq!(keys["slow_consumer_policy"], "\"drop-oldest\"");
-        assert_eq!(keys["refusal_mode"], "\"close-1013\"");
-        assert_eq!(keys["redis_mode"], "\"cluster\"");
+        let config = read(&toml);
+        assert_eq!(config.max_connections, Some(5000));
+        assert_eq!(config.heartbeat_timeout_secs, Some(20));
         assert_eq!(
-            keys["redis_url"], "\"\"",
-            "URLs travel by env, not ConfigMap"
+            config.slow_consumer_policy,
+            Some(api::SlowConsumerPolicy::DropOldest)
         );
-        assert_eq!(keys["key_prefix"], "\"chat\"");
-        assert_eq!(keys["drain_window_secs"], "30");
-        assert_eq!(keys["drain_timeout_secs"], "90");
-        assert_eq!(keys["anonymous"], "false");
-        assert_eq!(keys["jwt_algorithm"], "\"ES256\"");
-        assert_eq!(keys["jwt_issuer"], "\"https://id.example.com/\"");
-        assert_eq!(keys["jwt_audiences"], r#"["chat", "a\"b"]"#);
-        assert_eq!(keys["jwt_leeway_secs"], "5");
-        assert!(!keys.contains_key("redis_tls_ca_file"), "no TLS asked for");
+        assert_eq!(config.refusal_mode, Some(api::RefusalMode::Close1013));
+        assert_eq!(config.redis_mode, Some(api::RedisMode::Cluster));
+        assert_eq!(config.redis_url, None, "URLs travel by env, not ConfigMap");
+        assert!(!toml.contains("redis://"));
+        assert_eq!(config.key_prefix.as_deref(), Some("chat"));
+        assert_eq!(
+            (config.drain_window_secs, config.drain_timeout_secs),
+            (Some(30), Some(90))
+        );
+        assert_eq!(config.anonymous, Some(false));
+        assert_eq!(config.jwt_algorithm, Some(api::JwtAlgorithm::ES256));
+        assert_eq!(
+            config.jwt_issuer.as_deref(),
+            Some("https://id.example.com/")
+        );
+        assert_eq!(
+            config.jwt_audiences,
+            Some(vec!["chat".into(), "a\"b".into()])
+        );
+        assert_eq!(config.jwt_leeway_secs, Some(5));
+        assert_eq!(config.redis_tls_ca_file, None, "no TLS asked for");
         let cm = config_map(&fleet);
         assert_eq!(cm.metadata.name, Some(config_map_name(&fleet, &toml)));
         assert_eq!(cm.immutable, Some(true));
@@ -265,32 +210,30 @@ mod tests {
     #[test]
     fn redis_tls_files_are_named_only_when_their_secrets_are() {
         let with = |tls: serde_json::Value| {
-            gateway_toml(&testing::fleet(serde_json::json!({
+            read(&gateway_toml(&testing::fleet(serde_json::json!({
                 "image": "gw:1", "auth": {"anonymous": true},
                 "backplane": {"redis": {"url": "rediss://r:6380", "tls": tls}}
-            })))
+            }))))
         };
         let ca_only = with(serde_json::json!({"caSecretRef": {"name": "ca", "key": "ca.pem"}}));
-        let keys = lines(&ca_only);
         assert_eq!(
-            keys["redis_tls_ca_file"],
-            "\"/etc/wsfleet/redis-tls/ca/ca.crt\""
+            ca_only.redis_tls_ca_file,
+            Some("/etc/wsfleet/redis-tls/ca/ca.crt".into())
         );
-        assert!(!keys.contains_key("redis_tls_cert_file"));
+        assert_eq!(ca_only.redis_tls_cert_file, None);
         let both = with(
             serde_json::json!({"caSecretRef": {"name": "ca", "key": "ca.pem"},
             "clientCertificateSecretRef": {"name": "client"}}),
         );
-        let keys = lines(&both);
         assert_eq!(
-            keys["redis_tls_cert_file"],
-            "\"/etc/wsfleet/redis-tls/client/tls.crt\""
+            both.redis_tls_cert_file,
+            Some("/etc/wsfleet/redis-tls/client/tls.crt".into())
         );
         assert_eq!(
-            keys["redis_tls_key_file"],
-            "\"/etc/wsfleet/redis-tls/client/tls.key\""
+            both.redis_tls_key_file,
+            Some("/etc/wsfleet/redis-tls/client/tls.key".into())
         );
         // System roots: nothing to name.
-        assert!(!lines(&with(serde_json::json!({}))).contains_key("redis_tls_ca_file"));
+        assert_eq!(with(serde_json::json!({})).redis_tls_ca_file, None);
     }
 }
