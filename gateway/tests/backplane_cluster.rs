@@ -82,7 +82,7 @@ async fn cluster_channels_deliver_across_masters_with_history_and_refcounts() {
             .iter()
             .filter(|(c, ..)| c == channel)
             .map(|(_, offset, epoch, _)| {
-                assert_eq!(epoch, &epochs[channel]);
+                assert_eq!(**epoch, *epochs[channel]);
                 *offset
             })
             .collect();
@@ -316,6 +316,11 @@ async fn deliveries_resume_after_a_master_fails_over_to_its_replica() {
     let next = next_channel_messages(&mut b_deliveries, 1).await.remove(0);
     assert_eq!(
         (next.0, next.1, next.2, next.3.as_str()),
-        (channel, after.offset, after.epoch, r#""after failover""#)
+        (
+            channel,
+            after.offset,
+            after.epoch.to_string(),
+            r#""after failover""#
+        )
     );
 }

@@ -1,7 +1,7 @@
 //! Channel publish and history: the atomic publish script (sequence, epoch, Stream append,
 //! trim, live publish) and the history read used to resume a subscription from an offset.
 
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -20,12 +20,14 @@ static START: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("star
 /// idle channel keeps its offsets for a day before they reset (with a new epoch).
 const MIN_METADATA_TTL: Duration = Duration::from_secs(24 * 3600);
 
-/// Where a channel stands: the last published offset and the current epoch (in a history
-/// read, "" when the channel has no epoch: nothing published or subscribed yet, or expired).
+/// A position in a channel's history: the offset of the last message and the history
+/// generation (`epoch`) that offset belongs to; offsets of different epochs do not compare.
+/// In a history read the epoch is "" when the channel has none (nothing published or
+/// subscribed yet, or expired). The epoch is shared, not copied, by every ack that names it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Position {
     pub offset: u64,
-    pub epoch: String,
+    pub epoch: Arc<str>,
 }
 
 /// The answer to "what did I miss since (offset, epoch)?".
@@ -69,7 +71,10 @@ pub(crate) async fn publish(
         .arg(sharded)
         .invoke_async(conn)
         .await?;
-    Ok(Position { offset, epoch })
+    Ok(Position {
+        offset,
+        epoch: epoch.into(),
+    })
 }
 
 pub(crate) async fn history(
@@ -97,7 +102,7 @@ pub(crate) async fn history(
         recovered,
         position: Position {
             offset: last,
-            epoch,
+            epoch: epoch.into(),
         },
         messages,
     })
@@ -120,7 +125,10 @@ pub(crate) async fn position(
         .arg(metadata_ttl(config).as_millis() as u64)
         .invoke_async(conn)
         .await?;
-    Ok(Position { offset, epoch })
+    Ok(Position {
+        offset,
+        epoch: epoch.into(),
+    })
 }
 
 fn metadata_ttl(config: &BackplaneConfig) -> Duration {

@@ -13,10 +13,10 @@ use tracing::warn;
 
 use super::Delivery;
 use super::channel::{self, Recovery};
-use super::connection::Commands;
 use super::cursors::{Cursors, Verdict};
 use super::envelope::LiveMessage;
 use super::keys::Keys;
+use super::links::Commands;
 use super::stats::Counters;
 
 /// Upper bound for one history read.
@@ -83,8 +83,8 @@ impl Follower {
             return;
         };
         let mut after = after;
-        if recovery.position.epoch != epoch {
-            let new_epoch = recovery.position.epoch.clone();
+        if *recovery.position.epoch != *epoch {
+            let new_epoch = recovery.position.epoch.to_string();
             if new_epoch.is_empty() {
                 // Nothing published since the loss; the next live message starts over.
                 self.cursors.forget(channel);
@@ -127,7 +127,7 @@ impl Follower {
         }
         for (channel, after, epoch, recovery) in results {
             match recovery {
-                Some(recovery) if recovery.position.epoch == epoch => {
+                Some(recovery) if *recovery.position.epoch == *epoch => {
                     self.deliver_recovered(&channel, after, None, recovery);
                 }
                 // Rare: the epoch changed, or the read failed; take the careful path.
@@ -149,7 +149,7 @@ impl Follower {
                 after, "history no longer holds every missed message"
             );
         }
-        let epoch = recovery.position.epoch;
+        let epoch = recovery.position.epoch.to_string();
         for (offset, data) in recovery.messages {
             if offset > after && before.is_none_or(|before| offset < before) {
                 self.counters.caught_up(1);

@@ -7,12 +7,12 @@
 mod backoff;
 mod channel;
 mod config;
-mod connection;
 mod cursors;
 mod envelope;
 mod error;
 mod follower;
 mod keys;
+mod links;
 mod presence;
 mod probes;
 mod registry;
@@ -36,8 +36,8 @@ pub use presence::Presence;
 pub use redis::{ClientTlsConfig, TlsCertificates};
 pub use stats::BackplaneStats;
 
-use connection::Commands;
 use keys::Keys;
+use links::Commands;
 use registry::{LocalClients, Registrar};
 use stats::Counters;
 use subscriber::{Request, Subscriber};

@@ -5,9 +5,9 @@
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use super::connection::Commands;
 use super::error::BackplaneError;
 use super::keys::Keys;
+use super::links::Commands;
 
 /// What a node reports about itself.
 #[derive(Debug, Clone, PartialEq, Eq)]

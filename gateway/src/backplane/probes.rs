@@ -4,9 +4,9 @@
 
 use redis::Value;
 
-use super::connection::RedisConn;
 use super::error::BackplaneError;
 use super::keys::Keys;
+use super::links::RedisConn;
 
 /// Candidate suffixes tried per master; with 3 masters ~3 tries each are expected.
 const MAX_CANDIDATES: u32 = 10_000;

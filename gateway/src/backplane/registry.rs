@@ -12,9 +12,9 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 
 use super::config::RedisMode;
-use super::connection::{Commands, RedisConn, group_by_slot};
 use super::error::BackplaneError;
 use super::keys::Keys;
+use super::links::{Commands, RedisConn, group_by_slot};
 
 static UNREGISTER: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("unregister.lua")));
 

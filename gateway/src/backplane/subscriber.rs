@@ -17,11 +17,11 @@ use tracing::{debug, info, warn};
 
 use super::backoff::Backoff;
 use super::config::{BackplaneConfig, RedisMode};
-use super::connection::{Commands, SubConn};
 use super::envelope::{self, NodeMessage};
 use super::error::BackplaneError;
 use super::follower::Follower;
 use super::keys::Keys;
+use super::links::{Commands, SubConn};
 use super::probes;
 use super::stats::Counters;
 use super::{BackplaneState, Delivery};
@@ -48,7 +48,7 @@ struct Link {
 }
 
 /// What the task does when its deadline passes.
-enum Phase {
+enum LinkState {
     /// No link: try to connect.
     Reconnecting,
     /// Linked and verified: send the next probe.
@@ -80,7 +80,7 @@ pub(crate) struct Subscriber {
     link: Option<Link>,
     /// Topics the probe goes through (node channel; one per master in Cluster).
     probe_topics: Vec<String>,
-    phase: Phase,
+    phase: LinkState,
     deadline: Instant,
     backoff: Backoff,
 }
@@ -115,7 +115,7 @@ impl Subscriber {
             own_unsubscribes: HashMap::new(),
             link: None,
             probe_topics: Vec::new(),
-            phase: Phase::Reconnecting,
+            phase: LinkState::Reconnecting,
             deadline: Instant::now(),
             backoff: Backoff::new(Duration::from_millis(100), Duration::from_secs(5)),
         }
@@ -272,9 +272,9 @@ impl Subscriber {
 
     async fn on_deadline(&mut self) {
         match self.phase {
-            Phase::Reconnecting => self.reconnect().await,
-            Phase::Idle => self.send_probe(),
-            Phase::Probing { .. } => self.probe_overdue().await,
+            LinkState::Reconnecting => self.reconnect().await,
+            LinkState::Idle => self.send_probe(),
+            LinkState::Probing { .. } => self.probe_overdue().await,
         }
     }
 
@@ -290,7 +290,7 @@ impl Subscriber {
                 break;
             };
             self.handle_push(push).await;
-            if !matches!(self.phase, Phase::Probing { .. }) {
+            if !matches!(self.phase, LinkState::Probing { .. }) {
                 return;
             }
         }
@@ -314,7 +314,7 @@ impl Subscriber {
                 self.send_probe();
             }
             Err(error) => {
-                self.phase = Phase::Reconnecting;
+                self.phase = LinkState::Reconnecting;
                 let delay = self.backoff.next_delay();
                 self.deadline = Instant::now() + delay;
                 // A new reason (a wrong CA, a refused password) is worth a warning once; the
@@ -378,7 +378,7 @@ impl Subscriber {
                 });
             }
         }
-        self.phase = Phase::Probing {
+        self.phase = LinkState::Probing {
             token,
             pending: self.probe_topics.clone(),
             sent_at: Instant::now(),
@@ -387,7 +387,7 @@ impl Subscriber {
     }
 
     fn probe_returned(&mut self, topic: &str, token: &str) {
-        let Phase::Probing {
+        let LinkState::Probing {
             token: expected,
             pending,
             sent_at,
@@ -406,7 +406,7 @@ impl Subscriber {
         self.counters.probe_returned(sent_at.elapsed());
         self.counters.connected();
         self.backoff.reset();
-        self.phase = Phase::Idle;
+        self.phase = LinkState::Idle;
         self.deadline = Instant::now() + self.config.probe_interval;
         self.state.send_if_modified(|state| {
             let changed = *state != BackplaneState::Up;
@@ -436,7 +436,7 @@ impl Subscriber {
             *state = BackplaneState::Down;
             changed
         });
-        self.phase = Phase::Reconnecting;
+        self.phase = LinkState::Reconnecting;
         self.deadline = Instant::now() + self.backoff.next_delay();
     }
 }

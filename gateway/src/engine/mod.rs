@@ -34,13 +34,8 @@ impl HistoryBounds {
     }
 }
 
-/// A position in a channel's history: the offset of the last message and the history
-/// generation (`epoch`) that offset belongs to. Offsets of different epochs do not compare.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Position {
-    pub offset: u64,
-    pub epoch: Arc<str>,
-}
+/// A position in a channel's history (offset and epoch), the backplane's own.
+pub use crate::backplane::Position;
 
 /// The reply to a subscribe: where the channel stands, and, when the client gave `since`,
 /// whether everything after it was (or needed no) replay.

@@ -5,9 +5,7 @@
 //! the replay is queued and live repeats of replayed offsets dropped (see [`Resumes`]).
 
 use super::{EngineError, Position, Subscribed};
-use crate::backplane::{
-    self, Backplane, BackplaneError, BackplaneState, Deliveries, Delivery, Recovery,
-};
+use crate::backplane::{Backplane, BackplaneError, BackplaneState, Deliveries, Delivery, Recovery};
 use crate::frame::Frame;
 use crate::outbox::Outbox;
 use crate::protocol::{ServerMessage, Since, encode};
@@ -176,7 +174,7 @@ impl RedisEngine {
             // read before the live copy arrives): join at the first live message past it.
             let catching = Resume::Catching {
                 floor: last,
-                epoch: Arc::from(position.epoch.as_str()),
+                epoch: Arc::clone(&position.epoch),
                 outbox: Arc::clone(outbox),
             };
             shard
@@ -194,7 +192,7 @@ impl RedisEngine {
         &self,
         channel: &str,
         since: &Since,
-    ) -> Result<(Recovery, backplane::Position), EngineError> {
+    ) -> Result<(Recovery, Position), EngineError> {
         let recovery = self
             .backplane
             .history(channel, since.offset, &since.epoch)
@@ -239,10 +237,7 @@ impl RedisEngine {
             .publish(channel, data)
             .await
             .map_err(unavailable)?;
-        Ok(Position {
-            offset: position.offset,
-            epoch: Arc::from(position.epoch),
-        })
+        Ok(position)
     }
 
     /// Local connections of `to` get the frame directly; otherwise it goes through the
@@ -283,12 +278,9 @@ impl RedisEngine {
     }
 }
 
-fn subscribed(position: backplane::Position, recovered: Option<bool>) -> Subscribed {
+fn subscribed(position: Position, recovered: Option<bool>) -> Subscribed {
     Subscribed {
-        position: Position {
-            offset: position.offset,
-            epoch: Arc::from(position.epoch),
-        },
+        position,
         recovered,
     }
 }

@@ -2,8 +2,12 @@
 
 use super::names::testing::CountingNames;
 use super::*;
+use crate::conditions::AT_CAPACITY;
+use crate::crd::NodePhase;
 use crate::resources::testing;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use std::net::SocketAddr;
+use wsfleet_api::NodeState;
 
 const V1_32: KubeVersion = KubeVersion {
     major: 1,

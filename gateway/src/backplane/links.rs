@@ -1,5 +1,6 @@
-//! Redis connections of one backplane: a shared command connection (requests from any task)
-//! and a dedicated subscription connection whose pushes feed the subscriber task. Standalone
+//! The Redis links of one backplane (its connections to Redis; "connection" alone means a
+//! client's WebSocket): a shared command link (requests from any task) and a dedicated
+//! subscription link whose pushes feed the subscriber task. Standalone
 //! mode uses redis-rs's `ConnectionManager` / `MultiplexedConnection`; cluster mode uses
 //! `ClusterConnection`, which routes every keyed command and sharded subscription by slot.
 
