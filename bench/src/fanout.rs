@@ -16,7 +16,7 @@ use tokio::sync::{broadcast, watch};
 use wsfleet_client::{Client, ClientConfig, Event, Subscription};
 
 use crate::latency::{self, Latency, Summary};
-use crate::peer::{self, Protocol};
+use crate::peer::Protocol;
 use crate::procstat;
 use crate::sequence::{self, MAX_MESSAGES, SeqTracker, now_us, stamp};
 
@@ -262,7 +262,8 @@ async fn consume(
     received.finish(sub)
 }
 
-pub async fn run(args: FanoutArgs) -> Result<FanoutReport> {
+/// Checks the arguments every protocol's fan-out shares; the number of messages to publish.
+pub fn message_count(args: &FanoutArgs) -> Result<u64> {
     if args.urls.is_empty() || args.subscribers == 0 || args.connect_concurrency == 0 {
         bail!("need at least one URL, one subscriber and a connect concurrency of 1");
     }
@@ -273,13 +274,16 @@ pub async fn run(args: FanoutArgs) -> Result<FanoutReport> {
     if total == 0 || total > MAX_MESSAGES {
         bail!("rate x duration must be 1..={MAX_MESSAGES} messages, got {total}");
     }
-    let publisher_url = args
-        .urls
-        .get(args.publisher_node)
-        .context("--publisher-node is not an index into --urls")?;
-    if args.protocol != Protocol::Wsfleet {
-        return peer::fanout::run(&args, total).await;
+    if args.urls.get(args.publisher_node).is_none() {
+        bail!("--publisher-node is not an index into --urls");
     }
+    Ok(total)
+}
+
+/// The fan-out against wsfleet gateways with the Rust client (`--protocol wsfleet`); the
+/// peers' protocols are `peer::fanout::run`.
+pub async fn run(args: FanoutArgs, total: u64) -> Result<FanoutReport> {
+    let publisher_url = &args.urls[args.publisher_node];
 
     // Set-up: every subscriber subscribed before the first publish.
     let (subscribers, subscribe_failures) = subscribe_all(&args, |url| {

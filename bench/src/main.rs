@@ -63,7 +63,11 @@ async fn main() -> Result<()> {
             }
         }
         Scenario::Fanout(args) => {
-            let report = fanout::run(args).await?;
+            let total = fanout::message_count(&args)?;
+            let report = match args.protocol {
+                peer::Protocol::Wsfleet => fanout::run(args, total).await?,
+                _ => peer::fanout::run(&args, total).await?,
+            };
             output(
                 cli.json,
                 cli.json_out.as_deref(),
