@@ -1,5 +1,5 @@
-//! The application's handle: configuration, `connect`, and the operations (subscribe,
-//! unsubscribe, publish, send) that it hands to the connection task as commands.
+//! The application's handle: `connect`, and the operations (subscribe, unsubscribe,
+//! publish, send) that it hands to the connection task as commands.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -9,110 +9,17 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio::sync::{Mutex, broadcast, mpsc, oneshot, watch};
 
-use crate::backoff::Backoff;
-use crate::driver::{Command, Driver};
+use crate::config::ClientConfig;
+use crate::driver::Driver;
 use crate::error::Error;
 use crate::event::Event;
 use crate::protocol::valid_channel;
-use crate::token::TokenSource;
+use crate::session::{Ack, Direct, Message, Session};
+use crate::state::Command;
 
 /// Events kept for slow receivers. `broadcast` allocates every slot up front, and a load
 /// tool holds thousands of clients: 1024 slots cost ~100 KiB per client, 64 cost ~6 KiB.
 const EVENT_BUFFER: usize = 64;
-
-/// How to reach the fleet and how to behave when a connection is lost.
-#[derive(Debug, Clone)]
-pub struct ClientConfig {
-    /// WebSocket URLs (`ws://host:8080/ws`), tried round-robin on each (re)connect.
-    pub endpoints: Vec<String>,
-    /// A JWT sent as `Authorization: Bearer`; `None` for anonymous gateways.
-    pub token: Option<String>,
-    /// Where fresh JWTs come from; replaces `token` when set. Asked at every (re)connect and
-    /// ahead of each expiry, so the connection never lapses (see [`crate::token`]).
-    pub token_callback: Option<TokenSource>,
-    pub backoff: Backoff,
-    /// Longest wait for TCP connect + WebSocket handshake + `welcome`, per attempt.
-    pub connect_timeout: Duration,
-    /// Longest wait for an `ack` before an operation fails with [`Error::Timeout`].
-    pub request_timeout: Duration,
-    /// Consecutive failed attempts after which the client gives up; `None` retries forever.
-    pub max_reconnect_attempts: Option<u32>,
-    /// Largest message accepted from the gateway.
-    pub max_message_bytes: usize,
-}
-
-impl ClientConfig {
-    pub fn new<I, S>(endpoints: I) -> ClientConfig
-    where
-        I: IntoIterator<Item = S>,
-        S: Into<String>,
-    {
-        ClientConfig {
-            endpoints: endpoints.into_iter().map(Into::into).collect(),
-            token: None,
-            token_callback: None,
-            backoff: Backoff::default(),
-            connect_timeout: Duration::from_secs(10),
-            request_timeout: Duration::from_secs(10),
-            max_reconnect_attempts: None,
-            max_message_bytes: 1 << 20,
-        }
-    }
-
-    pub fn token(mut self, token: impl Into<String>) -> Self {
-        self.token = Some(token.into());
-        self
-    }
-
-    /// Fresh tokens from `fetch` (e.g. the application's identity provider), for every
-    /// connection attempt and for refreshing a live connection before its token expires.
-    pub fn token_callback<F, Fut, E>(mut self, fetch: F) -> Self
-    where
-        F: Fn() -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<String, E>> + Send + 'static,
-        E: Into<Box<dyn std::error::Error + Send + Sync>>,
-    {
-        self.token_callback = Some(TokenSource::new(fetch));
-        self
-    }
-
-    pub fn backoff(mut self, base: Duration, cap: Duration) -> Self {
-        self.backoff = Backoff { base, cap };
-        self
-    }
-}
-
-/// The node a session is on, from its `welcome`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Session {
-    pub client_id: String,
-    pub node: String,
-    /// When the session's token expires (ms since the Unix epoch); moves on with each refresh.
-    pub expires_at_ms: Option<u64>,
-}
-
-/// A message delivered on a subscribed channel.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Message {
-    pub channel: String,
-    pub offset: u64,
-    pub data: Value,
-}
-
-/// A message sent to this client by id.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Direct {
-    pub from: String,
-    pub data: Value,
-}
-
-/// What an `ack` reported: for a subscribe, the channel's last offset and its epoch; for a
-/// publish, the offset and epoch assigned to the message; nothing for other requests.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Ack {
-    pub offset: Option<u64>,
-    pub epoch: Option<String>,
-}
 
 /// The messages of one channel, in offset order, each delivered once, across reconnects.
 /// Dropping it unsubscribes.

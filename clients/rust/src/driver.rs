@@ -4,7 +4,6 @@
 //! every subscription from its cursor. With a token callback it also refreshes the session's
 //! token ahead of its expiry (the timing rules are in [`crate::token`]).
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -12,9 +11,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures::{SinkExt, StreamExt};
-use serde_json::Value;
 use tokio::net::TcpStream;
-use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tokio::sync::{broadcast, mpsc, watch};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
@@ -23,72 +21,22 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{self, Message as WsMessage};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use crate::client::{Ack, ClientConfig, Direct, Message, Session};
-use crate::cursor::{AckOutcome, Cursor};
-use crate::error::{Error, ErrorCode};
+use crate::config::ClientConfig;
+use crate::error::ErrorCode;
 use crate::event::Event;
 use crate::protocol::{ClientFrame, ServerFrame};
+use crate::session::{Direct, Session};
+use crate::state::{ClientState, Command, RefreshAnswer, SERVICE_RESTART};
 use crate::token;
-use wsfleet_api::codes::CLOSE_TOKEN_EXPIRED;
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
-type Reply<T> = oneshot::Sender<Result<T, Error>>;
 /// A token being fetched from the application's callback for a refresh.
 type TokenFetch = Pin<Box<dyn Future<Output = Result<String, String>> + Send>>;
-
-/// Close codes with a meaning for reconnecting: 1012 "service restart" (a drain) and
-/// 1013 "try again later" (the node is full or overloaded).
-const SERVICE_RESTART: u16 = 1012;
-const TRY_AGAIN_LATER: u16 = 1013;
 
 /// tungstenite zero-fills its whole read buffer before every socket read; its 128 KiB default
 /// made that memset ~40 % of a subscriber's CPU. Larger messages still arrive, over several
 /// reads.
 const READ_BUFFER_BYTES: usize = 8 * 1024;
-
-/// What the application asked for.
-pub(crate) enum Command {
-    Subscribe {
-        channel: String,
-        messages: mpsc::UnboundedSender<Message>,
-        reply: Reply<Ack>,
-    },
-    Unsubscribe {
-        channel: String,
-        reply: Reply<Ack>,
-    },
-    Publish {
-        channel: String,
-        data: Value,
-        reply: Reply<Ack>,
-    },
-    Send {
-        to: String,
-        data: Value,
-        reply: Reply<Ack>,
-    },
-    Close,
-}
-
-/// A subscription as the connection task keeps it.
-struct Subscribed {
-    cursor: Cursor,
-    messages: mpsc::UnboundedSender<Message>,
-    /// The application's `subscribe` call, answered by the first ack.
-    waiting: Option<Reply<Ack>>,
-    /// The last offset received on the current connection, whether delivered or not.
-    wire_last: Option<u64>,
-}
-
-/// A request sent on the current connection and not yet answered.
-enum InFlight {
-    Subscribe {
-        channel: String,
-    },
-    /// Our own `refresh`; its ack carries the new expiry.
-    Refresh,
-    Done(Reply<Ack>),
-}
 
 /// The session's token: when it expires, and when the next refresh (or retry) is due.
 #[derive(Default)]
@@ -149,14 +97,9 @@ pub(crate) struct Driver {
     session: watch::Sender<Option<Session>>,
     directs: mpsc::UnboundedSender<Direct>,
     directs_taken: Arc<AtomicBool>,
-    subscriptions: HashMap<String, Subscribed>,
-    in_flight: HashMap<String, InFlight>,
-    next_request: u64,
+    /// Subscriptions, requests in flight and reconnect attempts: the rules, without the socket.
+    state: ClientState,
     next_endpoint: usize,
-    /// Consecutive attempts without a session.
-    attempt: u32,
-    /// Set when the gateway refused to resume a subscription for now; the session then ends.
-    resume_refused: Option<String>,
     renewal: Renewal,
 }
 
@@ -176,12 +119,8 @@ impl Driver {
             session,
             directs,
             directs_taken,
-            subscriptions: HashMap::new(),
-            in_flight: HashMap::new(),
-            next_request: 0,
+            state: ClientState::default(),
             next_endpoint: 0,
-            attempt: 0,
-            resume_refused: None,
             renewal: Renewal::default(),
         }
     }
@@ -195,10 +134,10 @@ impl Driver {
             self.next_endpoint = self.next_endpoint.wrapping_add(1);
             let delay = match self.open(&endpoint).await {
                 Ok(opened) => {
-                    let failed_before = std::mem::take(&mut self.attempt);
+                    let failed_before = self.state.session_started();
                     let ended = self.serve(opened).await;
                     self.session.send_replace(None);
-                    self.fail_in_flight();
+                    self.state.fail_in_flight();
                     match ended {
                         Ended::ByClient => return,
                         Ended::Hinted { at } => {
@@ -213,9 +152,7 @@ impl Driver {
                             self.delay_after_loss(code)
                         }
                         Ended::ResumeRefused { reason } => {
-                            // Not a good session: keep backing off, or nodes that cannot
-                            // serve would be retried at the base delay forever.
-                            self.attempt = failed_before;
+                            self.state.session_not_good(failed_before);
                             self.emit(Event::Disconnected { code: None, reason });
                             self.delay_after_loss(None)
                         }
@@ -232,14 +169,14 @@ impl Driver {
             if self
                 .config
                 .max_reconnect_attempts
-                .is_some_and(|max| self.attempt >= max)
+                .is_some_and(|max| self.state.attempt() >= max)
             {
                 self.emit(Event::GaveUp);
                 return;
             }
             self.emit(Event::Reconnecting {
                 delay,
-                attempt: self.attempt,
+                attempt: self.state.attempt(),
             });
             if !self.wait_offline(delay).await {
                 return;
@@ -249,19 +186,8 @@ impl Driver {
 
     /// The delay before the next attempt after a loss that came without a reconnect hint.
     fn delay_after_loss(&mut self, code: Option<u16>) -> Duration {
-        let mut rng = rand::rng();
-        let delay = match code {
-            // A drain that did not send a hint (or whose hint we missed), or a token that
-            // expired (the callback gives a fresh one): move promptly, but spread over the
-            // first backoff step.
-            // 4001: the token expired without a refresh; reconnect at once with a fresh one.
-            Some(SERVICE_RESTART | CLOSE_TOKEN_EXPIRED) => self.config.backoff.delay(0, &mut rng),
-            // The node is full or overloaded: never retry at once, even after a good session.
-            Some(TRY_AGAIN_LATER) => self.config.backoff.delay(self.attempt.max(1), &mut rng),
-            _ => self.config.backoff.delay(self.attempt, &mut rng),
-        };
-        self.attempt = self.attempt.saturating_add(1);
-        delay
+        self.state
+            .delay_after_loss(code, &self.config.backoff, &mut rand::rng())
     }
 
     /// TCP connect, WebSocket handshake and `welcome`, all within `connect_timeout`.
@@ -350,8 +276,10 @@ impl Driver {
         let expires_at_ms = session.expires_at_ms;
         self.session.send_replace(Some(session));
         self.emit(connected);
-        if let Err(e) = self.resume_all(&mut ws).await {
-            return lost(e);
+        for frame in self.state.resume_all() {
+            if let Err(e) = write(&mut ws, &frame).await {
+                return lost(e);
+            }
         }
         self.schedule_refresh(expires_at_ms);
         let mut fetching: Option<TokenFetch> = None;
@@ -397,9 +325,7 @@ impl Driver {
                     fetching = None;
                     match fetched {
                         Ok(token) => {
-                            let id = self.request_id();
-                            self.in_flight.insert(id.clone(), InFlight::Refresh);
-                            let frame = ClientFrame::Refresh { token, id: Some(id) };
+                            let frame = self.state.refresh(token);
                             if let Err(e) = write(&mut ws, &frame).await {
                                 return lost(e);
                             }
@@ -412,41 +338,6 @@ impl Driver {
     }
 
     /// Re-subscribes every subscription, from its cursor, on a new connection.
-    async fn resume_all(&mut self, ws: &mut Ws) -> Result<(), tungstenite::Error> {
-        let channels: Vec<String> = self.subscriptions.keys().cloned().collect();
-        for channel in channels {
-            let frame = self.resubscribe(channel);
-            write(ws, &frame).await?;
-        }
-        Ok(())
-    }
-
-    /// A `subscribe` from the subscription's cursor, registered as in flight.
-    fn resubscribe(&mut self, channel: String) -> ClientFrame {
-        let since = self.subscriptions.get_mut(&channel).and_then(|s| {
-            s.wire_last = None;
-            s.cursor.since()
-        });
-        let id = self.request_id();
-        self.in_flight.insert(
-            id.clone(),
-            InFlight::Subscribe {
-                channel: channel.clone(),
-            },
-        );
-        ClientFrame::Subscribe {
-            channel,
-            since,
-            id: Some(id),
-        }
-    }
-
-    fn subscribing(&self, channel: &str) -> bool {
-        self.in_flight
-            .values()
-            .any(|f| matches!(f, InFlight::Subscribe { channel: c } if c == channel))
-    }
-
     /// Handles what the socket produced; `Some` when the session is over.
     async fn on_read(
         &mut self,
@@ -461,7 +352,7 @@ impl Driver {
                         return Some(lost(e));
                     }
                 }
-                let reason = self.resume_refused.take()?;
+                let reason = self.state.take_resume_refused()?;
                 let close = CloseFrame {
                     code: CloseCode::Away,
                     reason: "resuming elsewhere".into(),
@@ -498,7 +389,7 @@ impl Driver {
             let _ = ws.close(None).await;
             return Some(Ended::ByClient);
         };
-        match self.online_command(command) {
+        match self.state.online(command) {
             Ok(Some(frame)) => write(ws, &frame).await.err().map(lost),
             Ok(None) => None,
             Err(()) => {
@@ -523,7 +414,11 @@ impl Driver {
                 channel,
                 offset,
                 data,
-            } => self.deliver(channel, offset, data),
+            } => {
+                let replies = self.state.deliver(channel, offset, data);
+                self.emit_state_events();
+                replies
+            }
             ServerFrame::Ack {
                 id,
                 offset,
@@ -531,11 +426,17 @@ impl Driver {
                 recovered,
                 expires_at_ms,
             } => {
-                self.on_ack(id, offset, epoch, recovered, expires_at_ms);
+                let refresh = self
+                    .state
+                    .on_ack(id, offset, epoch, recovered, expires_at_ms);
+                self.emit_state_events();
+                self.on_refresh(refresh);
                 Vec::new()
             }
             ServerFrame::Error { code, message, id } => {
-                self.on_error(id, ErrorCode::parse(&code), message);
+                let refresh = self.state.on_error(id, ErrorCode::parse(&code), message);
+                self.emit_state_events();
+                self.on_refresh(refresh);
                 Vec::new()
             }
             ServerFrame::Direct { from, data } => {
@@ -555,66 +456,10 @@ impl Driver {
         }
     }
 
-    fn deliver(&mut self, channel: String, offset: u64, data: Value) -> Vec<ClientFrame> {
-        let Some(sub) = self.subscriptions.get_mut(&channel) else {
-            return Vec::new();
-        };
-        // Within a connection the gateway sends a channel's offsets in increasing order
-        // (replays included). A lower one means the channel's history was lost and a new epoch
-        // restarted its offsets (docs/protocol.md, "Known limit"): resubscribing with `since`
-        // learns the new position from the ack, which reports the failed recovery.
-        let backwards = sub.wire_last.is_some_and(|last| offset < last);
-        sub.wire_last = Some(offset);
-        let missed = sub.cursor.missed_before(offset);
-        let fresh = sub.cursor.accept(offset);
-        let mut replies = Vec::new();
-        if backwards && !self.subscribing(&channel) {
-            replies.push(self.resubscribe(channel.clone()));
-        }
-        if !fresh {
-            return replies;
-        }
-        let Some(sub) = self.subscriptions.get_mut(&channel) else {
-            return Vec::new();
-        };
-        let message = Message {
-            channel: channel.clone(),
-            offset,
-            data,
-        };
-        if sub.messages.send(message).is_err() {
-            // The application dropped its Subscription: stop receiving the channel.
-            self.subscriptions.remove(&channel);
-            return vec![ClientFrame::Unsubscribe { channel, id: None }];
-        }
-        if missed > 0 {
-            self.emit(Event::Gap { channel, missed });
-        }
-        replies
-    }
-
-    fn on_ack(
-        &mut self,
-        id: Option<String>,
-        offset: Option<u64>,
-        epoch: Option<String>,
-        recovered: Option<bool>,
-        expires_at_ms: Option<u64>,
-    ) {
-        match id.and_then(|id| self.in_flight.remove(&id)) {
-            Some(InFlight::Subscribe { channel }) => {
-                let Some(sub) = self.subscriptions.get_mut(&channel) else {
-                    return;
-                };
-                let outcome = sub.cursor.on_ack(offset, epoch.clone(), recovered);
-                if let Some(reply) = sub.waiting.take() {
-                    let _ = reply.send(Ok(Ack { offset, epoch }));
-                }
-                if outcome == AckOutcome::RecoveryFailed {
-                    self.emit(Event::RecoveryFailed { channel });
-                }
-            }
-            Some(InFlight::Refresh) => {
+    /// What the gateway answered to our `refresh`, if the frame was that answer.
+    fn on_refresh(&mut self, answer: Option<RefreshAnswer>) {
+        match answer {
+            Some(RefreshAnswer::Accepted { expires_at_ms }) => {
                 self.schedule_refresh(expires_at_ms);
                 self.session.send_modify(|session| {
                     if let Some(session) = session {
@@ -625,47 +470,8 @@ impl Driver {
                     self.emit(Event::TokenRefreshed { expires_at_ms });
                 }
             }
-            Some(InFlight::Done(reply)) => {
-                let _ = reply.send(Ok(Ack { offset, epoch }));
-            }
+            Some(RefreshAnswer::Refused(reason)) => self.refresh_failed(reason),
             None => {}
-        }
-    }
-
-    fn on_error(&mut self, id: Option<String>, code: ErrorCode, message: String) {
-        match id.and_then(|id| self.in_flight.remove(&id)) {
-            Some(InFlight::Subscribe { channel }) => {
-                let Some(sub) = self.subscriptions.get_mut(&channel) else {
-                    return;
-                };
-                if let Some(reply) = sub.waiting.take() {
-                    // A first subscribe: the application hears of it and decides.
-                    self.subscriptions.remove(&channel);
-                    let _ = reply.send(Err(Error::Server { code, message }));
-                } else if code.is_transient() {
-                    // A resume this node cannot serve now: keep the subscription, reconnect
-                    // with backoff (to the next endpoint) and resume from the same offset.
-                    self.resume_refused = Some(format!(
-                        "the gateway could not resume {channel}: {code}: {message}"
-                    ));
-                } else {
-                    self.subscriptions.remove(&channel);
-                    self.emit(Event::SubscriptionLost {
-                        channel,
-                        code,
-                        message,
-                    });
-                }
-            }
-            Some(InFlight::Refresh) => {
-                self.refresh_failed(format!(
-                    "the gateway refused the refresh ({code}): {message}"
-                ));
-            }
-            Some(InFlight::Done(reply)) => {
-                let _ = reply.send(Err(Error::Server { code, message }));
-            }
-            None => self.emit(Event::ServerError { code, message }),
         }
     }
 
@@ -699,63 +505,6 @@ impl Driver {
         self.emit(Event::TokenRefreshFailed { reason, retry_in });
     }
 
-    /// Turns a command into a frame for the live connection. `Err` means close.
-    fn online_command(&mut self, command: Command) -> Result<Option<ClientFrame>, ()> {
-        let id = self.request_id();
-        let frame = match command {
-            Command::Close => return Err(()),
-            Command::Subscribe {
-                channel,
-                messages,
-                reply,
-            } => {
-                if !self.register(&channel, messages, reply) {
-                    return Ok(None);
-                }
-                self.in_flight.insert(
-                    id.clone(),
-                    InFlight::Subscribe {
-                        channel: channel.clone(),
-                    },
-                );
-                ClientFrame::Subscribe {
-                    channel,
-                    since: None,
-                    id: Some(id),
-                }
-            }
-            Command::Unsubscribe { channel, reply } => {
-                self.subscriptions.remove(&channel);
-                self.in_flight.insert(id.clone(), InFlight::Done(reply));
-                ClientFrame::Unsubscribe {
-                    channel,
-                    id: Some(id),
-                }
-            }
-            Command::Publish {
-                channel,
-                data,
-                reply,
-            } => {
-                self.in_flight.insert(id.clone(), InFlight::Done(reply));
-                ClientFrame::Publish {
-                    channel,
-                    data,
-                    id: Some(id),
-                }
-            }
-            Command::Send { to, data, reply } => {
-                self.in_flight.insert(id.clone(), InFlight::Done(reply));
-                ClientFrame::Send {
-                    to,
-                    data,
-                    id: Some(id),
-                }
-            }
-        };
-        Ok(Some(frame))
-    }
-
     /// Waits `delay` between connections, still answering commands: subscriptions are kept
     /// for the next session, publishes and sends fail at once. Returns false when closed.
     async fn wait_offline(&mut self, delay: Duration) -> bool {
@@ -763,64 +512,26 @@ impl Driver {
         loop {
             tokio::select! {
                 () = tokio::time::sleep_until(until) => return true,
-                command = self.commands.recv() => match command {
-                    None | Some(Command::Close) => return false,
-                    Some(Command::Subscribe { channel, messages, reply }) => {
-                        self.register(&channel, messages, reply);
+                command = self.commands.recv() => {
+                    let open = command.is_some_and(|command| self.state.offline(command));
+                    if !open {
+                        return false;
                     }
-                    Some(Command::Unsubscribe { channel, reply }) => {
-                        self.subscriptions.remove(&channel);
-                        let _ = reply.send(Ok(Ack::default()));
-                    }
-                    Some(Command::Publish { reply, .. } | Command::Send { reply, .. }) => {
-                        let _ = reply.send(Err(Error::NotConnected));
-                    }
-                },
+                }
             }
         }
-    }
-
-    /// Records a new subscription; false (and the caller told) when the channel is taken.
-    fn register(
-        &mut self,
-        channel: &str,
-        messages: mpsc::UnboundedSender<Message>,
-        reply: Reply<Ack>,
-    ) -> bool {
-        if let Some(existing) = self.subscriptions.get(channel)
-            && !existing.messages.is_closed()
-        {
-            let _ = reply.send(Err(Error::AlreadySubscribed(channel.to_owned())));
-            return false;
-        }
-        let sub = Subscribed {
-            cursor: Cursor::default(),
-            messages,
-            waiting: Some(reply),
-            wire_last: None,
-        };
-        self.subscriptions.insert(channel.to_owned(), sub);
-        true
-    }
-
-    /// Requests sent on a lost connection get no answer: fail them so callers do not wait
-    /// for a timeout. Subscriptions stay; they are resumed on the next session.
-    fn fail_in_flight(&mut self) {
-        for (_, request) in self.in_flight.drain() {
-            if let InFlight::Done(reply) = request {
-                let _ = reply.send(Err(Error::Disconnected));
-            }
-        }
-    }
-
-    fn request_id(&mut self) -> String {
-        self.next_request = self.next_request.wrapping_add(1);
-        format!("r{}", self.next_request)
     }
 
     fn emit(&self, event: Event) {
         // No receivers is fine: events are optional for the application.
         let _ = self.events.send(event);
+    }
+
+    /// Passes on what the state's rules had to say.
+    fn emit_state_events(&mut self) {
+        for event in self.state.take_events() {
+            self.emit(event);
+        }
     }
 }
 
@@ -893,6 +604,7 @@ fn refusal(endpoint: &str, error: &tungstenite::Error) -> Refused {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::state::TRY_AGAIN_LATER;
 
     #[test]
     fn refused_upgrades_keep_retry_after() {

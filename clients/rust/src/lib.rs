@@ -34,16 +34,21 @@
 
 mod backoff;
 mod client;
+mod config;
 mod cursor;
 mod driver;
 mod error;
 mod event;
 pub mod protocol;
+mod session;
+mod state;
 pub mod token;
 
 pub use backoff::Backoff;
-pub use client::{Ack, Client, ClientConfig, Direct, Message, Session, Subscription};
+pub use client::{Client, Subscription};
+pub use config::ClientConfig;
 pub use cursor::{AckOutcome, Cursor};
 pub use error::{Error, ErrorCode};
 pub use event::Event;
+pub use session::{Ack, Direct, Message, Session};
 pub use token::{TokenResult, TokenSource};
