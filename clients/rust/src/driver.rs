@@ -342,12 +342,14 @@ impl Driver {
             session,
             heartbeat,
         } = opened;
-        self.emit(Event::Connected {
+        // The session first: a caller woken by `Connected` reads it at once.
+        let connected = Event::Connected {
             client_id: session.client_id.clone(),
             node: session.node.clone(),
-        });
+        };
         let expires_at_ms = session.expires_at_ms;
         self.session.send_replace(Some(session));
+        self.emit(connected);
         if let Err(e) = self.resume_all(&mut ws).await {
             return lost(e);
         }
