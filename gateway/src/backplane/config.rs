@@ -26,8 +26,15 @@ pub struct BackplaneConfig {
     /// Channel history drops messages older than this (trimmed on publish); zero disables the
     /// age bound.
     pub history_max_age: Duration,
-    /// Registry entries and presence expire after this unless refreshed; refreshed every third.
+    /// The node's liveness key and its presence expire after this unless refreshed (every
+    /// third of it): a node that dies has its clients stop resolving within this time.
     pub registry_ttl: Duration,
+    /// How often the node rewrites all its clients' registry entries (which live three times
+    /// as long). Between rewrites an idle connection costs Redis nothing: the entries stay
+    /// valid through the node's liveness key, one write per node per tick. Also rewritten at
+    /// once when the liveness key was found missing (Redis lost its data, or the node could
+    /// not refresh it in time).
+    pub registry_refresh: Duration,
     /// How often the liveness probe round-trips through the node channel.
     pub probe_interval: Duration,
     /// A probe not echoed back within this is a failed subscription.
@@ -35,8 +42,9 @@ pub struct BackplaneConfig {
 }
 
 impl BackplaneConfig {
-    /// A configuration with the default bounds: 1,000 messages / 5 minutes of history, 60 s
-    /// registry TTL, a probe every second with a 3 s deadline.
+    /// A configuration with the default bounds: 1,000 messages / 5 minutes of history, a 60 s
+    /// liveness TTL, registry entries rewritten every 15 minutes, a probe every second with a
+    /// 3 s deadline.
     pub fn new(url: impl Into<String>, mode: RedisMode, key_prefix: &str, node_id: &str) -> Self {
         Self {
             url: url.into(),
@@ -47,9 +55,16 @@ impl BackplaneConfig {
             history_max_len: 1000,
             history_max_age: Duration::from_secs(300),
             registry_ttl: Duration::from_secs(60),
+            registry_refresh: Duration::from_secs(15 * 60),
             probe_interval: Duration::from_secs(1),
             probe_timeout: Duration::from_secs(3),
         }
+    }
+
+    /// How long a registry entry lives: three full rewrites, so one or two failed ones lose
+    /// nothing.
+    pub(crate) fn entry_ttl(&self) -> Duration {
+        self.registry_refresh.saturating_mul(3)
     }
 
     pub(crate) fn urls(&self) -> Vec<String> {
@@ -83,6 +98,9 @@ impl BackplaneConfig {
         }
         if self.registry_ttl < Duration::from_secs(3) {
             return Err("registry_ttl must be at least 3 seconds".into());
+        }
+        if self.registry_refresh < self.registry_ttl {
+            return Err("registry_refresh must be at least registry_ttl".into());
         }
         if self.probe_interval.is_zero() || self.probe_timeout.is_zero() {
             return Err("probe_interval and probe_timeout must be positive".into());

@@ -5,6 +5,9 @@
 pub(crate) struct Keys {
     prefix: String,
     node_id: String,
+    /// This run of the node (random per process), so entries left by an earlier run of a node
+    /// of the same name (a restarted container) do not resolve to the new one.
+    incarnation: String,
 }
 
 /// The four keys of one channel, in the order the scripts expect them.
@@ -22,7 +25,18 @@ impl Keys {
         Self {
             prefix: prefix.to_string(),
             node_id: node_id.to_string(),
+            incarnation: String::new(),
         }
+    }
+
+    /// The same keys for a run of the node named `incarnation`.
+    pub fn with_incarnation(mut self, incarnation: String) -> Self {
+        self.incarnation = incarnation;
+        self
+    }
+
+    pub fn incarnation(&self) -> &str {
+        &self.incarnation
     }
 
     pub fn node_id(&self) -> &str {
@@ -58,6 +72,11 @@ impl Keys {
     /// Registry entry: client id → id of the node holding its connection.
     pub fn client(&self, client_id: &str) -> String {
         format!("{}:client:{client_id}", self.prefix)
+    }
+
+    /// Liveness of a node: holds the incarnation of its current run, with a short TTL.
+    pub fn alive(&self, node_id: &str) -> String {
+        format!("{}:alive:{node_id}", self.prefix)
     }
 
     pub fn presence(&self, node_id: &str) -> String {

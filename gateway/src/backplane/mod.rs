@@ -38,7 +38,7 @@ pub use stats::BackplaneStats;
 
 use keys::Keys;
 use links::Commands;
-use registry::{LocalClients, Registrar};
+use registry::{Liveness, LocalClients, Registrar};
 use stats::Counters;
 use subscriber::{Request, Subscriber};
 
@@ -85,6 +85,7 @@ struct Inner {
     state: watch::Receiver<BackplaneState>,
     clients: Arc<LocalClients>,
     registrar: Registrar,
+    liveness: Arc<Liveness>,
     presence: Arc<Mutex<Option<Presence>>>,
     counters: Arc<Counters>,
     tasks: Vec<AbortHandle>,
@@ -107,7 +108,8 @@ impl Backplane {
         let runtime = tokio::runtime::Handle::try_current()
             .map_err(|_| BackplaneError::InvalidConfig("not inside a Tokio runtime".into()))?;
         let config = Arc::new(config);
-        let keys = Keys::new(&config.key_prefix, &config.node_id);
+        let keys = Keys::new(&config.key_prefix, &config.node_id)
+            .with_incarnation(registry::new_incarnation());
         let commands = Commands::new(&config)?;
         let (requests_tx, requests_rx) = mpsc::channel(1024);
         let (deliveries_tx, deliveries_rx) = mpsc::unbounded_channel();
@@ -125,18 +127,21 @@ impl Backplane {
             counters.clone(),
         );
         let subscriber_task = runtime.spawn(subscriber.run());
+        let liveness = Arc::new(Liveness::new(config.registry_ttl));
         let maintenance_task = runtime.spawn(maintain(
             config.clone(),
             keys.clone(),
             commands.clone(),
             clients.clone(),
+            liveness.clone(),
             presence.clone(),
         ));
         let (registrar, registrar_task) = Registrar::start(
             &runtime,
             commands.clone(),
             keys.clone(),
-            config.registry_ttl,
+            liveness.clone(),
+            config.entry_ttl(),
         );
         let inner = Inner {
             config,
@@ -146,6 +151,7 @@ impl Backplane {
             state: state_rx,
             clients,
             registrar,
+            liveness,
             presence,
             counters,
             tasks: vec![
@@ -293,11 +299,12 @@ impl Backplane {
     /// locally and are written by the next refresh.
     pub async fn register_clients(&self, ids: &[String]) -> Result<(), BackplaneError> {
         self.inner.clients.insert(ids);
-        registry::write_entries(
+        registry::register(
             &self.inner.commands,
             &self.inner.keys,
+            &self.inner.liveness,
             ids,
-            self.inner.config.registry_ttl,
+            self.inner.config.entry_ttl(),
         )
         .await
     }
@@ -352,23 +359,42 @@ impl Backplane {
     }
 }
 
-/// Every third of the registry TTL: rewrite all local registry entries and the presence hash.
+/// How soon a failed liveness refresh is tried again.
+const LIVENESS_RETRY: Duration = Duration::from_secs(1);
+
+/// Every third of the registry TTL: refresh this node run's liveness key and the presence
+/// hash. Every `registry_refresh`, and at once when the liveness key was missing, rewrite all
+/// local registry entries.
 async fn maintain(
     config: Arc<BackplaneConfig>,
     keys: Keys,
     commands: Arc<Commands>,
     clients: Arc<LocalClients>,
+    liveness: Arc<Liveness>,
     presence: Arc<Mutex<Option<Presence>>>,
 ) {
     let mut ticks = tokio::time::interval(config.registry_ttl / 3);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut rewritten: Option<tokio::time::Instant> = None;
     loop {
         ticks.tick().await;
-        let ids = clients.snapshot();
-        if let Err(error) =
-            registry::write_entries(&commands, &keys, &ids, config.registry_ttl).await
-        {
-            debug!(%error, clients = ids.len(), "registry refresh failed");
+        if let Err(error) = liveness.refresh(&commands, &keys).await {
+            // Soon again, not a third of the TTL later: until it is written, this node's
+            // clients do not resolve.
+            debug!(%error, "liveness refresh failed");
+            ticks.reset_after(LIVENESS_RETRY);
+            continue;
+        }
+        let due = rewritten.is_none_or(|at| at.elapsed() >= config.registry_refresh);
+        if liveness.take_rewrite() || due {
+            let ids = clients.snapshot();
+            match registry::write_entries(&commands, &keys, &ids, config.entry_ttl()).await {
+                Ok(()) => rewritten = Some(tokio::time::Instant::now()),
+                Err(error) => {
+                    debug!(%error, clients = ids.len(), "registry rewrite failed");
+                    liveness.ask_rewrite();
+                }
+            }
         }
         let current = presence.lock().ok().and_then(|p| p.clone());
         if let Some(current) = current

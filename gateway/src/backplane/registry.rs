@@ -1,9 +1,17 @@
-//! The client→node registry: `<prefix>:client:<id>` holds the id of the node that has the
-//! client's connection, with a TTL. The node keeps its local client set and rewrites all its
-//! entries in pipelined batches, so entries come back after Redis lost its data and vanish
-//! when a node dies without unregistering.
+//! The client→node registry: `<prefix>:client:<id>` holds `<incarnation>:<node id>` of the
+//! node run that has the client's connection. An entry is only as good as its node: a lookup
+//! also reads the node's liveness key `<prefix>:alive:<node id>` (the incarnation of its
+//! current run, with the short registry TTL, rewritten by the node every third of it) and
+//! resolves only when the two agree. So a dead node's clients stop resolving within the
+//! registry TTL, a restarted node of the same name does not inherit its predecessor's
+//! clients, and an idle connection costs Redis nothing between the node's full rewrites of
+//! its entries (every `registry_refresh`; entries live three times that, so the leftovers of
+//! a node that died without cleaning up go away on their own). A liveness key found missing
+//! (Redis lost its data, or the node could not refresh it in time) triggers a full rewrite at
+//! once.
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
@@ -74,10 +82,12 @@ impl Registrar {
         runtime: &tokio::runtime::Handle,
         commands: Arc<Commands>,
         keys: Keys,
+        liveness: Arc<Liveness>,
         ttl: Duration,
     ) -> (Registrar, tokio::task::JoinHandle<()>) {
         let (queue, registrations) = mpsc::unbounded_channel();
-        let task = runtime.spawn(write_registrations(registrations, commands, keys, ttl));
+        let writer = write_registrations(registrations, commands, keys, liveness, ttl);
+        let task = runtime.spawn(writer);
         (Registrar { queue }, task)
     }
 
@@ -95,19 +105,33 @@ async fn write_registrations(
     mut registrations: mpsc::UnboundedReceiver<Registration>,
     commands: Arc<Commands>,
     keys: Keys,
+    liveness: Arc<Liveness>,
     ttl: Duration,
 ) {
     let mut batch = Vec::new();
     while registrations.recv_many(&mut batch, BATCH).await > 0 {
         let (ids, waiting): (Vec<String>, Vec<_>) = batch.drain(..).unzip();
-        let written = write_entries(&commands, &keys, &ids, ttl).await;
+        let written = register(&commands, &keys, &liveness, &ids, ttl).await;
         for done in waiting {
             let _ = done.send(written.clone());
         }
     }
 }
 
-/// Writes `client id → this node` with the TTL for every id, in pipelined batches.
+/// Registers clients: their entries, and this node run's liveness key with them, so they
+/// resolve from the moment the call returns (one command more per batch).
+pub(crate) async fn register(
+    commands: &Commands,
+    keys: &Keys,
+    liveness: &Liveness,
+    ids: &[String],
+    ttl: Duration,
+) -> Result<(), BackplaneError> {
+    liveness.refresh(commands, keys).await?;
+    write_entries(commands, keys, ids, ttl).await
+}
+
+/// Writes `client id → this node run` with the entry TTL for every id, in pipelined batches.
 pub(crate) async fn write_entries(
     commands: &Commands,
     keys: &Keys,
@@ -120,15 +144,16 @@ pub(crate) async fn write_entries(
     let conn = commands.get()?;
     let client_keys: Vec<String> = ids.iter().map(|id| keys.client(id)).collect();
     let ttl_ms = ttl.as_millis() as u64;
+    let value = entry_value(keys);
     match commands.mode() {
         RedisMode::Standalone => {
             for batch in client_keys.chunks(BATCH) {
                 let batch: Vec<&str> = batch.iter().map(String::as_str).collect();
-                set_batch(conn.clone(), &batch, keys.node_id(), ttl_ms).await?;
+                set_batch(conn.clone(), &batch, &value, ttl_ms).await?;
             }
             Ok(())
         }
-        RedisMode::Cluster => write_by_slot(conn, &client_keys, keys.node_id(), ttl_ms).await,
+        RedisMode::Cluster => write_by_slot(conn, &client_keys, &value, ttl_ms).await,
     }
 }
 
@@ -137,7 +162,7 @@ pub(crate) async fn write_entries(
 async fn write_by_slot(
     conn: RedisConn,
     client_keys: &[String],
-    node_id: &str,
+    value: &str,
     ttl_ms: u64,
 ) -> Result<(), BackplaneError> {
     let mut groups = group_by_slot(client_keys).into_iter();
@@ -147,11 +172,11 @@ async fn write_by_slot(
         while in_flight.len() < CLUSTER_CONCURRENCY {
             let Some(group) = groups.next() else { break };
             let group: Vec<String> = group.into_iter().map(String::from).collect();
-            let (conn, node_id) = (conn.clone(), node_id.to_string());
+            let (conn, value) = (conn.clone(), value.to_string());
             in_flight.spawn(async move {
                 for batch in group.chunks(BATCH) {
                     let batch: Vec<&str> = batch.iter().map(String::as_str).collect();
-                    set_batch(conn.clone(), &batch, &node_id, ttl_ms).await?;
+                    set_batch(conn.clone(), &batch, &value, ttl_ms).await?;
                 }
                 Ok::<_, BackplaneError>(())
             });
@@ -175,14 +200,14 @@ async fn write_by_slot(
 async fn set_batch(
     mut conn: RedisConn,
     client_keys: &[&str],
-    node_id: &str,
+    value: &str,
     ttl_ms: u64,
 ) -> Result<(), BackplaneError> {
     let mut pipe = redis::pipe();
     for key in client_keys {
         pipe.cmd("SET")
             .arg(*key)
-            .arg(node_id)
+            .arg(value)
             .arg("PX")
             .arg(ttl_ms)
             .ignore();
@@ -191,7 +216,7 @@ async fn set_batch(
     Ok(())
 }
 
-/// Removes the entry only if it still names this node.
+/// Removes the entry only if it still names this node run.
 pub(crate) async fn delete_entry(
     commands: &Commands,
     keys: &Keys,
@@ -200,22 +225,123 @@ pub(crate) async fn delete_entry(
     let mut conn = commands.get()?;
     UNREGISTER
         .key(keys.client(id))
-        .arg(keys.node_id())
+        .arg(entry_value(keys))
         .invoke_async::<i64>(&mut conn)
         .await?;
     Ok(())
 }
 
-/// The node currently holding `client_id`, if registered.
+/// The node currently holding `client_id`: registered there, and that node run alive.
 pub(crate) async fn lookup(
     commands: &Commands,
     keys: &Keys,
     client_id: &str,
 ) -> Result<Option<String>, BackplaneError> {
     let mut conn = commands.get()?;
-    let node: Option<String> = redis::cmd("GET")
+    let entry: Option<String> = redis::cmd("GET")
         .arg(keys.client(client_id))
         .query_async(&mut conn)
         .await?;
-    Ok(node)
+    let Some(entry) = entry else {
+        return Ok(None);
+    };
+    let (incarnation, node) = match parse_entry(&entry) {
+        Some(parsed) => parsed,
+        // Written by a gateway of an earlier version (a plain node id with the short TTL)
+        // during a rolling upgrade: it expires on its own, trust it meanwhile.
+        None => return Ok(Some(entry)),
+    };
+    let alive: Option<String> = redis::cmd("GET")
+        .arg(keys.alive(node))
+        .query_async(&mut conn)
+        .await?;
+    Ok((alive.as_deref() == Some(incarnation)).then(|| node.to_owned()))
+}
+
+/// This node run's liveness key, and whether every local entry needs rewriting because the
+/// key was found missing.
+pub(crate) struct Liveness {
+    ttl: Duration,
+    rewrite: AtomicBool,
+}
+
+impl Liveness {
+    pub fn new(ttl: Duration) -> Liveness {
+        Liveness {
+            ttl,
+            rewrite: AtomicBool::new(false),
+        }
+    }
+
+    /// Writes the liveness key. Found missing or naming another run (Redis lost its data, the
+    /// key expired because the node could not refresh it in time, or this is the first
+    /// write), it asks for a full rewrite of the entries ([`Liveness::take_rewrite`]).
+    pub async fn refresh(&self, commands: &Commands, keys: &Keys) -> Result<(), BackplaneError> {
+        let mut conn = commands.get()?;
+        let previous: Option<String> = redis::cmd("SET")
+            .arg(keys.alive(keys.node_id()))
+            .arg(keys.incarnation())
+            .arg("PX")
+            .arg(self.ttl.as_millis() as u64)
+            .arg("GET")
+            .query_async(&mut conn)
+            .await?;
+        if previous.as_deref() != Some(keys.incarnation()) {
+            self.rewrite.store(true, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// Whether a full rewrite was asked for since the last call.
+    pub fn take_rewrite(&self) -> bool {
+        self.rewrite.swap(false, Ordering::Relaxed)
+    }
+
+    /// Asks for a full rewrite again (the last one failed).
+    pub fn ask_rewrite(&self) {
+        self.rewrite.store(true, Ordering::Relaxed);
+    }
+}
+
+/// A new random incarnation: 16 hex digits.
+pub(crate) fn new_incarnation() -> String {
+    format!("{:016x}", rand::random::<u64>())
+}
+
+/// What an entry of this node run holds.
+fn entry_value(keys: &Keys) -> String {
+    format!("{}:{}", keys.incarnation(), keys.node_id())
+}
+
+/// `(incarnation, node id)` of an entry, or `None` for a plain node id (an earlier version's).
+fn parse_entry(entry: &str) -> Option<(&str, &str)> {
+    let (incarnation, node) = entry.split_once(':')?;
+    let is_incarnation =
+        incarnation.len() == 16 && incarnation.bytes().all(|b| b.is_ascii_hexdigit());
+    (is_incarnation && !node.is_empty()).then_some((incarnation, node))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_name_the_node_run() {
+        let keys = Keys::new("wsf", "gw-0:a").with_incarnation(new_incarnation());
+        let value = entry_value(&keys);
+        assert_eq!(
+            parse_entry(&value),
+            Some((keys.incarnation(), "gw-0:a")),
+            "a node id may contain ':'"
+        );
+        assert_ne!(new_incarnation(), new_incarnation());
+        for legacy in [
+            "gw-0",
+            "node:with:colons",
+            "0123456789abcdeg:n",
+            "0123456789abcdef:",
+        ] {
+            assert_eq!(parse_entry(legacy), None, "{legacy}");
+        }
+    }
 }
