@@ -213,6 +213,21 @@ pub struct DrainReply {
 pub struct PublishRequest<D> {
     pub channel: String,
     pub data: D,
+    /// Publish at most once per key and channel within the node's idempotency window: a
+    /// retry after an unanswered request returns the first publish's offset and delivers
+    /// nothing new.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+}
+
+/// The reply of `POST /api/v1/publish`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PublishReply {
+    pub offset: u64,
+    pub epoch: String,
+    /// True when the idempotency key had already published: nothing new was delivered.
+    #[serde(default)]
+    pub duplicate: bool,
 }
 
 /// Body of `POST /api/v1/send`: a direct message to client `to`, wherever it is connected.

@@ -62,6 +62,8 @@ pub struct GatewayConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub history_max_age_secs: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_window_secs: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub anonymous: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jwt_algorithm: Option<JwtAlgorithm>,

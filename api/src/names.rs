@@ -10,6 +10,20 @@ pub const MAX_CLIENT_ID_LEN: usize = 256;
 /// make the server echo large strings.
 pub const MAX_REQUEST_ID_LEN: usize = 128;
 
+/// Longest idempotency key of a publish, in bytes.
+pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 128;
+
+/// Checks a publish's idempotency key: 1..=128 bytes, no control characters.
+pub fn check_idempotency_key(key: &str) -> Result<(), String> {
+    if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY_LEN || key.chars().any(char::is_control) {
+        return Err(format!(
+            "idempotency_key must be 1..={MAX_IDEMPOTENCY_KEY_LEN} bytes without control \
+             characters"
+        ));
+    }
+    Ok(())
+}
+
 /// Checks a channel name: 1..=200 characters of `[A-Za-z0-9:._\-/]`.
 pub fn check_channel(channel: &str) -> Result<(), String> {
     if channel.is_empty() || channel.len() > MAX_CHANNEL_LEN {

@@ -50,6 +50,8 @@ export interface Ack {
   offset?: number;
   epoch?: string;
   recovered?: boolean;
+  /** A publish whose idempotency key had already published: the first offset, nothing new delivered. */
+  duplicate?: boolean;
   [field: string]: unknown;
 }
 
@@ -128,7 +130,7 @@ export class Client {
   subscribe<T = unknown>(channel: string, onMessage: (message: Message<T>) => void): Subscription<T>;
   unsubscribe(channel: string): Promise<Ack>;
   /** Resolves with `{offset, epoch}`; rejects with a WsfleetError (not retried after a loss). */
-  publish(channel: string, data: unknown): Promise<Ack>;
+  publish(channel: string, data: unknown, options?: { idempotencyKey?: string }): Promise<Ack>;
   send(to: string, data: unknown): Promise<Ack>;
   close(): void;
 }

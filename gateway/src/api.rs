@@ -5,7 +5,7 @@
 
 use crate::admin::{Scope, authorize_and_parse, error};
 use crate::node::Node;
-use crate::protocol::{validate_channel, validate_client_id};
+use crate::protocol::{validate_channel, validate_client_id, validate_idempotency_key};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
@@ -15,7 +15,7 @@ use axum::routing::post;
 use serde_json::json;
 use serde_json::value::RawValue;
 use std::sync::Arc;
-use wsfleet_api::admin::{PublishRequest, SendRequest};
+use wsfleet_api::admin::{PublishReply, PublishRequest, SendRequest};
 
 /// The `from` of `direct` frames sent through the API.
 pub const API_SENDER: &str = "server";
@@ -39,14 +39,22 @@ async fn publish(State(node): State<Arc<Node>>, headers: HeaderMap, body: Bytes)
         Ok(request) => request,
         Err(response) => return *response,
     };
-    if let Err(err) = validate_channel(&request.channel) {
+    let key = request.idempotency_key.as_deref();
+    if let Err(err) = validate_channel(&request.channel)
+        .and_then(|()| key.map_or(Ok(()), validate_idempotency_key))
+    {
         return error(StatusCode::BAD_REQUEST, err.code.as_str(), &err.message);
     }
-    match node.engine.publish(&request.channel, &request.data).await {
-        Ok(position) => axum::Json(json!({
-            "offset": position.offset,
-            "epoch": &*position.epoch,
-        }))
+    match node
+        .engine
+        .publish(&request.channel, &request.data, key)
+        .await
+    {
+        Ok(published) => axum::Json(PublishReply {
+            offset: published.position.offset,
+            epoch: published.position.epoch.to_string(),
+            duplicate: published.duplicate,
+        })
         .into_response(),
         Err(err) => error(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -106,6 +106,10 @@ pub struct Args {
     /// Channel history older than this many seconds is dropped; 0 = no age bound. [default: 300]
     #[arg(long, env = "WSFLEET_HISTORY_MAX_AGE_SECS")]
     pub history_max_age_secs: Option<u64>,
+    /// Seconds a publish's `idempotency_key` is remembered: a retry with the same key within it
+    /// is answered with the first publish's offset and delivers nothing new. [default: 300]
+    #[arg(long, env = "WSFLEET_IDEMPOTENCY_WINDOW_SECS")]
+    pub idempotency_window_secs: Option<u64>,
     /// Accept clients without a token, each with a random client id (development only).
     /// [default: false]
     #[arg(long, env = "WSFLEET_ANONYMOUS", num_args = 0..=1, default_missing_value = "true")]
@@ -167,6 +171,8 @@ pub struct Config {
     pub history_max_messages: usize,
     /// Zero = no age bound.
     pub history_max_age: Duration,
+    /// How long a publish's idempotency key is remembered.
+    pub idempotency_window: Duration,
     pub anonymous: bool,
     pub jwt_algorithm: JwtAlgorithm,
     pub jwt_key_file: PathBuf,
@@ -301,6 +307,11 @@ impl Config {
                     .or(file.history_max_age_secs)
                     .unwrap_or(300),
             ),
+            idempotency_window: Duration::from_secs(
+                args.idempotency_window_secs
+                    .or(file.idempotency_window_secs)
+                    .unwrap_or(300),
+            ),
             anonymous: args.anonymous.or(file.anonymous).unwrap_or(false),
             jwt_algorithm: args
                 .jwt_algorithm
@@ -367,6 +378,9 @@ impl Config {
         {
             bail!("jwt_issuer and jwt_audiences must not be empty strings");
         }
+        if self.idempotency_window.is_zero() {
+            bail!("idempotency_window_secs must be at least 1");
+        }
         if self.history_max_messages == 0 {
             bail!("history_max_messages must be at least 1");
         }
@@ -428,6 +442,7 @@ impl Config {
             key_prefix: Some(self.key_prefix.clone()),
             history_max_messages: Some(self.history_max_messages),
             history_max_age_secs: Some(self.history_max_age.as_secs()),
+            idempotency_window_secs: Some(self.idempotency_window.as_secs()),
             anonymous: Some(self.anonymous),
             jwt_algorithm: Some(self.jwt_algorithm),
             jwt_key_file: Some(self.jwt_key_file.clone()),

@@ -355,7 +355,7 @@ impl Connection<'_> {
                     offset: Some(subscribed.position.offset),
                     epoch: Some(subscribed.position.epoch),
                     recovered: subscribed.recovered,
-                    expires_at_ms: None,
+                    ..Ack::default()
                 })
             }
             ClientMessage::Unsubscribe { channel, .. } => {
@@ -368,17 +368,22 @@ impl Connection<'_> {
                 }
                 Ok(Ack::default())
             }
-            ClientMessage::Publish { channel, data, .. } => {
+            ClientMessage::Publish {
+                channel,
+                data,
+                idempotency_key,
+                ..
+            } => {
                 self.check_channel(&channel)?;
-                let position = engine
-                    .publish(&channel, &data)
+                let published = engine
+                    .publish(&channel, &data, idempotency_key.as_deref())
                     .await
                     .map_err(|e| ProtocolError::new(e.code(), e.to_string()))?;
                 Ok(Ack {
-                    offset: Some(position.offset),
-                    epoch: Some(position.epoch),
-                    recovered: None,
-                    expires_at_ms: None,
+                    offset: Some(published.position.offset),
+                    epoch: Some(published.position.epoch),
+                    duplicate: published.duplicate.then_some(true),
+                    ..Ack::default()
                 })
             }
             ClientMessage::Send { to, data, .. } => {
@@ -509,6 +514,7 @@ struct Ack {
     epoch: Option<Arc<str>>,
     recovered: Option<bool>,
     expires_at_ms: Option<u64>,
+    duplicate: Option<bool>,
 }
 
 impl Ack {
@@ -519,6 +525,7 @@ impl Ack {
             epoch: self.epoch.as_deref(),
             recovered: self.recovered,
             expires_at_ms: self.expires_at_ms,
+            duplicate: self.duplicate,
         })
     }
 }

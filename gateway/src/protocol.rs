@@ -32,6 +32,8 @@ pub enum ClientMessage {
         channel: String,
         /// Kept as raw JSON text so it is forwarded byte for byte, never re-encoded.
         data: Box<RawValue>,
+        /// At most once per key and channel within the idempotency window.
+        idempotency_key: Option<String>,
         id: Option<String>,
     },
     Send {
@@ -64,6 +66,8 @@ struct Frame {
     data: Option<Box<RawValue>>,
     #[serde(default)]
     token: Option<String>,
+    #[serde(default)]
+    idempotency_key: Option<String>,
 }
 
 /// `data: null` is a value that is present, unlike a missing `data`.
@@ -166,7 +170,12 @@ pub fn parse_client(text: &str, max_bytes: usize) -> Result<ClientMessage, Proto
                     let Some(data) = frame.data else {
                         return fail(ErrorCode::BadRequest, "missing field `data`");
                     };
-                    ClientMessage::Publish { channel, data, id }
+                    ClientMessage::Publish {
+                        channel,
+                        data,
+                        idempotency_key: frame.idempotency_key,
+                        id,
+                    }
                 }
             }
         }
@@ -193,9 +202,19 @@ pub fn parse_client(text: &str, max_bytes: usize) -> Result<ClientMessage, Proto
 
 fn validate(message: &ClientMessage) -> Result<(), ProtocolError> {
     match message {
-        ClientMessage::Subscribe { channel, .. }
-        | ClientMessage::Unsubscribe { channel, .. }
-        | ClientMessage::Publish { channel, .. } => validate_channel(channel),
+        ClientMessage::Publish {
+            channel,
+            idempotency_key,
+            ..
+        } => {
+            validate_channel(channel)?;
+            idempotency_key
+                .as_deref()
+                .map_or(Ok(()), validate_idempotency_key)
+        }
+        ClientMessage::Subscribe { channel, .. } | ClientMessage::Unsubscribe { channel, .. } => {
+            validate_channel(channel)
+        }
         ClientMessage::Send { to, .. } => validate_client_id(to),
         ClientMessage::Refresh { .. } => Ok(()),
     }
@@ -204,6 +223,12 @@ fn validate(message: &ClientMessage) -> Result<(), ProtocolError> {
 /// Channel names are 1..=200 characters of `[A-Za-z0-9:._\-/]` (the contract's rule).
 pub fn validate_channel(channel: &str) -> Result<(), ProtocolError> {
     wsfleet_api::names::check_channel(channel)
+        .map_err(|message| ProtocolError::new(ErrorCode::BadRequest, message))
+}
+
+/// Idempotency keys are 1..=128 bytes without control characters (the contract's rule).
+pub fn validate_idempotency_key(key: &str) -> Result<(), ProtocolError> {
+    wsfleet_api::names::check_idempotency_key(key)
         .map_err(|message| ProtocolError::new(ErrorCode::BadRequest, message))
 }
 
@@ -238,6 +263,9 @@ pub enum ServerMessage<'a> {
         /// The new expiry, in the ack of a `refresh`.
         #[serde(skip_serializing_if = "Option::is_none")]
         expires_at_ms: Option<u64>,
+        /// `true` in the ack of a publish whose idempotency key had already published.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        duplicate: Option<bool>,
     },
     Error {
         code: &'a ErrorCode,
@@ -367,6 +395,7 @@ mod tests {
             epoch: Some("e"),
             recovered: None,
             expires_at_ms: None,
+            duplicate: None,
         });
         assert_eq!(ack, r#"{"op":"ack","id":"r1","offset":3,"epoch":"e"}"#);
         let err = ProtocolError::new(ErrorCode::NotFound, "no such client")

@@ -4,9 +4,11 @@
 
 mod support;
 
-use serde_json::json;
+use serde_json::{Value, json};
 use std::time::Duration;
-use support::{Client, WAIT, admin_publish, expected, node, ready, status, wait_ready};
+use support::{
+    Client, PUBLISH_TOKEN, WAIT, admin_publish, expected, node, ready, status, wait_ready,
+};
 use wsfleet_tests::redis::RedisServer;
 use wsfleet_tests::wait_until;
 
@@ -136,4 +138,91 @@ async fn concurrent_resumes_during_publishing_are_exactly_once_in_order() {
     let b = node("b", &redis.url(), "standalone", &[]);
     wait_ready(&[&a, &b]);
     support::concurrent_resumes(&a, &b, "busy").await;
+}
+
+/// A publish whose answer is lost to a Redis stall, retried with the same idempotency key,
+/// reaches every subscriber exactly once; a publish API call repeated with its key too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publish_retried_with_its_key_after_a_redis_stall_reaches_every_subscriber_once() {
+    let redis = redis();
+    let a = node("a", &redis.url(), "standalone", &[]);
+    let b = node("b", &redis.url(), "standalone", &[]);
+    wait_ready(&[&a, &b]);
+    let mut subscribers = Vec::new();
+    for node in [&a, &b, &b] {
+        let mut subscriber = Client::connect(node).await;
+        subscriber.subscribe("orders", None).await;
+        subscribers.push(subscriber);
+    }
+    let mut publisher = Client::connect(&a).await;
+    let publish = |seq: u64, id: &str| {
+        json!({"op": "publish", "channel": "orders", "data": {"seq": seq},
+               "idempotency_key": format!("order-{seq}"), "id": id})
+    };
+
+    // Redis stalls: the publish gets no answer within the publisher's patience.
+    redis
+        .cli(&["CLIENT", "PAUSE", "2500", "WRITE"])
+        .expect("pause");
+    publisher.send(publish(1, "try-1")).await;
+    let answered = tokio::time::timeout(Duration::from_millis(1000), publisher.next()).await;
+    assert!(answered.is_err(), "answered during the stall: {answered:?}");
+
+    // The publisher retries with the same key until it gets an ack.
+    let mut late = Vec::new();
+    let mut ack = json!(null);
+    for attempt in 2..40 {
+        let id = format!("try-{attempt}");
+        ack = publisher.request(publish(1, &id), &id, &mut late).await;
+        if ack["op"] == "ack" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(ack["op"], "ack", "the retry is acked: {ack}");
+    eprintln!(
+        "retry acked: {ack}; the first try's late answer: {:?}",
+        late.iter().find(|f| f["id"] == "try-1")
+    );
+    // The first try's ack, if it came, names the same message.
+    for first in late
+        .iter()
+        .filter(|f| f["id"] == "try-1" && f["op"] == "ack")
+    {
+        assert_eq!(first["offset"], ack["offset"], "{first} / {ack}");
+        assert_eq!(ack["duplicate"], json!(true), "the retry found the first");
+    }
+    for subscriber in &mut subscribers {
+        assert_eq!(subscriber.messages("orders", 1).await[0].1, 1);
+        assert!(
+            subscriber.silent_for(Duration::from_millis(800)).await,
+            "delivered once"
+        );
+    }
+
+    // The publish API with a key: the repeat answers with the first offset, delivers nothing.
+    let body =
+        json!({"channel": "orders", "data": {"seq": 2}, "idempotency_key": "order-2"}).to_string();
+    let replies: Vec<Value> = (0..2)
+        .map(|_| {
+            let reply = b.api("POST", "/api/v1/publish", Some(PUBLISH_TOKEN), &body);
+            assert_eq!(reply.status, 200, "{}", reply.body);
+            serde_json::from_str(&reply.body).expect("JSON")
+        })
+        .collect();
+    assert_eq!(replies[0]["offset"], replies[1]["offset"]);
+    assert_eq!(
+        (
+            replies[0]["duplicate"].clone(),
+            replies[1]["duplicate"].clone()
+        ),
+        (json!(false), json!(true))
+    );
+    for subscriber in &mut subscribers {
+        assert_eq!(subscriber.messages("orders", 1).await[0].1, 2);
+        assert!(subscriber.silent_for(Duration::from_millis(500)).await);
+    }
+    // A new key is a new message.
+    let fresh = admin_publish(&a, "orders", json!({"seq": 3}));
+    assert!(fresh["offset"].as_u64() > replies[0]["offset"].as_u64());
 }

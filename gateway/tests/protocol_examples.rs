@@ -35,9 +35,15 @@ fn fields(message: &ClientMessage) -> Value {
         ClientMessage::Publish {
             channel,
             data: d,
+            idempotency_key,
             id,
         } => {
-            serde_json::json!({"op": "publish", "channel": channel, "data": data(d), "id": id})
+            let mut f =
+                serde_json::json!({"op": "publish", "channel": channel, "data": data(d), "id": id});
+            if let Some(key) = idempotency_key {
+                f["idempotency_key"] = serde_json::json!(key);
+            }
+            f
         }
         ClientMessage::Send { to, data: d, id } => {
             serde_json::json!({"op": "send", "to": to, "data": data(d), "id": id})
@@ -91,6 +97,7 @@ fn every_valid_server_example_is_what_the_gateway_encodes() {
                 epoch: s("epoch"),
                 recovered: expect["recovered"].as_bool(),
                 expires_at_ms: n("expires_at_ms"),
+                duplicate: expect["duplicate"].as_bool(),
             },
             "error" => ServerMessage::Error {
                 code: &code,

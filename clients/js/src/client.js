@@ -218,12 +218,20 @@ export class Client {
     return this.#request(id, encodeUnsubscribe(channel, id));
   }
 
-  /** Publishes `data` (any JSON value); resolves with `{offset, epoch}` of the message. */
-  publish(channel, data) {
+  /**
+   * Publishes `data` (any JSON value); resolves with `{offset, epoch}` of the message. With
+   * `{idempotencyKey}` it publishes at most once per key (and channel) within the gateway's
+   * window (default 5 minutes): after a publish that timed out or was cut off, retrying with
+   * the same key is safe, and a repeat resolves with the first offset and `duplicate: true`.
+   */
+  publish(channel, data, { idempotencyKey } = {}) {
     if (!validChannel(channel)) {
       return Promise.reject(new WsfleetError('invalid_channel', `invalid channel name ${JSON.stringify(channel)}`));
     }
-    return this.#requestWithData(data, (id) => encodePublish(channel, data, id));
+    if (idempotencyKey !== undefined && (typeof idempotencyKey !== 'string' || idempotencyKey.length === 0 || idempotencyKey.length > 128)) {
+      return Promise.reject(new WsfleetError('bad_request', 'idempotencyKey must be a string of 1 to 128 characters'));
+    }
+    return this.#requestWithData(data, (id) => encodePublish(channel, data, id, idempotencyKey));
   }
 
   /** Sends `data` to every connection of client `to`; rejects with `not_found` if it has none. */

@@ -24,8 +24,9 @@ export function encodeUnsubscribe(channel, id) {
 }
 
 /** `data` must be a JSON value; JSON.stringify throws on cycles and BigInt. */
-export function encodePublish(channel, data, id) {
+export function encodePublish(channel, data, id, idempotencyKey) {
   const frame = { op: 'publish', channel, data };
+  if (idempotencyKey !== undefined) frame.idempotency_key = idempotencyKey;
   if (id !== undefined) frame.id = id;
   return JSON.stringify(frame);
 }

@@ -19,7 +19,7 @@ function encode(frame) {
     case 'unsubscribe':
       return protocol.encodeUnsubscribe(frame.channel, frame.id);
     case 'publish':
-      return protocol.encodePublish(frame.channel, frame.data, frame.id);
+      return protocol.encodePublish(frame.channel, frame.data, frame.id, frame.idempotency_key);
     case 'send':
       return protocol.encodeSend(frame.to, frame.data, frame.id);
     case 'refresh':

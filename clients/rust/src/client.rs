@@ -182,11 +182,35 @@ impl Client {
         channel: &str,
         data: Value,
     ) -> impl Future<Output = Result<Ack, Error>> + use<> {
+        self.publish_request(channel, data, None)
+    }
+
+    /// Publishes at most once per `idempotency_key` (and channel) within the gateway's
+    /// idempotency window (default 5 minutes). After a publish failed with
+    /// [`Error::Timeout`] or [`Error::Disconnected`] it may or may not have been delivered;
+    /// retrying with the same key is safe: a publish that did go through answers with its
+    /// first offset and [`Ack::duplicate`], and subscribers get the message once.
+    pub fn publish_with_key(
+        &self,
+        channel: &str,
+        data: Value,
+        idempotency_key: &str,
+    ) -> impl Future<Output = Result<Ack, Error>> + use<> {
+        self.publish_request(channel, data, Some(idempotency_key.to_owned()))
+    }
+
+    fn publish_request(
+        &self,
+        channel: &str,
+        data: Value,
+        idempotency_key: Option<String>,
+    ) -> impl Future<Output = Result<Ack, Error>> + use<> {
         let queued = if valid_channel(channel) {
             let (reply, ack) = oneshot::channel();
             self.command(Command::Publish {
                 channel: channel.to_owned(),
                 data,
+                idempotency_key,
                 reply,
             })
             .map(|()| ack)

@@ -26,7 +26,7 @@ use crate::error::ErrorCode;
 use crate::event::Event;
 use crate::protocol::{ClientFrame, ServerFrame};
 use crate::session::{Direct, Session};
-use crate::state::{ClientState, Command, RefreshAnswer, SERVICE_RESTART};
+use crate::state::{Answered, ClientState, Command, RefreshAnswer, SERVICE_RESTART};
 use crate::token;
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
@@ -425,10 +425,16 @@ impl Driver {
                 epoch,
                 recovered,
                 expires_at_ms,
+                duplicate,
             } => {
-                let refresh = self
-                    .state
-                    .on_ack(id, offset, epoch, recovered, expires_at_ms);
+                let answered = Answered {
+                    offset,
+                    epoch,
+                    recovered,
+                    expires_at_ms,
+                    duplicate,
+                };
+                let refresh = self.state.on_ack(id, answered);
                 self.emit_state_events();
                 self.on_refresh(refresh);
                 Vec::new()

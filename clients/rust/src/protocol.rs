@@ -31,6 +31,9 @@ pub enum ClientFrame {
     Publish {
         channel: String,
         data: Value,
+        /// At most once per key and channel within the gateway's idempotency window.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        idempotency_key: Option<String>,
         #[serde(skip_serializing_if = "Option::is_none")]
         id: Option<String>,
     },
@@ -81,6 +84,9 @@ pub enum ServerFrame {
         /// The token's new expiry, in the ack of a `refresh`.
         #[serde(default)]
         expires_at_ms: Option<u64>,
+        /// `true` in the ack of a publish whose idempotency key had already published.
+        #[serde(default)]
+        duplicate: Option<bool>,
     },
     Error {
         code: String,
@@ -157,6 +163,7 @@ mod tests {
         let publish = ClientFrame::Publish {
             channel: "c".into(),
             data: json!({"k": [1]}),
+            idempotency_key: None,
             id: None,
         };
         assert_eq!(
@@ -211,6 +218,7 @@ mod tests {
                     epoch: Some("e".into()),
                     recovered: Some(false),
                     expires_at_ms: None,
+                    duplicate: None,
                 },
             ),
             (
@@ -221,6 +229,7 @@ mod tests {
                     epoch: None,
                     recovered: None,
                     expires_at_ms: None,
+                    duplicate: None,
                 },
             ),
             (
@@ -231,6 +240,7 @@ mod tests {
                     epoch: None,
                     recovered: None,
                     expires_at_ms: Some(1_796_000_000_000),
+                    duplicate: None,
                 },
             ),
             (

@@ -33,4 +33,7 @@ pub struct Direct {
 pub struct Ack {
     pub offset: Option<u64>,
     pub epoch: Option<String>,
+    /// A publish whose idempotency key had already published: `offset` and `epoch` are the
+    /// first publish's, and nothing new was delivered.
+    pub duplicate: bool,
 }

@@ -39,6 +39,7 @@ pub(crate) enum Command {
     Publish {
         channel: String,
         data: Value,
+        idempotency_key: Option<String>,
         reply: Reply<Ack>,
     },
     Send {
@@ -67,6 +68,16 @@ enum InFlight {
     /// Our own `refresh`; its ack carries the new expiry.
     Refresh,
     Done(Reply<Ack>),
+}
+
+/// What an `ack` carried besides its request id.
+#[derive(Debug, Default)]
+pub(crate) struct Answered {
+    pub offset: Option<u64>,
+    pub epoch: Option<String>,
+    pub recovered: Option<bool>,
+    pub expires_at_ms: Option<u64>,
+    pub duplicate: Option<bool>,
 }
 
 /// What an answer to one of the client's own `refresh` requests said.
@@ -230,20 +241,24 @@ impl ClientState {
     }
 
     /// An `ack`; what it said about our own `refresh`, when it answered one.
-    pub fn on_ack(
-        &mut self,
-        id: Option<String>,
-        offset: Option<u64>,
-        epoch: Option<String>,
-        recovered: Option<bool>,
-        expires_at_ms: Option<u64>,
-    ) -> Option<RefreshAnswer> {
+    pub fn on_ack(&mut self, id: Option<String>, answer: Answered) -> Option<RefreshAnswer> {
+        let Answered {
+            offset,
+            epoch,
+            recovered,
+            expires_at_ms,
+            duplicate,
+        } = answer;
         match id.and_then(|id| self.in_flight.remove(&id))? {
             InFlight::Subscribe { channel } => {
                 let sub = self.subscriptions.get_mut(&channel)?;
                 let outcome = sub.cursor.on_ack(offset, epoch.clone(), recovered);
                 if let Some(reply) = sub.waiting.take() {
-                    let _ = reply.send(Ok(Ack { offset, epoch }));
+                    let _ = reply.send(Ok(Ack {
+                        offset,
+                        epoch,
+                        duplicate: false,
+                    }));
                 }
                 if outcome == AckOutcome::RecoveryFailed {
                     self.events.push(Event::RecoveryFailed { channel });
@@ -252,7 +267,11 @@ impl ClientState {
             }
             InFlight::Refresh => Some(RefreshAnswer::Accepted { expires_at_ms }),
             InFlight::Done(reply) => {
-                let _ = reply.send(Ok(Ack { offset, epoch }));
+                let _ = reply.send(Ok(Ack {
+                    offset,
+                    epoch,
+                    duplicate: duplicate.unwrap_or(false),
+                }));
                 None
             }
         }
@@ -338,12 +357,14 @@ impl ClientState {
             Command::Publish {
                 channel,
                 data,
+                idempotency_key,
                 reply,
             } => {
                 self.in_flight.insert(id.clone(), InFlight::Done(reply));
                 ClientFrame::Publish {
                     channel,
                     data,
+                    idempotency_key,
                     id: Some(id),
                 }
             }
@@ -448,9 +469,19 @@ mod tests {
         let command = Command::Publish {
             channel: channel.into(),
             data: json!(1),
+            idempotency_key: None,
             reply,
         };
         (command, answer)
+    }
+
+    fn answered(offset: Option<u64>, epoch: Option<&str>, expires_at_ms: Option<u64>) -> Answered {
+        Answered {
+            offset,
+            epoch: epoch.map(str::to_owned),
+            expires_at_ms,
+            ..Answered::default()
+        }
     }
 
     /// The request id a frame carries.
@@ -469,12 +500,13 @@ mod tests {
         let mut state = ClientState::default();
         let (command, received, mut answer) = subscribe("c");
         let frame = state.online(command).expect("open").expect("a frame");
-        state.on_ack(Some(id_of(&frame)), Some(5), Some("e".into()), None, None);
+        state.on_ack(Some(id_of(&frame)), answered(Some(5), Some("e"), None));
         assert_eq!(
             answer.try_recv().expect("answered").expect("acked"),
             Ack {
                 offset: Some(5),
-                epoch: Some("e".into())
+                epoch: Some("e".into()),
+                duplicate: false,
             }
         );
         (state, received)
@@ -561,10 +593,25 @@ mod tests {
         let mut state = ClientState::default();
         let (command, mut answer) = publish("c");
         let frame = state.online(command).expect("open").expect("frame");
-        state.on_ack(Some(id_of(&frame)), Some(3), Some("e".into()), None, None);
+        state.on_ack(Some(id_of(&frame)), answered(Some(3), Some("e"), None));
         assert_eq!(
             answer.try_recv().expect("answered").map(|a| a.offset),
             Ok(Some(3))
+        );
+        // A keyed publish answered as a duplicate: the caller learns nothing new was delivered.
+        let (command, mut answer) = publish("c");
+        let frame = state.online(command).expect("open").expect("frame");
+        let duplicate = Answered {
+            duplicate: Some(true),
+            ..answered(Some(3), Some("e"), None)
+        };
+        state.on_ack(Some(id_of(&frame)), duplicate);
+        assert!(
+            answer
+                .try_recv()
+                .expect("answered")
+                .expect("acked")
+                .duplicate
         );
         let (command, mut answer) = publish("c");
         let frame = state.online(command).expect("open").expect("frame");
@@ -616,7 +663,7 @@ mod tests {
         // Our own refresh: accepted with the new expiry, or refused with the reason.
         let frame = state.refresh("t".into());
         assert_eq!(
-            state.on_ack(Some(id_of(&frame)), None, None, None, Some(99)),
+            state.on_ack(Some(id_of(&frame)), answered(None, None, Some(99))),
             Some(RefreshAnswer::Accepted {
                 expires_at_ms: Some(99)
             })
@@ -636,10 +683,7 @@ mod tests {
                 message: "oops".into()
             }]
         );
-        assert_eq!(
-            state.on_ack(Some("r999".into()), None, None, None, None),
-            None
-        );
+        assert_eq!(state.on_ack(Some("r999".into()), Answered::default()), None);
     }
 
     #[test]

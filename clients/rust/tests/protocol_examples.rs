@@ -42,6 +42,7 @@ fn client_frame(frame: &Value) -> ClientFrame {
         Some("publish") => ClientFrame::Publish {
             channel: string(frame, "channel"),
             data: frame["data"].clone(),
+            idempotency_key: frame["idempotency_key"].as_str().map(str::to_owned),
             id: id(frame),
         },
         Some("send") => ClientFrame::Send {
@@ -86,8 +87,9 @@ fn fields(frame: ServerFrame) -> Value {
             epoch,
             recovered,
             expires_at_ms,
+            duplicate,
         } => {
-            json!({"op": "ack", "id": id, "offset": offset, "epoch": epoch, "recovered": recovered, "expires_at_ms": expires_at_ms})
+            json!({"op": "ack", "id": id, "offset": offset, "epoch": epoch, "recovered": recovered, "expires_at_ms": expires_at_ms, "duplicate": duplicate})
         }
         ServerFrame::Error { code, message, id } => {
             json!({"op": "error", "code": code, "message": message, "id": id})

@@ -43,13 +43,16 @@ pub struct Recovery {
     pub messages: Vec<(u64, Bytes)>,
 }
 
+/// Publishes `data` on `channel`. With an idempotency key, a key already seen within the
+/// window publishes nothing and returns the first publish's position; the flag says so.
 pub(crate) async fn publish(
     conn: &mut impl redis::aio::ConnectionLike,
     config: &BackplaneConfig,
     keys: &Keys,
     channel: &str,
     data: &RawValue,
-) -> Result<Position, BackplaneError> {
+    idempotency_key: Option<&str>,
+) -> Result<(Position, bool), BackplaneError> {
     let channel_keys = keys.channel(channel);
     let max_age_ms = config.history_max_age.as_millis() as u64;
     let metadata_ttl_ms = metadata_ttl(config).as_millis() as u64;
@@ -58,7 +61,8 @@ pub(crate) async fn publish(
     } else {
         "0"
     };
-    let (offset, epoch): (u64, String) = PUBLISH
+    let mut invocation = PUBLISH.prepare_invoke();
+    invocation
         .key(&channel_keys.seq)
         .key(&channel_keys.epoch)
         .key(&channel_keys.hist)
@@ -68,13 +72,18 @@ pub(crate) async fn publish(
         .arg(config.history_max_len)
         .arg(max_age_ms)
         .arg(metadata_ttl_ms)
-        .arg(sharded)
-        .invoke_async(conn)
-        .await?;
-    Ok(Position {
+        .arg(sharded);
+    if let Some(key) = idempotency_key {
+        invocation
+            .key(keys.idempotency(channel, key))
+            .arg(config.idempotency_window.as_millis() as u64);
+    }
+    let (offset, epoch, duplicate): (u64, String, u8) = invocation.invoke_async(conn).await?;
+    let position = Position {
         offset,
         epoch: epoch.into(),
-    })
+    };
+    Ok((position, duplicate == 1))
 }
 
 pub(crate) async fn history(

@@ -35,6 +35,8 @@ pub struct BackplaneConfig {
     /// once when the liveness key was found missing (Redis lost its data, or the node could
     /// not refresh it in time).
     pub registry_refresh: Duration,
+    /// How long a publish's idempotency key is remembered.
+    pub idempotency_window: Duration,
     /// How often the liveness probe round-trips through the node channel.
     pub probe_interval: Duration,
     /// A probe not echoed back within this is a failed subscription.
@@ -56,6 +58,7 @@ impl BackplaneConfig {
             history_max_age: Duration::from_secs(300),
             registry_ttl: Duration::from_secs(60),
             registry_refresh: Duration::from_secs(15 * 60),
+            idempotency_window: Duration::from_secs(300),
             probe_interval: Duration::from_secs(1),
             probe_timeout: Duration::from_secs(3),
         }

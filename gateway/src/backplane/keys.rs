@@ -53,6 +53,11 @@ impl Keys {
         }
     }
 
+    /// The record of an idempotency key of `channel` (in the channel's hash slot).
+    pub fn idempotency(&self, channel: &str, key: &str) -> String {
+        format!("{}:{{ch:{channel}}}:idem:{key}", self.prefix)
+    }
+
     /// The channel name of a live topic, or `None` for any other topic.
     pub fn channel_of_live_topic<'t>(&self, topic: &'t str) -> Option<&'t str> {
         let rest = topic.strip_prefix(self.prefix.as_str())?;

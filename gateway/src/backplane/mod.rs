@@ -233,6 +233,19 @@ impl Backplane {
         channel: &str,
         data: &RawValue,
     ) -> Result<Position, BackplaneError> {
+        let (position, _) = self.publish_once(channel, data, None).await?;
+        Ok(position)
+    }
+
+    /// Publishes with an optional idempotency key: a key this channel saw within
+    /// `idempotency_window` publishes nothing and returns the first publish's position, with
+    /// `true` (a duplicate). A retry after an unanswered publish is then delivered once.
+    pub async fn publish_once(
+        &self,
+        channel: &str,
+        data: &RawValue,
+        idempotency_key: Option<&str>,
+    ) -> Result<(Position, bool), BackplaneError> {
         let mut conn = self.inner.commands.get()?;
         channel::publish(
             &mut conn,
@@ -240,6 +253,7 @@ impl Backplane {
             &self.inner.keys,
             channel,
             data,
+            idempotency_key,
         )
         .await
     }

@@ -3,7 +3,17 @@
 -- ARGV[1] data (valid JSON), ARGV[2] candidate epoch ([A-Za-z0-9]), ARGV[3] history max length,
 -- ARGV[4] history max age in ms (0 = no age bound), ARGV[5] channel metadata TTL in ms,
 -- ARGV[6] "1" to publish with SPUBLISH (Redis Cluster), "0" for PUBLISH.
--- Returns {offset, epoch}.
+-- Optional, for an idempotent publish: KEYS[5] the idempotency key's record (same hash slot),
+-- ARGV[7] how long it is remembered, in ms.
+-- Returns {offset, epoch, duplicate}: duplicate is 1 when KEYS[5] was already recorded, and
+-- then nothing was published: the offset and epoch are the first publish's.
+if KEYS[5] then
+  local seen = redis.call('GET', KEYS[5])
+  if seen then
+    local sep = string.find(seen, ':', 1, true)
+    return {tonumber(string.sub(seen, 1, sep - 1)), string.sub(seen, sep + 1), 1}
+  end
+end
 local fresh = redis.call('EXISTS', KEYS[1]) == 0
 local offset = redis.call('INCR', KEYS[1])
 if fresh then
@@ -55,4 +65,7 @@ if ARGV[6] == '1' then
 else
   redis.call('PUBLISH', KEYS[4], envelope)
 end
-return {offset, epoch}
+if KEYS[5] then
+  redis.call('SET', KEYS[5], string.format('%d', offset) .. ':' .. epoch, 'PX', ARGV[7])
+end
+return {offset, epoch, 0}

@@ -3,7 +3,7 @@
 //! is drawn at start-up, so a restart starts a new history generation (clients that resume
 //! with an older epoch are told `recovered: false`).
 
-use super::{EngineError, HistoryBounds, Position, Subscribed};
+use super::{EngineError, HistoryBounds, Position, Published, Subscribed};
 use crate::frame::Frame;
 use crate::outbox::Outbox;
 use crate::protocol::{ServerMessage, Since, encode};
@@ -12,6 +12,7 @@ use serde_json::value::RawValue;
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasher, RandomState};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use tokio::time::Instant;
 
 const SHARDS: usize = 32;
@@ -28,6 +29,10 @@ struct Entry {
 struct ChannelLog {
     last: u64,
     history: VecDeque<Entry>,
+    /// Idempotency keys seen within the window: key → (offset, when), and the keys in the
+    /// order they were seen, for expiring them.
+    seen: HashMap<String, (u64, Instant)>,
+    seen_order: VecDeque<(Instant, String)>,
 }
 
 impl ChannelLog {
@@ -37,6 +42,30 @@ impl ChannelLog {
             self.history.pop_front();
         }
         self.expire(bounds);
+    }
+
+    /// The offset an idempotency key already published within `window`, if any; forgets the
+    /// keys older than the window.
+    fn seen(&mut self, key: &str, window: Duration) -> Option<u64> {
+        let now = Instant::now();
+        while let Some((at, _)) = self.seen_order.front()
+            && now.duration_since(*at) > window
+        {
+            if let Some((at, old)) = self.seen_order.pop_front()
+                && self
+                    .seen
+                    .get(&old)
+                    .is_some_and(|(_, seen_at)| *seen_at == at)
+            {
+                self.seen.remove(&old);
+            }
+        }
+        self.seen.get(key).map(|(offset, _)| *offset)
+    }
+
+    fn remember(&mut self, key: &str, offset: u64, at: Instant) {
+        self.seen.insert(key.to_owned(), (offset, at));
+        self.seen_order.push_back((at, key.to_owned()));
     }
 
     /// Drops messages older than the age bound (zero disables it).
@@ -74,6 +103,7 @@ pub struct MemoryEngine {
     local: Arc<Subscriptions>,
     epoch: Arc<str>,
     bounds: HistoryBounds,
+    idempotency_window: Duration,
     hasher: RandomState,
     /// A shard's lock is held while a message is delivered and while a subscriber is replayed
     /// and added, so subscribers see every offset once, in order.
@@ -81,11 +111,16 @@ pub struct MemoryEngine {
 }
 
 impl MemoryEngine {
-    pub fn new(local: Arc<Subscriptions>, bounds: HistoryBounds) -> Self {
+    pub fn new(
+        local: Arc<Subscriptions>,
+        bounds: HistoryBounds,
+        idempotency_window: Duration,
+    ) -> Self {
         MemoryEngine {
             local,
             epoch: Arc::from(format!("m{:016x}", rand::random::<u64>())),
             bounds,
+            idempotency_window,
             hasher: RandomState::new(),
             logs: (0..SHARDS).map(|_| Mutex::default()).collect(),
         }
@@ -153,14 +188,36 @@ impl MemoryEngine {
     }
 
     pub fn publish(&self, channel: &str, data: &RawValue) -> Position {
+        self.publish_once(channel, data, None).position
+    }
+
+    /// Publishes unless `idempotency_key` published on this channel within the window; then
+    /// nothing is delivered and the first publish's position is returned as a duplicate.
+    pub fn publish_once(
+        &self,
+        channel: &str,
+        data: &RawValue,
+        idempotency_key: Option<&str>,
+    ) -> Published {
         let at = Instant::now();
         let mut logs = self.shard(channel);
         if !logs.contains_key(channel) {
             logs.insert(channel.into(), ChannelLog::default());
         }
         let Some(log) = logs.get_mut(channel) else {
-            return self.position(0);
+            return Published {
+                position: self.position(0),
+                duplicate: false,
+            };
         };
+        if let Some(key) = idempotency_key
+            && let Some(offset) = log.seen(key, self.idempotency_window)
+        {
+            return Published {
+                position: self.position(offset),
+                duplicate: true,
+            };
+        }
         log.last += 1;
         let offset = log.last;
         let frame = Frame::text(encode(&ServerMessage::Message {
@@ -170,8 +227,14 @@ impl MemoryEngine {
         }));
         self.local.deliver_channel(channel, &frame, at);
         log.append(Entry { offset, frame, at }, &self.bounds);
+        if let Some(key) = idempotency_key {
+            log.remember(key, offset, at);
+        }
         drop(logs);
-        self.position(offset)
+        Published {
+            position: self.position(offset),
+            duplicate: false,
+        }
     }
 
     pub fn send(&self, from: &str, to: &str, data: &RawValue) -> Result<(), EngineError> {
@@ -194,7 +257,11 @@ mod tests {
             max_messages,
             max_age: Duration::from_secs(300),
         };
-        MemoryEngine::new(Arc::new(Subscriptions::new()), bounds)
+        MemoryEngine::new(
+            Arc::new(Subscriptions::new()),
+            bounds,
+            Duration::from_secs(300),
+        )
     }
 
     fn outbox() -> Arc<Outbox> {
@@ -239,6 +306,29 @@ mod tests {
                 r#"{"op":"message","channel":"a","offset":2,"data":1}"#
             ]
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_repeated_idempotency_key_delivers_nothing_within_the_window() {
+        let engine = engine(10);
+        let outbox = outbox();
+        engine.subscribe(1, &outbox, "a", None);
+        let data = RawValue::from_string("1".into()).unwrap();
+        let first = engine.publish_once("a", &data, Some("k"));
+        let again = engine.publish_once("a", &data, Some("k"));
+        assert_eq!((first.position.offset, first.duplicate), (1, false));
+        assert_eq!((again.position.offset, again.duplicate), (1, true));
+        assert_eq!(
+            engine.publish_once("b", &data, Some("k")).position.offset,
+            1,
+            "per channel"
+        );
+        assert_eq!(offsets(&outbox), [1], "delivered once");
+        // Past the window the key is forgotten: a new message.
+        tokio::time::advance(Duration::from_secs(301)).await;
+        let later = engine.publish_once("a", &data, Some("k"));
+        assert_eq!((later.position.offset, later.duplicate), (2, false));
+        assert_eq!(offsets(&outbox), [2]);
     }
 
     #[test]
@@ -306,7 +396,11 @@ mod tests {
             max_messages: 10,
             max_age: Duration::from_millis(1),
         };
-        let engine = MemoryEngine::new(Arc::new(Subscriptions::new()), bounds);
+        let engine = MemoryEngine::new(
+            Arc::new(Subscriptions::new()),
+            bounds,
+            Duration::from_secs(300),
+        );
         let data = RawValue::from_string("1".into()).unwrap();
         engine.publish("a", &data);
         engine.publish("a", &data);

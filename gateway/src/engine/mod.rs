@@ -37,6 +37,14 @@ impl HistoryBounds {
 /// A position in a channel's history (offset and epoch), the backplane's own.
 pub use crate::backplane::Position;
 
+/// What a publish did: the message's position, or, for an idempotency key already seen within
+/// the window, the first publish's position and nothing delivered (`duplicate`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Published {
+    pub position: Position,
+    pub duplicate: bool,
+}
+
 /// The reply to a subscribe: where the channel stands, and, when the client gave `since`,
 /// whether everything after it was (or needed no) replay.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,7 +88,10 @@ impl Engine {
     pub async fn connect(config: &Config, local: Arc<Subscriptions>) -> anyhow::Result<Engine> {
         let bounds = HistoryBounds::from_config(config);
         if config.redis_url.is_empty() {
-            return Ok(Engine::Memory(memory::MemoryEngine::new(local, bounds)));
+            let window = config.idempotency_window;
+            return Ok(Engine::Memory(memory::MemoryEngine::new(
+                local, bounds, window,
+            )));
         }
         let mut settings = BackplaneConfig::new(
             &config.redis_url,
@@ -88,6 +99,7 @@ impl Engine {
             &config.key_prefix,
             &config.node_id,
         );
+        settings.idempotency_window = config.idempotency_window;
         settings.tls = config
             .redis_tls
             .as_ref()
@@ -146,10 +158,17 @@ impl Engine {
     }
 
     /// Publishes to every subscriber of a channel in the fleet; returns the assigned offset.
-    pub async fn publish(&self, channel: &str, data: &RawValue) -> Result<Position, EngineError> {
+    /// Publishes `data` on `channel`; with an idempotency key, at most once per key within
+    /// the window (`idempotency_window_secs`).
+    pub async fn publish(
+        &self,
+        channel: &str,
+        data: &RawValue,
+        idempotency_key: Option<&str>,
+    ) -> Result<Published, EngineError> {
         match self {
-            Engine::Memory(engine) => Ok(engine.publish(channel, data)),
-            Engine::Redis(engine) => engine.publish(channel, data).await,
+            Engine::Memory(engine) => Ok(engine.publish_once(channel, data, idempotency_key)),
+            Engine::Redis(engine) => engine.publish(channel, data, idempotency_key).await,
         }
     }
 

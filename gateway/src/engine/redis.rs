@@ -4,7 +4,7 @@
 //! local subscriber; resuming subscribers get history first, with live messages held back until
 //! the replay is queued and live repeats of replayed offsets dropped (see [`Resumes`]).
 
-use super::{EngineError, Position, Subscribed};
+use super::{EngineError, Position, Published, Subscribed};
 use crate::backplane::{Backplane, BackplaneError, BackplaneState, Deliveries, Delivery, Recovery};
 use crate::frame::Frame;
 use crate::outbox::Outbox;
@@ -231,13 +231,21 @@ impl RedisEngine {
         }
     }
 
-    pub async fn publish(&self, channel: &str, data: &RawValue) -> Result<Position, EngineError> {
-        let position = self
+    pub async fn publish(
+        &self,
+        channel: &str,
+        data: &RawValue,
+        idempotency_key: Option<&str>,
+    ) -> Result<Published, EngineError> {
+        let (position, duplicate) = self
             .backplane
-            .publish(channel, data)
+            .publish_once(channel, data, idempotency_key)
             .await
             .map_err(unavailable)?;
-        Ok(position)
+        Ok(Published {
+            position,
+            duplicate,
+        })
     }
 
     /// Local connections of `to` get the frame directly; otherwise it goes through the
