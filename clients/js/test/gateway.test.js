@@ -72,6 +72,25 @@ test('publish and subscribe are acknowledged and delivered once, in order', asyn
   assert.deepEqual(named(events, 'error'), []);
 });
 
+test('a publish repeated with its idempotency key is acked as a duplicate and delivered once', async (t) => {
+  const gateway = await Gateway.start();
+  t.after(() => gateway.kill());
+  const { client } = recordedClient({ urls: [gateway.url] });
+  t.after(() => client.close());
+  await client.ready;
+  const received = [];
+  await client.subscribe('orders', (m) => received.push(m)).ready;
+  const first = await client.publish('orders', { n: 17 }, { idempotencyKey: 'order-17' });
+  const again = await client.publish('orders', { n: 17 }, { idempotencyKey: 'order-17' });
+  assert.equal(first.duplicate, undefined);
+  assert.deepEqual([again.offset, again.epoch, again.duplicate], [first.offset, first.epoch, true]);
+  const other = await client.publish('orders', { n: 18 }, { idempotencyKey: 'order-18' });
+  assert.equal(other.offset, first.offset + 1);
+  await waitFor('2 messages', () => received.length >= 2);
+  assert.deepEqual(received.map((m) => m.data.n), [17, 18]);
+  await assert.rejects(client.publish('orders', 1, { idempotencyKey: '' }), (e) => e.code === 'bad_request');
+});
+
 test('send reaches a client by id; an unknown id is a not_found error', async (t) => {
   const gateway = await Gateway.start({ args: ['--anonymous'], env: { WSFLEET_DRAIN_TOKEN: DRAIN_TOKEN, WSFLEET_PUBLISH_TOKEN: PUBLISH_TOKEN } });
   t.after(() => gateway.kill());
