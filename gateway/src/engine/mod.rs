@@ -157,9 +157,9 @@ impl Engine {
         Ok(())
     }
 
-    /// Publishes to every subscriber of a channel in the fleet; returns the assigned offset.
-    /// Publishes `data` on `channel`; with an idempotency key, at most once per key within
-    /// the window (`idempotency_window_secs`).
+    /// Publishes `data` to every subscriber of `channel` in the fleet; returns the assigned
+    /// position. With an idempotency key, at most once per key and channel within the window
+    /// (`idempotency_window_secs`).
     pub async fn publish(
         &self,
         channel: &str,
