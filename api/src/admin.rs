@@ -18,7 +18,9 @@ pub const MAX_DRAIN_REASON_BYTES: usize = 123;
 pub const DEFAULT_DRAIN_REASON: &str = "node draining";
 
 /// Body of `POST /drain`: spread this node's clients' reconnects over `window_seconds`, and
-/// exit after `deadline_seconds` at the latest.
+/// exit after `deadline_seconds` at the latest. With `count`, a **partial drain**: only that
+/// many clients are told to move (spread over the window the same way) and the node keeps
+/// serving — for moving load off a busy node (rebalancing) without emptying it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DrainRequest {
@@ -26,6 +28,8 @@ pub struct DrainRequest {
     pub deadline_seconds: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count: Option<u64>,
 }
 
 impl DrainRequest {
@@ -47,6 +51,9 @@ impl DrainRequest {
             return Err(format!(
                 "deadline_seconds ({deadline}) must be at least window_seconds ({window})"
             ));
+        }
+        if self.count == Some(0) {
+            return Err("count must be at least 1 (or left out for a full drain)".into());
         }
         let reason = self.reason();
         if reason.is_empty() || reason.len() > MAX_DRAIN_REASON_BYTES {
@@ -253,6 +260,7 @@ mod tests {
             window_seconds: window,
             deadline_seconds: deadline,
             reason: reason.map(str::to_string),
+            count: None,
         }
     }
 
@@ -279,6 +287,13 @@ mod tests {
                 "deadline_seconds (10) must be at least window_seconds (30)",
             ),
             (drain(30, 60, Some("")), "reason must be 1 to 123 bytes"),
+            (
+                DrainRequest {
+                    count: Some(0),
+                    ..drain(30, 60, None)
+                },
+                "count must be at least 1",
+            ),
         ];
         for (request, message) in refused {
             let err = request.check().expect_err(message);

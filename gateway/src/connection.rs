@@ -169,7 +169,7 @@ impl Connection<'_> {
         let mut phase = self.node.lifecycle.watch();
         let mut leave = None;
         // A drain may have begun between admission and here.
-        if let Some(end) = Box::pin(self.on_phase(ws, &mut phase, &mut leave)).await {
+        if let Some(end) = Box::pin(self.on_phase(ws, &mut phase, &mut leave, true)).await {
             return end;
         }
         // One timer for the connection's life, moved only when its deadline changes, so that
@@ -211,7 +211,7 @@ impl Connection<'_> {
                     if changed.is_err() {
                         return End::Gone;
                     }
-                    if let Some(end) = Box::pin(self.on_phase(ws, &mut phase, &mut leave)).await {
+                    if let Some(end) = Box::pin(self.on_phase(ws, &mut phase, &mut leave, false)).await {
                         return end;
                     }
                 }
@@ -243,38 +243,47 @@ impl Connection<'_> {
     }
 
     /// Follows the node's phase: on a drain, tells the client when to reconnect (once; a later
-    /// drain or a cancel does not change a time already given); past the deadline, closes.
+    /// drain or a cancel does not change a time already given); past the deadline, closes. A
+    /// partial drain moves the connection only if it gets one of the drain's slots, and never
+    /// a connection that is just `joining` (it came to this node a moment ago).
     async fn on_phase(
         &mut self,
         ws: &mut Socket,
         phase: &mut watch::Receiver<Phase>,
         leave: &mut Option<Leave>,
+        joining: bool,
     ) -> Option<End> {
         let current = phase.borrow_and_update().clone();
-        match current {
-            Phase::Serving => None,
-            Phase::Draining(_) if leave.is_some() => None,
+        let (drain, after) = match current {
+            Phase::Serving => return None,
+            Phase::Draining(_) | Phase::Shedding(_) if leave.is_some() => return None,
+            Phase::Shedding(_) if joining => return None,
+            Phase::Shedding(drain) => match drain.claim_slot() {
+                Some(after) => (drain, after),
+                None => return None,
+            },
             Phase::Draining(drain) => {
                 let after = drain.claim();
-                let hint = encode(&ServerMessage::Reconnect {
-                    after_ms: u64::try_from(after.as_millis()).unwrap_or(u64::MAX),
-                    reason: &drain.reason,
-                });
-                *leave = Some(Leave {
-                    at: Instant::now() + after,
-                    reason: Arc::clone(&drain.reason),
-                });
-                if self.write(ws, Message::text(hint)).await.is_err() {
-                    return Some(End::Gone);
-                }
-                metrics().drain_reconnects.inc();
-                None
+                (drain, after)
             }
             Phase::Closing(drain) | Phase::Drained(drain) => {
                 let reason = leave.as_ref().map_or(&drain.reason, |l| &l.reason);
-                Some(End::Restart(Arc::clone(reason)))
+                return Some(End::Restart(Arc::clone(reason)));
             }
+        };
+        let hint = encode(&ServerMessage::Reconnect {
+            after_ms: u64::try_from(after.as_millis()).unwrap_or(u64::MAX),
+            reason: &drain.reason,
+        });
+        *leave = Some(Leave {
+            at: Instant::now() + after,
+            reason: Arc::clone(&drain.reason),
+        });
+        if self.write(ws, Message::text(hint)).await.is_err() {
+            return Some(End::Gone);
         }
+        metrics().drain_reconnects.inc();
+        None
     }
 
     /// Handles one frame from the client; `Some` ends the connection.

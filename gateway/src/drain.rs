@@ -29,11 +29,20 @@ pub struct Drain {
     /// order; the k-th connection to learn of the drain takes the k-th.
     schedule: Box<[u64]>,
     claimed: AtomicUsize,
+    /// A partial drain moves only this many connections; a full drain moves every one.
+    limit: Option<usize>,
 }
 
 impl Drain {
-    /// A drain as `request` (already checked) asks for.
+    /// A drain as `request` (already checked) asks for; with a `count`, a partial drain whose
+    /// schedule spreads just that many connections over the window.
     fn new(request: &DrainRequest, connections: usize) -> Drain {
+        let limit = request.count.map(|count| {
+            usize::try_from(count)
+                .unwrap_or(usize::MAX)
+                .min(connections)
+        });
+        let connections = limit.unwrap_or(connections);
         let window = Duration::from_secs(request.window_seconds);
         let deadline = Duration::from_secs(request.deadline_seconds);
         let window_ms = duration_ms(window);
@@ -48,7 +57,21 @@ impl Drain {
             deadline_unix_ms: now_unix_ms.saturating_add(duration_ms(deadline)),
             schedule: stratified(connections, window_ms, &mut rand::rng()).into(),
             claimed: AtomicUsize::new(0),
+            limit,
         }
+    }
+
+    /// The reconnect delay for the next connection of a partial drain, while there are slots
+    /// left; `None` once `count` connections were told.
+    pub fn claim_slot(&self) -> Option<Duration> {
+        let k = self.claimed.fetch_add(1, Ordering::Relaxed);
+        let ms = *self.schedule.get(k)?;
+        Some(Duration::from_millis(ms))
+    }
+
+    /// Connections a partial drain moves (`None` for a full drain).
+    pub fn limit(&self) -> Option<usize> {
+        self.limit
     }
 
     /// The reconnect delay for the next connection to learn of this drain. Connections beyond
@@ -84,6 +107,9 @@ pub fn stratified(n: usize, window_ms: u64, rng: &mut impl Rng) -> Vec<u64> {
 #[derive(Debug, Clone)]
 pub enum Phase {
     Serving,
+    /// Serving, while a partial drain moves some of the connections elsewhere (each of the
+    /// first `count` connections to hear of it gets a slot in the schedule).
+    Shedding(Arc<Drain>),
     /// Clients are being told to reconnect and closed at their times.
     Draining(Arc<Drain>),
     /// The deadline passed: every remaining connection closes now.
@@ -95,15 +121,16 @@ pub enum Phase {
 impl Phase {
     pub fn state(&self) -> NodeState {
         match self {
-            Phase::Serving => NodeState::Serving,
+            Phase::Serving | Phase::Shedding(_) => NodeState::Serving,
             Phase::Draining(_) | Phase::Closing(_) => NodeState::Draining,
             Phase::Drained(_) => NodeState::Drained,
         }
     }
 
+    /// The full drain under way, if any (a partial drain is not one: the node serves on).
     pub fn drain(&self) -> Option<&Arc<Drain>> {
         match self {
-            Phase::Serving => None,
+            Phase::Serving | Phase::Shedding(_) => None,
             Phase::Draining(d) | Phase::Closing(d) | Phase::Drained(d) => Some(d),
         }
     }
@@ -150,10 +177,13 @@ impl Lifecycle {
 
     /// Starts a drain of `connections` connections, or returns the one under way (idempotent:
     /// a second request never reschedules).
+    /// A request with a `count` starts a partial drain instead (also idempotent); a full drain
+    /// supersedes a partial one, not the other way round.
     pub fn begin(&self, request: &DrainRequest, connections: usize) -> Begun {
         let mut begun = None;
+        let partial = request.count.is_some();
         self.phase.send_if_modified(|phase| match phase {
-            Phase::Serving => {
+            Phase::Serving | Phase::Shedding(_) if !partial => {
                 let drain = Arc::new(Drain::new(request, connections));
                 *phase = Phase::Draining(Arc::clone(&drain));
                 begun = Some(Begun {
@@ -162,7 +192,16 @@ impl Lifecycle {
                 });
                 true
             }
-            Phase::Draining(d) | Phase::Closing(d) | Phase::Drained(d) => {
+            Phase::Serving => {
+                let drain = Arc::new(Drain::new(request, connections));
+                *phase = Phase::Shedding(Arc::clone(&drain));
+                begun = Some(Begun {
+                    drain,
+                    started: true,
+                });
+                true
+            }
+            Phase::Shedding(d) | Phase::Draining(d) | Phase::Closing(d) | Phase::Drained(d) => {
                 begun = Some(Begun {
                     drain: Arc::clone(d),
                     started: false,
@@ -179,7 +218,7 @@ impl Lifecycle {
         let mut result = Ok(());
         self.phase.send_if_modified(|phase| match phase {
             Phase::Serving => false,
-            Phase::Draining(_) => {
+            Phase::Draining(_) | Phase::Shedding(_) => {
                 *phase = Phase::Serving;
                 true
             }
@@ -210,6 +249,19 @@ impl Lifecycle {
     pub async fn drained(&self) {
         let mut rx = self.phase.subscribe();
         let _ = rx.wait_for(|p| matches!(p, Phase::Drained(_))).await;
+    }
+
+    /// Ends a partial drain once its window has passed: the node is plainly serving again
+    /// (connections told to move still leave at their time).
+    pub async fn end_shedding_after(&self, drain: &Arc<Drain>) {
+        tokio::time::sleep(drain.window).await;
+        self.phase.send_if_modified(|phase| match phase {
+            Phase::Shedding(d) if Arc::ptr_eq(d, drain) => {
+                *phase = Phase::Serving;
+                true
+            }
+            _ => false,
+        });
     }
 
     fn is_current(&self, drain: &Arc<Drain>) -> bool {
@@ -314,9 +366,54 @@ mod tests {
             window_seconds,
             deadline_seconds,
             reason: reason.map(str::to_owned),
+            count: None,
         };
         request.check().expect("a valid request");
         request
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_partial_drain_hands_out_count_slots_and_ends_after_its_window() {
+        let lifecycle = Lifecycle::default();
+        let partial = DrainRequest {
+            count: Some(3),
+            ..request(2, 2, Some("rebalance"))
+        };
+        let begun = lifecycle.begin(&partial, 10);
+        assert!(begun.started);
+        assert_eq!(
+            lifecycle.phase().state(),
+            NodeState::Serving,
+            "the node serves on"
+        );
+        assert!(lifecycle.phase().drain().is_none(), "not a full drain");
+        let slots: Vec<_> = (0..5).map(|_| begun.drain.claim_slot()).collect();
+        assert!(
+            slots[..3]
+                .iter()
+                .all(|s| s.is_some_and(|d| d < Duration::from_secs(2)))
+        );
+        assert_eq!(slots[3..], [None, None], "only count connections move");
+        assert!(
+            !lifecycle.begin(&partial, 10).started,
+            "a repeat starts nothing"
+        );
+
+        // Its window over, the node is plainly serving; a partial drain can start again.
+        lifecycle.end_shedding_after(&begun.drain).await;
+        assert!(matches!(lifecycle.phase(), Phase::Serving));
+        let second = lifecycle.begin(&partial, 10);
+        assert!(second.started);
+
+        // A full drain supersedes a partial one; a partial one does not touch a full one.
+        let full = lifecycle.begin(&request(2, 2, None), 10);
+        assert!(full.started);
+        assert_eq!(lifecycle.phase().state(), NodeState::Draining);
+        assert!(!lifecycle.begin(&partial, 10).started);
+        assert_eq!(lifecycle.cancel(), Ok(()));
+        // A partial drain asks for no more than there are connections.
+        let few = lifecycle.begin(&partial, 1).drain;
+        assert!(few.claim_slot().is_some() && few.claim_slot().is_none());
     }
 
     #[test]

@@ -94,6 +94,7 @@ async fn drain_on_signals(node: &Arc<Node>, mut signals: ShutdownSignals) {
         window_seconds: node.config.drain_window.as_secs(),
         deadline_seconds: node.config.drain_timeout.as_secs(),
         reason: Some("node shutting down".to_owned()),
+        count: None,
     };
     tracing::info!("shutdown signal; draining");
     node.drain(&request);

@@ -64,7 +64,18 @@ impl Node {
     /// the node is empty or at the deadline.
     pub fn drain(self: &Arc<Self>, request: &DrainRequest) -> Begun {
         let begun = self.lifecycle.begin(request, self.connections());
-        if begun.started {
+        if begun.started && begun.drain.limit().is_some() {
+            tracing::info!(
+                reason = &*begun.drain.reason,
+                window_secs = request.window_seconds,
+                count = begun.drain.limit(),
+                connections = self.connections(),
+                "partial drain started"
+            );
+            let node = Arc::clone(self);
+            let drain = Arc::clone(&begun.drain);
+            tokio::spawn(async move { node.lifecycle.end_shedding_after(&drain).await });
+        } else if begun.started {
             tracing::info!(
                 reason = &*begun.drain.reason,
                 window_secs = request.window_seconds,

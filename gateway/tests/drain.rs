@@ -385,3 +385,99 @@ async fn a_thousand_clients_are_spread_evenly_over_the_window() {
     let exit = gateway.wait_exit(WAIT).expect("the drained node exits");
     assert!(exit.success(), "{exit}");
 }
+
+/// A partial drain (`count`): exactly that many clients are told to move, at times spread over
+/// the window, and closed with 1012 then; the others stay; the node keeps serving (ready, new
+/// upgrades admitted, `/status` "serving") and does not exit; a repeat while it runs changes
+/// nothing, and a full drain still supersedes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partial_drain_moves_count_clients_and_the_node_keeps_serving() {
+    let mut gateway = gateway(&[]);
+    let mut clients = Vec::new();
+    for _ in 0..40 {
+        clients.push(connect(&gateway.ws_url("")).await);
+    }
+    // Each client reports what it saw within 4 s: a hint and its close, or nothing.
+    let observers: Vec<_> = clients
+        .into_iter()
+        .map(|mut client| {
+            tokio::spawn(async move {
+                let first = tokio::time::timeout(Duration::from_secs(4), next_frame(&mut client));
+                match first.await {
+                    Ok(Frame::Text(hint)) if hint["op"] == "reconnect" => {
+                        let hinted_at = Instant::now();
+                        let close = next_frame(&mut client).await;
+                        Ok((hint, hinted_at, close, Instant::now()))
+                    }
+                    Ok(other) => panic!("unexpected {other:?}"),
+                    // Not moved: kept connected.
+                    Err(_) => Err(client),
+                }
+            })
+        })
+        .collect();
+    let body =
+        json!({"window_seconds": 2, "deadline_seconds": 2, "count": 15, "reason": "rebalance"});
+    let reply = gateway.admin("POST", "/drain", Some(TOKEN), &body.to_string());
+    assert_eq!(reply.status, 202, "{}", reply.body);
+    let again = gateway.admin("POST", "/drain", Some(TOKEN), &body.to_string());
+    assert_eq!(
+        again.status, 200,
+        "a repeat while it runs starts nothing new"
+    );
+    assert_eq!(status(&gateway)["state"], "serving");
+    assert_eq!(gateway.admin("GET", "/readyz", None, "").status, 200);
+    // A newcomer during the partial drain is admitted and not moved.
+    let mut newcomer = connect(&gateway.ws_url("")).await;
+
+    let mut moved = 0;
+    let mut stayed = Vec::new();
+    for observer in observers {
+        let (hint, hinted_at, close, closed_at) = match observer.await.expect("observer") {
+            Ok(seen) => seen,
+            Err(client) => {
+                stayed.push(client);
+                continue;
+            }
+        };
+        moved += 1;
+        let after_ms = hint["after_ms"].as_u64().expect("after_ms");
+        assert!(after_ms < 2000, "{hint}");
+        assert_eq!(hint["reason"], "rebalance");
+        assert!(
+            matches!(&close, Frame::Close(Some(CloseCode::Restart), reason) if reason == "rebalance"),
+            "{close:?}"
+        );
+        let late = closed_at.duration_since(hinted_at).as_millis() as i64 - after_ms as i64;
+        assert!(
+            (-250..=3000).contains(&late),
+            "closed {late} ms off its time"
+        );
+    }
+    assert_eq!(
+        (moved, stayed.len()),
+        (15, 25),
+        "exactly count clients were moved"
+    );
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), next_frame(&mut newcomer))
+            .await
+            .is_err(),
+        "the newcomer was left alone"
+    );
+    assert!(
+        wait_until(WAIT, || status(&gateway)["connections"] == 26),
+        "25 stayed, plus the newcomer: {}",
+        status(&gateway)
+    );
+    assert_eq!(status(&gateway)["state"], "serving");
+    assert!(
+        gateway.wait_exit(Duration::from_millis(500)).is_none(),
+        "the node serves on"
+    );
+
+    // A full drain afterwards still drains everyone.
+    assert_eq!(post_drain(&gateway, 1, 30, "upgrade").0, 202);
+    let seen = observe_drain(newcomer).await;
+    check_observed(&seen, 1000, "upgrade");
+}

@@ -202,6 +202,7 @@ mod tests {
             window_seconds: 45,
             deadline_seconds: 120,
             reason: Some("scale-down".into()),
+            count: None,
         };
         GatewayClient::new(Some("t".into()))
             .drain(addr, &request)

@@ -404,6 +404,7 @@ fn order(
                 }
                 .into(),
             ),
+            count: None,
         },
         deadline,
         reason,
