@@ -226,6 +226,12 @@ pub struct ConnectionSettings {
     /// How a node refuses a handshake at its cap: an HTTP status, or accept then close 1013.
     #[serde(default)]
     pub refusal_mode: RefusalMode,
+
+    /// Seconds a publish's `idempotency_key` is remembered per channel: a repeat within this
+    /// window delivers nothing and is acked with the first offset.
+    #[serde(default = "default_idempotency_window")]
+    #[schemars(range(min = 1, max = 86400))]
+    pub idempotency_window_seconds: i32,
 }
 
 impl Default for ConnectionSettings {
@@ -239,6 +245,7 @@ impl Default for ConnectionSettings {
             slow_consumer_policy: SlowConsumerPolicy::default(),
             handshakes_per_second: default_handshakes_per_second(),
             refusal_mode: RefusalMode::default(),
+            idempotency_window_seconds: default_idempotency_window(),
         }
     }
 }
@@ -265,6 +272,10 @@ fn default_send_queue_messages() -> i32 {
 }
 fn default_handshakes_per_second() -> i32 {
     2_000
+}
+
+fn default_idempotency_window() -> i32 {
+    300
 }
 
 /// What a node does with a client that cannot keep up.

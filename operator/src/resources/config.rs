@@ -76,6 +76,7 @@ pub fn gateway_config(fleet: &WebSocketFleet) -> GatewayConfig {
             RefusalMode::Status => api::RefusalMode::Status,
             RefusalMode::Close1013 => api::RefusalMode::Close1013,
         }),
+        idempotency_window_secs: secs(c.idempotency_window_seconds),
         drain_window_secs: secs(spec.drain.reconnect_window_seconds),
         drain_timeout_secs: secs(spec.drain.timeout_seconds),
         // The URL itself comes from WSFLEET_REDIS_URL so a password never lands in a ConfigMap.
@@ -147,6 +148,7 @@ mod tests {
             refusal_mode: Some(api::RefusalMode::Status),
             drain_window_secs: Some(60),
             drain_timeout_secs: Some(120),
+            idempotency_window_secs: Some(300),
             redis_mode: Some(api::RedisMode::Standalone),
             key_prefix: Some("wsfleet".into()),
             drain_token_file: Some("/etc/wsfleet/tokens/drain/token".into()),
@@ -164,7 +166,8 @@ mod tests {
         let fleet = testing::fleet(serde_json::json!({
             "image": "gw:1",
             "connections": {"maxPerNode": 5000, "heartbeatIntervalSeconds": 10,
-                "slowConsumerPolicy": "DropOldest", "refusalMode": "Close1013"},
+                "slowConsumerPolicy": "DropOldest", "refusalMode": "Close1013",
+                "idempotencyWindowSeconds": 900},
             "backplane": {"redis": {"url": "redis://r:6379", "mode": "Cluster", "keyPrefix": "chat"}},
             "drain": {"reconnectWindowSeconds": 30, "timeoutSeconds": 90},
             "auth": {"jwt": {"algorithm": "ES256", "keySecretRef": {"name": "k", "key": "pem"},
@@ -174,6 +177,7 @@ mod tests {
         let config = read(&toml);
         assert_eq!(config.max_connections, Some(5000));
         assert_eq!(config.heartbeat_timeout_secs, Some(20));
+        assert_eq!(config.idempotency_window_secs, Some(900));
         assert_eq!(
             config.slow_consumer_policy,
             Some(api::SlowConsumerPolicy::DropOldest)
