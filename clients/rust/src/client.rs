@@ -66,7 +66,7 @@ impl Client {
         }
         let (commands, command_rx) = mpsc::unbounded_channel();
         let (events, mut event_rx) = broadcast::channel(EVENT_BUFFER);
-        let (session_tx, mut session) = watch::channel(None);
+        let (session_tx, session) = watch::channel(None);
         let (directs_tx, directs_rx) = mpsc::unbounded_channel();
         let directs_taken = Arc::new(AtomicBool::new(false));
         let client = Client {
@@ -98,20 +98,21 @@ impl Client {
                     .unwrap_or_else(|| "the connection task ended".into()),
             )
         };
+        // Returns on the first `Connected`: the driver stores the session before it emits the
+        // event, so the session is there, and a receiver the caller makes after this returns
+        // does not see the first connection's event.
         loop {
             tokio::select! {
-                changed = session.changed() => {
-                    if changed.is_err() {
-                        return Err(failed(&last_failure));
-                    }
-                    if session.borrow().is_some() {
-                        return Ok(client);
-                    }
-                }
                 event = event_rx.recv() => match event {
+                    Ok(Event::Connected { .. }) => return Ok(client),
                     Ok(Event::Disconnected { reason, .. }) => last_failure = Some(reason),
                     Ok(Event::GaveUp) | Err(broadcast::error::RecvError::Closed) => {
                         return Err(failed(&last_failure));
+                    }
+                    // Fell behind a burst of failed attempts: the session says whether one
+                    // of them got through.
+                    Err(broadcast::error::RecvError::Lagged(_)) if session.borrow().is_some() => {
+                        return Ok(client);
                     }
                     _ => {}
                 },
