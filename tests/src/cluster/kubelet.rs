@@ -62,6 +62,8 @@ const POD_NETWORK: &str = "10.244.0.0/16";
 /// How often Secret and ConfigMap volumes are re-read (kubelet: about a minute; short here so
 /// tests of a rotation do not wait).
 const VOLUME_REFRESH: Duration = Duration::from_secs(2);
+/// Longest wait for one API call made from a pod's probe loop.
+const API_CALL_LIMIT: Duration = Duration::from_secs(3);
 
 /// Which workspace binary an image runs, and the env vars that bind its listeners (by
 /// container port name) when its own config names the wildcard address.
@@ -657,7 +659,9 @@ impl<'a> PodRun<'a> {
     async fn refresh_volumes(&self) {
         for (volume, path) in &self.volumes {
             if volume.secret.is_some() || volume.config_map.is_some() {
-                let _ = write_volume(self.shared, &self.pod, volume, path).await;
+                // Bounded like `publish`: a stalled API server leaves the files as they are.
+                let write = write_volume(self.shared, &self.pod, volume, path);
+                let _ = tokio::time::timeout(API_CALL_LIMIT, write).await;
             }
         }
     }
@@ -705,15 +709,18 @@ impl<'a> PodRun<'a> {
 
     async fn publish(&mut self) {
         let container_id = "";
-        self.unpublished = !write_status(
+        let write = write_status(
             self.shared,
             &self.pod,
             Some(self),
             &self.machine,
             &self.state,
             container_id,
-        )
-        .await;
+        );
+        // Bounded: a stalled API server must not stop this pod's probes (a real kubelet probes
+        // on a loop of its own); an unfinished write is retried.
+        let written = tokio::time::timeout(API_CALL_LIMIT, write).await;
+        self.unpublished = !written.unwrap_or(false);
     }
 
     /// Runs, probes and restarts the container until the pod is deleted.
