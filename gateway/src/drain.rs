@@ -29,20 +29,17 @@ pub struct Drain {
     /// order; the k-th connection to learn of the drain takes the k-th.
     schedule: Box<[u64]>,
     claimed: AtomicUsize,
-    /// A partial drain moves only this many connections; a full drain moves every one.
-    limit: Option<usize>,
 }
 
 impl Drain {
     /// A drain as `request` (already checked) asks for; with a `count`, a partial drain whose
     /// schedule spreads just that many connections over the window.
     fn new(request: &DrainRequest, connections: usize) -> Drain {
-        let limit = request.count.map(|count| {
+        let connections = request.count.map_or(connections, |count| {
             usize::try_from(count)
                 .unwrap_or(usize::MAX)
                 .min(connections)
         });
-        let connections = limit.unwrap_or(connections);
         let window = Duration::from_secs(request.window_seconds);
         let deadline = Duration::from_secs(request.deadline_seconds);
         let window_ms = duration_ms(window);
@@ -57,7 +54,6 @@ impl Drain {
             deadline_unix_ms: now_unix_ms.saturating_add(duration_ms(deadline)),
             schedule: stratified(connections, window_ms, &mut rand::rng()).into(),
             claimed: AtomicUsize::new(0),
-            limit,
         }
     }
 
@@ -69,20 +65,12 @@ impl Drain {
         Some(Duration::from_millis(ms))
     }
 
-    /// Connections a partial drain moves (`None` for a full drain).
-    pub fn limit(&self) -> Option<usize> {
-        self.limit
-    }
-
     /// The reconnect delay for the next connection to learn of this drain. Connections beyond
     /// the ones counted at the start (upgrades that raced the drain) get a plain uniform draw.
     pub fn claim(&self) -> Duration {
-        let k = self.claimed.fetch_add(1, Ordering::Relaxed);
-        let ms = match self.schedule.get(k) {
-            Some(ms) => *ms,
-            None => rand::rng().random_range(0..duration_ms(self.window).max(1)),
-        };
-        Duration::from_millis(ms)
+        self.claim_slot().unwrap_or_else(|| {
+            Duration::from_millis(rand::rng().random_range(0..duration_ms(self.window).max(1)))
+        })
     }
 }
 
@@ -127,11 +115,21 @@ impl Phase {
         }
     }
 
+    /// The drain under way, full or partial.
+    fn current(&self) -> Option<&Arc<Drain>> {
+        match self {
+            Phase::Serving => None,
+            Phase::Shedding(d) | Phase::Draining(d) | Phase::Closing(d) | Phase::Drained(d) => {
+                Some(d)
+            }
+        }
+    }
+
     /// The full drain under way, if any (a partial drain is not one: the node serves on).
     pub fn drain(&self) -> Option<&Arc<Drain>> {
         match self {
-            Phase::Serving | Phase::Shedding(_) => None,
-            Phase::Draining(d) | Phase::Closing(d) | Phase::Drained(d) => Some(d),
+            Phase::Shedding(_) => None,
+            _ => self.current(),
         }
     }
 }
@@ -176,37 +174,36 @@ impl Lifecycle {
     }
 
     /// Starts a drain of `connections` connections, or returns the one under way (idempotent:
-    /// a second request never reschedules).
-    /// A request with a `count` starts a partial drain instead (also idempotent); a full drain
-    /// supersedes a partial one, not the other way round.
+    /// a second request never reschedules). A request with a `count` starts a partial drain
+    /// instead (also idempotent); a full drain supersedes a partial one, not the other way
+    /// round.
     pub fn begin(&self, request: &DrainRequest, connections: usize) -> Begun {
         let mut begun = None;
         let partial = request.count.is_some();
-        self.phase.send_if_modified(|phase| match phase {
-            Phase::Serving | Phase::Shedding(_) if !partial => {
-                let drain = Arc::new(Drain::new(request, connections));
-                *phase = Phase::Draining(Arc::clone(&drain));
-                begun = Some(Begun {
-                    drain,
-                    started: true,
-                });
-                true
-            }
-            Phase::Serving => {
-                let drain = Arc::new(Drain::new(request, connections));
-                *phase = Phase::Shedding(Arc::clone(&drain));
-                begun = Some(Begun {
-                    drain,
-                    started: true,
-                });
-                true
-            }
-            Phase::Shedding(d) | Phase::Draining(d) | Phase::Closing(d) | Phase::Drained(d) => {
-                begun = Some(Begun {
-                    drain: Arc::clone(d),
-                    started: false,
-                });
-                false
+        self.phase.send_if_modified(|phase| {
+            // A full drain replaces a partial one; anything else under way stays.
+            let replace = !partial && matches!(phase, Phase::Shedding(_));
+            match phase.current() {
+                Some(current) if !replace => {
+                    begun = Some(Begun {
+                        drain: Arc::clone(current),
+                        started: false,
+                    });
+                    false
+                }
+                _ => {
+                    let drain = Arc::new(Drain::new(request, connections));
+                    *phase = if partial {
+                        Phase::Shedding(Arc::clone(&drain))
+                    } else {
+                        Phase::Draining(Arc::clone(&drain))
+                    };
+                    begun = Some(Begun {
+                        drain,
+                        started: true,
+                    });
+                    true
+                }
             }
         });
         begun.unwrap_or_else(|| unreachable!("send_if_modified runs the closure once"))

@@ -64,11 +64,11 @@ impl Node {
     /// the node is empty or at the deadline.
     pub fn drain(self: &Arc<Self>, request: &DrainRequest) -> Begun {
         let begun = self.lifecycle.begin(request, self.connections());
-        if begun.started && begun.drain.limit().is_some() {
+        if begun.started && request.count.is_some() {
             tracing::info!(
                 reason = &*begun.drain.reason,
                 window_secs = request.window_seconds,
-                count = begun.drain.limit(),
+                count = request.count,
                 connections = self.connections(),
                 "partial drain started"
             );
