@@ -118,8 +118,8 @@ async fn write_registrations(
     }
 }
 
-/// Registers clients: their entries, and this node run's liveness key with them, so they
-/// resolve from the moment the call returns (one command more per batch).
+/// Registers clients: their entries, and this node run's liveness key with them unless it is
+/// fresh, so they resolve from the moment the call returns.
 pub(crate) async fn register(
     commands: &Commands,
     keys: &Keys,
@@ -127,7 +127,7 @@ pub(crate) async fn register(
     ids: &[String],
     ttl: Duration,
 ) -> Result<(), BackplaneError> {
-    liveness.refresh(commands, keys).await?;
+    liveness.ensure(commands, keys).await?;
     write_entries(commands, keys, ids, ttl).await
 }
 
@@ -263,6 +263,8 @@ pub(crate) async fn lookup(
 pub(crate) struct Liveness {
     ttl: Duration,
     rewrite: AtomicBool,
+    /// When the key was last written by this run.
+    written: Mutex<Option<tokio::time::Instant>>,
 }
 
 impl Liveness {
@@ -270,7 +272,24 @@ impl Liveness {
         Liveness {
             ttl,
             rewrite: AtomicBool::new(false),
+            written: Mutex::new(None),
         }
+    }
+
+    /// Writes the liveness key unless this run wrote it within the last third of its TTL (the
+    /// maintenance tick's period), so a registration costs no extra command but the first
+    /// ones after start, or after the maintenance task fell behind.
+    pub async fn ensure(&self, commands: &Commands, keys: &Keys) -> Result<(), BackplaneError> {
+        let fresh = self
+            .written
+            .lock()
+            .ok()
+            .and_then(|w| *w)
+            .is_some_and(|at| at.elapsed() < self.ttl / 3);
+        if fresh {
+            return Ok(());
+        }
+        self.refresh(commands, keys).await
     }
 
     /// Writes the liveness key. Found missing or naming another run (Redis lost its data, the
@@ -288,6 +307,9 @@ impl Liveness {
             .await?;
         if previous.as_deref() != Some(keys.incarnation()) {
             self.rewrite.store(true, Ordering::Relaxed);
+        }
+        if let Ok(mut written) = self.written.lock() {
+            *written = Some(tokio::time::Instant::now());
         }
         Ok(())
     }
